@@ -1,0 +1,50 @@
+// Storage formats of one head vector (head_dim floats) and their exact sizes.
+//
+// Names (used by the CLI, the cache, the docs):
+//   f32, f16                 uncompressed baselines
+//   q8_0, q4_0               llama.cpp block formats (block 32, fp16 scale)
+//   rvq{b}x{p}               TurboQuant RVQ: Hadamard rotation, p passes of b bits each
+//                            (rvq1x2 = 1-bit Gaussian pass + 1 residual pass), b in 1..4, p in 1..4
+//   tq{b}                    single-stage TurboQuant-MSE: rotation + one b-bit Lloyd-Max pass
+//   kivi{b}                  KIVI-style per-token asymmetric groups of 32 (fp16 scale + fp16 min), b in {2,4}
+// The byte layout of every format is written down in docs/format.md. code_size() is computed in
+// ONE place (format.cc) and every consumer (quantizers, cache, accounting) calls it.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "tqkv/status.h"
+
+namespace tqkv {
+
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi };
+
+struct FormatSpec {
+  FormatKind kind = FormatKind::kF16;
+  int bits = 16;   // bits per code per pass (rvq, tq, kivi); 32/16/8/4 for the baselines
+  int passes = 1;  // rvq only: total passes (first pass + residual passes)
+
+  // Canonical name, e.g. "rvq1x2", "tq2", "q8_0".
+  std::string name() const;
+  // True for formats stored in the Hadamard-rotated domain (rvq, tq).
+  bool rotated() const { return kind == FormatKind::kRvq || kind == FormatKind::kTq; }
+  bool operator==(const FormatSpec&) const = default;
+};
+
+// Parses a format name ("rvq1x2", "tq4", "q8_0", "f16", "kivi2", ...). Case-sensitive.
+StatusOr<FormatSpec> parse_format(std::string_view name);
+
+// Checks that `spec` can store vectors of `head_dim` elements (head_dim >= 1; q8_0/q4_0/kivi pad
+// the last block of 32, rvq/tq need head_dim <= 65536).
+Status validate_format(const FormatSpec& spec, int head_dim);
+
+// Bytes one encoded vector of `head_dim` elements takes, everything included (scales, norms,
+// padding). Precondition: validate_format(spec, head_dim).ok().
+size_t code_size(const FormatSpec& spec, int head_dim);
+
+// 8 * code_size / head_dim: the honest storage cost per element.
+double bits_per_element(const FormatSpec& spec, int head_dim);
+
+}  // namespace tqkv
