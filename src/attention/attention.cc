@@ -1,0 +1,385 @@
+// Fused attention over a LayerKVCache: scores straight from the stored codes, online softmax,
+// values accumulated without materializing them (docs/design.md, "Fused attention").
+//
+// Work item = (request, kv head, split of the compressed range). Each work item handles all
+// n_q_heads / n_kv_heads query heads x m query tokens ("states") of its kv head, reading every KV
+// byte once, and produces a partial softmax state (m, l, o) that is merged across splits.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "attention/attention_kernels.h"
+#include "cache/layer_cache_impl.h"
+#include "core/half.h"
+#include "quant/rotated_quantizer.h"
+#include "tqkv/simd.h"
+
+namespace tqkv {
+
+namespace attn {
+
+// ---- scalar reference kernels --------------------------------------------------------------
+
+void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  const float* sc = L.scales(tile);
+  for (int s = 0; s < Q.ns; ++s) {
+    const float* qr = &Q.qr[static_cast<size_t>(s) * Q.d];
+    for (int t = 0; t < kTileTokens; ++t) {
+      float acc = L.c0 * Q.qsum[s];
+      for (int p = 0; p < L.planes; ++p) {
+        float part = 0;
+        for (int i = 0; i < L.dim; ++i)
+          if (L.bit(tile, p, t, i)) part += qr[i];
+        acc += L.alpha[p] * part;
+      }
+      scores[s * kTileTokens + t] = sc[t] * acc;
+    }
+  }
+}
+
+void fast_value_accum_scalar(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+                             const float* w, int ns, float* o) {
+  const int dpad = 16 * L.groups;
+  for (int s = 0; s < ns; ++s)
+    for (int p = 0; p < L.planes; ++p)
+      for (int i = 0; i < L.dim; ++i) {
+        float part = 0;
+        for (int tl = 0; tl < n_tiles; ++tl)
+          for (int t = 0; t < kTileTokens; ++t)
+            if (L.bit(tiles[tl], p, t, i)) part += w[s * kBlock + tl * kTileTokens + t];
+        o[static_cast<size_t>(s) * dpad + i] += L.alpha[p] * part;
+      }
+}
+
+void float_scores_scalar(const float* q, int ns, const float* k, int n, int d, float* scores) {
+  for (int s = 0; s < ns; ++s)
+    for (int t = 0; t < n; ++t) {
+      float acc = 0;
+      for (int i = 0; i < d; ++i) acc += q[s * d + i] * k[static_cast<size_t>(t) * d + i];
+      scores[s * kBlock + t] = acc;
+    }
+}
+
+void float_accum_scalar(const float* p, int ns, const float* v, int n, int d, float* o) {
+  for (int s = 0; s < ns; ++s)
+    for (int t = 0; t < n; ++t) {
+      const float w = p[s * kBlock + t];
+      if (w == 0) continue;
+      for (int i = 0; i < d; ++i) o[static_cast<size_t>(s) * d + i] += w * v[static_cast<size_t>(t) * d + i];
+    }
+}
+
+}  // namespace attn
+
+namespace {
+
+using attn::kBlock;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Partial softmax state of `ns` states.
+struct Partial {
+  std::vector<float> m, l, cw;   // (ns,) running max, sum of p, sum of p * value scale (fast V)
+  std::vector<float> o;          // (ns, d) original-domain accumulator
+  std::vector<float> orot;       // (ns, dpad) rotated-domain accumulator (fast V)
+  void reset(int ns, int d, int dpad) {
+    m.assign(ns, kNegInf);
+    l.assign(ns, 0.0f);
+    cw.assign(ns, 0.0f);
+    o.assign(static_cast<size_t>(ns) * d, 0.0f);
+    orot.assign(static_cast<size_t>(ns) * dpad, 0.0f);
+  }
+};
+
+struct Work {
+  int req, head, c_begin, c_end;  // compressed index range of this split
+  bool first;                     // split 0 also handles sinks and the window
+};
+
+struct Ctx {
+  const LayerKVCache::Impl* I;
+  int n_q_heads, G, d, dpad;
+  float scale;
+  bool avx512;
+};
+
+// Online-softmax update of the states with the scores of one block of n tokens; returns the
+// probabilities in p (masked tokens 0). scores are overwritten.
+void softmax_block(Partial& P, int ns, int n, float* scores, const bool* masked_all, int d, int dpad) {
+  for (int s = 0; s < ns; ++s) {
+    float* sc = scores + s * kBlock;
+    float mx = kNegInf;
+    for (int t = 0; t < n; ++t) mx = std::max(mx, sc[t]);
+    if (mx == kNegInf) {
+      for (int t = 0; t < n; ++t) sc[t] = 0;
+      continue;
+    }
+    const float mnew = std::max(P.m[s], mx);
+    const float corr = std::exp(P.m[s] - mnew);  // exp(-inf) = 0 on the first block
+    if (corr != 1.0f) {
+      P.l[s] *= corr;
+      P.cw[s] *= corr;
+      for (int i = 0; i < d; ++i) P.o[static_cast<size_t>(s) * d + i] *= corr;
+      for (int i = 0; i < dpad; ++i) P.orot[static_cast<size_t>(s) * dpad + i] *= corr;
+    }
+    P.m[s] = mnew;
+    float sum = 0;
+    for (int t = 0; t < n; ++t) {
+      const float e = sc[t] == kNegInf ? 0.0f : std::exp(sc[t] - mnew);
+      sc[t] = e;
+      sum += e;
+    }
+    P.l[s] += sum;
+  }
+  (void)masked_all;
+}
+
+void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, const Work& w,
+              attn::Queries& Q, Partial& P, std::vector<float>& kbuf, std::vector<float>& vbuf,
+              std::vector<float>& scores, std::vector<float>& wts) {
+  const LayerKVCache::Impl& I = *C.I;
+  const LayerKVCache::Request& r = reqs[w.req];
+  const SeqState& s = I.seqs.at(r.seq);
+  const HeadStore& hs = s.heads[w.head];
+  const int d = C.d, G = C.G, m = r.m, ns = G * m;
+  const int S = I.sinks(), W = I.window();
+  const int n = s.n;
+  // Query states: state = g * m + j (q head w.head * G + g, query token j at position n - m + j).
+  Q.ns = ns;
+  Q.d = d;
+  Q.q.assign(static_cast<size_t>(ns) * d, 0.0f);
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < m; ++j) {
+      const float* src = r.q.at(w.head * G + g, j);
+      float* dst = &Q.q[static_cast<size_t>(g * m + j) * d];
+      for (int i = 0; i < d; ++i) dst[i] = src[i] * C.scale;
+    }
+  if (I.kfast) {
+    const Rotation& rot = static_cast<const RotatedQuantizer&>(*I.keyq[w.head]).rotation();
+    Q.qr.assign(static_cast<size_t>(ns) * d, 0.0f);
+    Q.qsum.assign(ns, 0.0f);
+    for (int st = 0; st < ns; ++st) {
+      rot.forward(&Q.q[static_cast<size_t>(st) * d], &Q.qr[static_cast<size_t>(st) * d]);
+      float sum = 0;
+      for (int i = 0; i < d; ++i) sum += Q.qr[static_cast<size_t>(st) * d + i];
+      Q.qsum[st] = sum;
+    }
+    if (C.avx512) attn::prepare_q8_avx512(I.klay, &Q);
+  }
+  P.reset(ns, d, C.dpad);
+  scores.resize(static_cast<size_t>(ns) * kBlock);
+  wts.resize(static_cast<size_t>(ns) * kBlock);
+  kbuf.resize(static_cast<size_t>(kBlock) * d);
+  vbuf.resize(static_cast<size_t>(kBlock) * d);
+  auto pos_limit = [&](int st) { return n - m + st % m; };  // last visible position of state st
+
+  // Float rows (f16 sinks / window, or decoded per-vector formats) at positions pos0..pos0+cnt-1.
+  auto float_block = [&](const float* k, const float* v, int pos0, int cnt) {
+    if (C.avx512) attn::float_scores_avx512(Q.q.data(), ns, k, cnt, d, scores.data());
+    else attn::float_scores_scalar(Q.q.data(), ns, k, cnt, d, scores.data());
+    for (int st = 0; st < ns; ++st)
+      for (int t = 0; t < cnt; ++t)
+        if (pos0 + t > pos_limit(st)) scores[st * kBlock + t] = kNegInf;
+    softmax_block(P, ns, cnt, scores.data(), nullptr, d, C.dpad);
+    if (C.avx512) attn::float_accum_avx512(scores.data(), ns, v, cnt, d, P.o.data());
+    else attn::float_accum_scalar(scores.data(), ns, v, cnt, d, P.o.data());
+  };
+  auto f16_rows = [&](const std::vector<uint16_t>& src, int row0, int cnt, float* dst, int ring) {
+    for (int t = 0; t < cnt; ++t) {
+      const int row = ring ? (row0 + t) % ring : row0 + t;
+      const uint16_t* h = &src[static_cast<size_t>(row) * d];
+      for (int i = 0; i < d; ++i) dst[static_cast<size_t>(t) * d + i] = half_to_float(h[i]);
+    }
+  };
+
+  if (w.first) {
+    // Sinks: positions 0 .. min(S, n) - 1.
+    for (int p0 = 0; p0 < std::min(S, n); p0 += kBlock) {
+      const int cnt = std::min(kBlock, std::min(S, n) - p0);
+      f16_rows(hs.sink_k, p0, cnt, kbuf.data(), 0);
+      f16_rows(hs.sink_v, p0, cnt, vbuf.data(), 0);
+      float_block(kbuf.data(), vbuf.data(), p0, cnt);
+    }
+    // Window: positions S + n_comp .. n - 1 (ring slot = position % W).
+    for (int p0 = S + s.n_comp; p0 < n; p0 += kBlock) {
+      const int cnt = std::min(kBlock, n - p0);
+      f16_rows(hs.win_k, p0, cnt, kbuf.data(), W);
+      f16_rows(hs.win_v, p0, cnt, vbuf.data(), W);
+      float_block(kbuf.data(), vbuf.data(), p0, cnt);
+    }
+  }
+  // Compressed tokens, blocks of 64 (a block never crosses a page).
+  const bool kf16 = I.opt.key_format.kind == FormatKind::kF16;
+  const bool vf16 = I.opt.value_format.kind == FormatKind::kF16;
+  for (int c0 = w.c_begin; c0 < w.c_end; c0 += kBlock) {
+    const int cnt = std::min(kBlock, w.c_end - c0);
+    const int pos0 = S + c0;
+    // 1. Scores.
+    if (I.kfast) {
+      const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
+      for (int tl = 0; tl < n_tiles; ++tl) {
+        float tile_scores[64 * 16];
+        const uint8_t* tile = I.ktile(hs, c0 + tl * kTileTokens);
+        float* dst = ns <= 64 ? tile_scores : nullptr;
+        std::vector<float> big;
+        if (!dst) { big.resize(static_cast<size_t>(ns) * kTileTokens); dst = big.data(); }
+        if (C.avx512) attn::fast_key_scores_avx512(I.klay, tile, Q, dst);
+        else attn::fast_key_scores_scalar(I.klay, tile, Q, dst);
+        for (int st = 0; st < ns; ++st)
+          std::memcpy(&scores[st * kBlock + tl * kTileTokens], &dst[st * kTileTokens], kTileTokens * sizeof(float));
+      }
+    } else if (kf16 && C.avx512) {
+      attn::f16_scores_avx512(Q.q.data(), ns, reinterpret_cast<const uint16_t*>(I.kcode(hs, c0)), cnt, d, scores.data());
+    } else {
+      I.keyq[w.head]->decode(I.kcode(hs, c0), cnt, kbuf.data());
+      if (C.avx512) attn::float_scores_avx512(Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
+      else attn::float_scores_scalar(Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
+    }
+    // 2. Causal mask (and the tail of a partial block).
+    for (int st = 0; st < ns; ++st) {
+      const int lim = pos_limit(st);
+      for (int t = 0; t < kBlock; ++t)
+        if (t >= cnt || pos0 + t > lim) scores[st * kBlock + t] = kNegInf;
+    }
+    // 3. Online softmax.
+    softmax_block(P, ns, kBlock, scores.data(), nullptr, d, C.dpad);
+    // 4. Values.
+    if (I.vfast) {
+      const uint8_t* tiles[4];
+      const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
+      for (int tl = 0; tl < n_tiles; ++tl) tiles[tl] = I.vtile(hs, c0 + tl * kTileTokens);
+      for (int st = 0; st < ns; ++st) {
+        float cw = 0;
+        for (int t = 0; t < kBlock; ++t) {
+          const int tl = t / kTileTokens;
+          const float vs = t < cnt ? I.vlay.scales(tiles[tl])[t % kTileTokens] : 0.0f;
+          const float x = scores[st * kBlock + t] * vs;
+          wts[st * kBlock + t] = x;
+          cw += x;
+        }
+        P.cw[st] += cw;
+      }
+      if (C.avx512) attn::fast_value_accum_avx512(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
+      else attn::fast_value_accum_scalar(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
+    } else if (vf16 && C.avx512) {
+      attn::f16_accum_avx512(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
+    } else {
+      I.valq[w.head]->decode(I.vcode(hs, c0), cnt, vbuf.data());
+      if (C.avx512) attn::float_accum_avx512(scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
+      else attn::float_accum_scalar(scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
+    }
+  }
+}
+
+// a <- merge(a, b)
+void merge(Partial& a, const Partial& b, int ns, int d, int dpad) {
+  for (int s = 0; s < ns; ++s) {
+    if (b.m[s] == kNegInf) continue;
+    const float M = std::max(a.m[s], b.m[s]);
+    const float ca = a.m[s] == kNegInf ? 0.0f : std::exp(a.m[s] - M);
+    const float cb = std::exp(b.m[s] - M);
+    a.m[s] = M;
+    a.l[s] = a.l[s] * ca + b.l[s] * cb;
+    a.cw[s] = a.cw[s] * ca + b.cw[s] * cb;
+    for (int i = 0; i < d; ++i) a.o[static_cast<size_t>(s) * d + i] = a.o[static_cast<size_t>(s) * d + i] * ca + b.o[static_cast<size_t>(s) * d + i] * cb;
+    for (int i = 0; i < dpad; ++i)
+      a.orot[static_cast<size_t>(s) * dpad + i] = a.orot[static_cast<size_t>(s) * dpad + i] * ca + b.orot[static_cast<size_t>(s) * dpad + i] * cb;
+  }
+}
+
+}  // namespace
+
+Status LayerKVCache::attend(int seq, int m, int n_q_heads, const HeadTokenView& q,
+                            const MutableHeadTokenView& out, const AttentionOptions& options) const {
+  return attend_batch({Request{seq, m, q, out}}, n_q_heads, options);
+}
+
+Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_heads,
+                                  const AttentionOptions& options) const {
+  const Impl& I = *impl_;
+  if (n_q_heads < 1 || n_q_heads % I.n_kv_heads != 0)
+    return invalid_argument("n_q_heads (" + std::to_string(n_q_heads) + ") must be a positive multiple of n_kv_heads (" +
+                            std::to_string(I.n_kv_heads) + ")");
+  for (const Request& r : reqs) {
+    const int n = n_tokens(r.seq);
+    if (r.m < 1 || r.m > n)
+      return invalid_argument("attend: m = " + std::to_string(r.m) + " query tokens but sequence " +
+                              std::to_string(r.seq) + " holds " + std::to_string(n) + " tokens (append first)");
+    if (r.q.data == nullptr || r.out.data == nullptr) return invalid_argument("attend: null q or out");
+  }
+  Ctx C;
+  C.I = &I;
+  C.n_q_heads = n_q_heads;
+  C.G = n_q_heads / I.n_kv_heads;
+  C.d = I.head_dim;
+  C.dpad = I.vfast ? 16 * I.vlay.groups : 0;
+  C.scale = options.scale > 0 ? options.scale : 1.0f / std::sqrt(static_cast<float>(I.head_dim));
+  C.avx512 = active_simd_level() == SimdLevel::kAvx512;
+  const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
+
+  // Split the compressed range so that there are enough work items for the threads.
+  std::vector<Work> work;
+  std::vector<int> first_work(reqs.size());
+  size_t total_comp = 0;
+  for (const Request& r : reqs) total_comp += I.seqs.at(r.seq).n_comp;
+  const size_t items_wanted = static_cast<size_t>(threads) * 4;
+  const size_t base_items = reqs.size() * I.n_kv_heads;
+  int split_tokens = 1 << 30;
+  if (base_items < items_wanted && total_comp > 0) {
+    const size_t per = total_comp * I.n_kv_heads / items_wanted;
+    split_tokens = static_cast<int>(std::max<size_t>(1024, (per + kBlock - 1) / kBlock * kBlock));
+  }
+  for (size_t ri = 0; ri < reqs.size(); ++ri) {
+    const SeqState& s = I.seqs.at(reqs[ri].seq);
+    for (int h = 0; h < I.n_kv_heads; ++h) {
+      if (h == 0) first_work[ri] = static_cast<int>(work.size());
+      int c = 0;
+      bool first = true;
+      do {
+        const int e = std::min(s.n_comp, c + split_tokens);
+        work.push_back({static_cast<int>(ri), h, c, e, first});
+        first = false;
+        c = e;
+      } while (c < s.n_comp);
+    }
+  }
+  std::vector<Partial> partials(work.size());
+#pragma omp parallel num_threads(threads)
+  {
+    attn::Queries Q;
+    std::vector<float> kbuf, vbuf, scores, wts;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t wi = 0; wi < work.size(); ++wi)
+      run_work(C, reqs, work[wi], Q, partials[wi], kbuf, vbuf, scores, wts);
+  }
+  // Merge splits and write outputs.
+  for (size_t wi = 0; wi < work.size();) {
+    size_t we = wi + 1;
+    while (we < work.size() && !work[we].first) ++we;
+    const Request& r = reqs[work[wi].req];
+    const int head = work[wi].head, ns = C.G * r.m, d = C.d;
+    Partial& P = partials[wi];
+    for (size_t k = wi + 1; k < we; ++k) merge(P, partials[k], ns, d, C.dpad);
+    std::vector<float> tmp(std::max(d, C.dpad));
+    for (int st = 0; st < ns; ++st) {
+      const int g = st / r.m, j = st % r.m;
+      float* dst = r.out.at(head * C.G + g, j);
+      const float inv = P.l[st] > 0 ? 1.0f / P.l[st] : 0.0f;
+      if (I.vfast) {
+        const float c0 = I.vlay.c0;
+        for (int i = 0; i < d; ++i) tmp[i] = P.orot[static_cast<size_t>(st) * C.dpad + i] + c0 * P.cw[st];
+        static_cast<const RotatedQuantizer&>(*I.valq[head]).rotation().inverse(tmp.data(), tmp.data());
+        for (int i = 0; i < d; ++i) dst[i] = (P.o[static_cast<size_t>(st) * d + i] + tmp[i]) * inv;
+      } else {
+        for (int i = 0; i < d; ++i) dst[i] = P.o[static_cast<size_t>(st) * d + i] * inv;
+      }
+    }
+    wi = we;
+  }
+  return Status::Ok();
+}
+
+}  // namespace tqkv

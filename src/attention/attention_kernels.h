@@ -1,0 +1,57 @@
+// Inner kernels of the fused attention (internal). Scalar versions in attention.cc are the
+// reference; AVX-512 versions in attention_avx512.cc. A "state" is one (query head, query token)
+// pair of the GQA group being processed; `ns` states are handled together so every KV byte is read
+// once for all of them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "cache/tile_layout.h"
+
+namespace tqkv::attn {
+
+inline constexpr int kBlock = 64;  // tokens per softmax block (4 tiles)
+
+// Queries of one work item, prepared once.
+struct Queries {
+  int ns = 0, d = 0;
+  std::vector<float> q;      // (ns, d) scaled by the softmax scale, original domain
+  std::vector<float> qr;     // (ns, d) rotated with the key rotation (fast key layout only)
+  std::vector<float> qsum;   // (ns,) sum_i qr[i]
+  // AVX-512 key kernel: per state, plane p and coordinate i, x = alpha_p * qr[i] / delta split
+  // into two int8 digits, x ~ q8 + q8lo / 254 (|error| <= 1/508 of delta per coordinate).
+  std::vector<int8_t> q8;    // (ns, planes, groups * 4)
+  std::vector<int8_t> q8lo;  // (ns, planes, groups * 4)
+  std::vector<float> delta;  // (ns,)
+};
+
+// Fast keys: scores[s * 16 + t] = scale_t * (C0 * qsum_s + sum_p alpha_p sum_{i: bit} qr_s[i]) for
+// the 16 tokens of one key tile.
+void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores);
+void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores);
+void prepare_q8_avx512(const TileLayout& L, Queries* Q);
+
+// Fast values: for the n_tiles (<= 4) value tiles of a block and weights w (ns, 64) (softmax
+// probability times the token's value scale; 0 for masked tokens):
+//   o[s * dpad + i] += sum_p alpha_p sum_t w[s, t] * bit_p(t, i)     (rotated domain, no C0 term)
+// dpad = 16 * L.groups. The AVX-512 version quantizes each state's weights to 7 bits
+// (documented error bound in docs/design.md).
+void fast_value_accum_scalar(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+                             const float* w, int ns, float* o);
+void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+                             const float* w, int ns, float* o);
+
+// Float tiles (decoded per-vector formats, f16 windows): k, v (n, d) rows.
+//   scores[s * 64 + t] = q_s . k_t ;   o[s * d + i] += sum_t p[s * 64 + t] * v[t, i]
+void float_scores_scalar(const float* q, int ns, const float* k, int n, int d, float* scores);
+void float_accum_scalar(const float* p, int ns, const float* v, int n, int d, float* o);
+void float_scores_avx512(const float* q, int ns, const float* k, int n, int d, float* scores);
+void float_accum_avx512(const float* p, int ns, const float* v, int n, int d, float* o);
+
+// f16 rows straight from the cache (the baseline f16/f16 cache and the f16 windows).
+void f16_scores_avx512(const float* q, int ns, const uint16_t* k, int n, int d, float* scores);
+void f16_accum_avx512(const float* p, int ns, const uint16_t* v, int n, int d, float* o);
+
+}  // namespace tqkv::attn

@@ -1,0 +1,87 @@
+#include "cache/tile_layout.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "quant/rotated_quantizer.h"
+
+namespace tqkv {
+
+bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out) {
+  const auto* rq = dynamic_cast<const RotatedQuantizer*>(&q);
+  if (rq == nullptr || q.format().bits > 2) return false;
+  TileLayout L;
+  L.is_value = is_value;
+  L.dim = q.dim();
+  L.passes = q.format().passes;
+  L.bits = q.format().bits;
+  L.planes = L.passes * L.bits;
+  for (int k = 0; k < L.passes; ++k) {
+    const auto& lv = rq->codebooks().passes[k].levels;
+    const float c0 = lv[0];
+    L.c0 += c0;
+    if (L.bits == 1) {
+      L.alpha.push_back(lv[1] - c0);
+    } else {
+      L.alpha.push_back(lv[1] - c0);
+      L.alpha.push_back(lv[2] - c0);
+      // Affine only for symmetric codebooks: c3 - c0 == (c1 - c0) + (c2 - c0).
+      if (std::fabs((lv[3] - c0) - (L.alpha[L.alpha.size() - 2] + L.alpha.back())) > 1e-5f * std::fabs(lv[3]))
+        return false;
+    }
+  }
+  L.groups = is_value ? (L.dim + 15) / 16 : (L.dim + 3) / 4;
+  L.plane_bytes = is_value ? static_cast<size_t>(4) * L.groups * 8 : static_cast<size_t>(L.groups) * 8;
+  L.tile_bytes = 64 + L.planes * L.plane_bytes;
+  *out = std::move(L);
+  return true;
+}
+
+namespace {
+// Byte and bit of (plane p, token t, coordinate i) inside a tile.
+inline void locate(const TileLayout& L, int p, int t, int i, size_t* byte, int* bit) {
+  size_t off = 64 + p * L.plane_bytes;
+  int b;
+  if (!L.is_value) {
+    off += static_cast<size_t>(i / 4) * 8;
+    b = 4 * t + (i % 4);
+  } else {
+    off += (static_cast<size_t>(t / 4) * L.groups + i / 16) * 8;
+    b = 4 * (i % 16) + (t % 4);
+  }
+  *byte = off + b / 8;
+  *bit = b % 8;
+}
+}  // namespace
+
+void TileLayout::scatter(const uint8_t* code, size_t plane_stride, int t, uint8_t* tile) const {
+  std::memcpy(tile + 4 * t, code, 4);
+  for (int p = 0; p < planes; ++p) {
+    const uint8_t* plane = code + 4 + p * plane_stride;
+    for (int i = 0; i < dim; ++i) {
+      size_t byte;
+      int b;
+      locate(*this, p, t, i, &byte, &b);
+      const uint8_t v = (plane[i / 8] >> (i % 8)) & 1;
+      tile[byte] = static_cast<uint8_t>((tile[byte] & ~(1u << b)) | (v << b));
+    }
+  }
+}
+
+void TileLayout::gather(const uint8_t* tile, int t, uint8_t* code) const {
+  const size_t pb = (static_cast<size_t>(dim) + 7) / 8;
+  std::memcpy(code, tile + 4 * t, 4);
+  std::memset(code + 4, 0, planes * pb);
+  for (int p = 0; p < planes; ++p)
+    for (int i = 0; i < dim; ++i)
+      code[4 + p * pb + i / 8] |= static_cast<uint8_t>(bit(tile, p, t, i) << (i % 8));
+}
+
+int TileLayout::bit(const uint8_t* tile, int p, int t, int i) const {
+  size_t byte;
+  int b;
+  locate(*this, p, t, i, &byte, &b);
+  return (tile[byte] >> b) & 1;
+}
+
+}  // namespace tqkv

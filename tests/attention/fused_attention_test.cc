@@ -1,0 +1,174 @@
+// The fused attention equals float64 attention on the DEcoded cache (the cache's own contents),
+// to a tolerance derived from its arithmetic:
+//  - float kernels (scalar level everywhere; AVX-512 for f32/f16/q8_0/q4_0/kivi/tq3-4): ~1e-5
+//    relative (float32 accumulation over <= 4096 tokens).
+//  - AVX-512 bit-sliced kernels (rvq/tq with 1-2 bit passes) quantize the rotated query to int8
+//    and the block's softmax weights to 7 bits; their extra error must stay below 5% of the
+//    format's own error against exact attention on the original K/V (docs/design.md).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "testing/attention_reference.h"
+#include "tqkv/kv_cache.h"
+#include "tqkv/simd.h"
+#include "tqkv/synthetic.h"
+
+namespace tqkv {
+namespace {
+
+struct Case {
+  const char* kfmt;
+  const char* vfmt;
+  int d, kv_len, n_kv, gqa, m;
+  int window = 0, sinks = 0, seqs = 1;
+};
+
+std::string name(const Case& c) {
+  return std::string(c.kfmt) + "_" + c.vfmt + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.kv_len) +
+         "_g" + std::to_string(c.gqa) + "_m" + std::to_string(c.m) + "_w" + std::to_string(c.window) +
+         "_s" + std::to_string(c.sinks) + "_q" + std::to_string(c.seqs);
+}
+
+struct Errors {
+  double fused_vs_decoded = 0, decoded_vs_exact = 0, norm = 0;
+};
+
+// Fills caches for c.seqs sequences (lengths kv_len, kv_len - 13, ...), K/V given as strided views
+// into a padded buffer, and compares the fused output of the last m tokens.
+Errors run_case(const Case& c, SimdLevel level) {
+  const SimdLevel saved = active_simd_level();
+  set_simd_level(level);
+  KVCacheOptions o;
+  o.key_format = *parse_format(c.kfmt);
+  o.value_format = *parse_format(c.vfmt);
+  o.recent_window = c.window;
+  o.sink_tokens = c.sinks;
+  auto cache = LayerKVCache::make(c.n_kv, c.d, o, 3);
+  EXPECT_TRUE(cache.ok()) << cache.status().to_string();
+  const int nq = c.n_kv * c.gqa;
+  Errors e;
+  std::vector<LayerKVCache::Request> reqs;
+  std::vector<std::vector<float>> qs, outs, ks, vs;
+  std::vector<int> lens;
+  for (int sq = 0; sq < c.seqs; ++sq) {
+    const int len = std::max(c.m, c.kv_len - 13 * sq);
+    lens.push_back(len);
+    // K/V padded: token stride d + 5, head stride len * (d + 5) + 3.
+    const int64_t ts = c.d + 5, hs = len * ts + 3;
+    std::vector<float> k(c.n_kv * hs), v(c.n_kv * hs);
+    std::vector<float> tmp(static_cast<size_t>(len) * c.d);
+    for (int h = 0; h < c.n_kv; ++h) {
+      generate_llm_like(tmp.data(), len, c.d, 100 + h + 10 * sq);
+      for (int t = 0; t < len; ++t) std::memcpy(&k[h * hs + t * ts], &tmp[t * c.d], c.d * 4);
+      generate_gaussian(tmp.data(), len, c.d, 200 + h + 10 * sq);
+      for (int t = 0; t < len; ++t) std::memcpy(&v[h * hs + t * ts], &tmp[t * c.d], c.d * 4);
+    }
+    // Append in uneven chunks (exercises page boundaries and the window).
+    for (int t0 = 0; t0 < len;) {
+      const int n = std::min(len - t0, 1 + (t0 * 7 + 33) % 150);
+      EXPECT_TRUE((*cache)->append(sq, n, {&k[t0 * ts], hs, ts}, {&v[t0 * ts], hs, ts}).ok());
+      t0 += n;
+    }
+    ks.push_back(k);
+    vs.push_back(v);
+    std::vector<float> q(static_cast<size_t>(nq) * c.m * c.d);
+    generate_gaussian(q.data(), nq * c.m, c.d, 300 + sq);
+    for (float& x : q) x *= 3;  // peakier softmax than unit queries
+    qs.push_back(q);
+    outs.emplace_back(q.size(), 0.0f);
+  }
+  for (int sq = 0; sq < c.seqs; ++sq)
+    reqs.push_back({sq, c.m, {qs[sq].data(), int64_t(c.m) * c.d, c.d}, {outs[sq].data(), int64_t(c.m) * c.d, c.d}});
+  Status st = (*cache)->attend_batch(reqs, nq);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  const double scale = 1 / std::sqrt(double(c.d));
+  for (int sq = 0; sq < c.seqs; ++sq) {
+    const int len = lens[sq];
+    const int64_t ts = c.d + 5, hs = len * ts + 3;
+    for (int h = 0; h < c.n_kv; ++h) {
+      std::vector<float> kd(static_cast<size_t>(len) * c.d), vd(kd.size()), ko(kd.size()), vo(kd.size());
+      EXPECT_TRUE((*cache)->read(sq, h, 0, len, kd.data(), vd.data()).ok());
+      for (int t = 0; t < len; ++t) {
+        std::memcpy(&ko[t * c.d], &ks[sq][h * hs + t * ts], c.d * 4);
+        std::memcpy(&vo[t * c.d], &vs[sq][h * hs + t * ts], c.d * 4);
+      }
+      for (int g = 0; g < c.gqa; ++g)
+        for (int j = 0; j < c.m; ++j) {
+          const int qh = h * c.gqa + g;
+          const float* q = &qs[sq][(static_cast<size_t>(qh) * c.m + j) * c.d];
+          const float* out = &outs[sq][(static_cast<size_t>(qh) * c.m + j) * c.d];
+          const int visible = len - c.m + j + 1;
+          std::vector<double> ref, exact;
+          testing::reference_attention(q, kd.data(), vd.data(), visible, c.d, scale, ref);
+          testing::reference_attention(q, ko.data(), vo.data(), visible, c.d, scale, exact);
+          for (int i = 0; i < c.d; ++i) {
+            e.fused_vs_decoded += (out[i] - ref[i]) * (out[i] - ref[i]);
+            e.decoded_vs_exact += (ref[i] - exact[i]) * (ref[i] - exact[i]);
+            e.norm += exact[i] * exact[i];
+          }
+        }
+    }
+  }
+  e.fused_vs_decoded = std::sqrt(e.fused_vs_decoded / e.norm);
+  e.decoded_vs_exact = std::sqrt(e.decoded_vs_exact / e.norm);
+  set_simd_level(saved);
+  return e;
+}
+
+bool bit_sliced(const char* f) {
+  auto s = *parse_format(f);
+  return s.rotated() && s.bits <= 2;
+}
+
+class FusedAttention : public ::testing::TestWithParam<Case> {};
+
+TEST_P(FusedAttention, ScalarMatchesDecodedReference) {
+  const Case& c = GetParam();
+  Errors e = run_case(c, SimdLevel::kScalar);
+  EXPECT_LT(e.fused_vs_decoded, 2e-5) << name(c) << " format error " << e.decoded_vs_exact;
+}
+
+TEST_P(FusedAttention, Avx512WithinDerivedTolerance) {
+  const Case& c = GetParam();
+  if (detected_simd_level() < SimdLevel::kAvx512) GTEST_SKIP() << "CPU has no AVX-512 (VNNI)";
+  Errors e = run_case(c, SimdLevel::kAvx512);
+  const bool quantized = bit_sliced(c.kfmt) || bit_sliced(c.vfmt);
+  RecordProperty("format_error", std::to_string(e.decoded_vs_exact));
+  RecordProperty("kernel_error", std::to_string(e.fused_vs_decoded));
+  if (quantized) {
+    EXPECT_LT(e.fused_vs_decoded, 0.05 * e.decoded_vs_exact)
+        << name(c) << ": kernel error " << e.fused_vs_decoded << " vs format error " << e.decoded_vs_exact;
+  } else {
+    EXPECT_LT(e.fused_vs_decoded, 2e-5) << name(c);
+  }
+}
+
+const Case kCases[] = {
+    // Every key format x value format at d = 128, GQA 4, 97 tokens.
+    {"f32", "f32", 128, 97, 2, 4, 1}, {"f16", "f16", 128, 97, 2, 4, 1}, {"q8_0", "q8_0", 128, 97, 2, 4, 1},
+    {"q4_0", "q4_0", 128, 97, 2, 4, 1}, {"kivi4", "kivi2", 128, 97, 2, 4, 1}, {"kivi2", "kivi4", 128, 97, 2, 4, 1},
+    {"tq4", "tq4", 128, 97, 2, 4, 1}, {"tq2", "tq2", 128, 97, 2, 4, 1}, {"tq1", "tq2", 128, 97, 2, 4, 1},
+    {"rvq1x2", "tq2", 128, 97, 2, 4, 1}, {"rvq2x2", "tq4", 128, 97, 2, 4, 1}, {"rvq1x3", "q8_0", 128, 97, 2, 4, 1},
+    {"rvq3x2", "kivi4", 128, 97, 2, 4, 1}, {"q8_0", "tq2", 128, 97, 2, 4, 1}, {"rvq1x2", "f16", 128, 97, 2, 4, 1},
+    {"rvq4x1", "q4_0", 128, 97, 2, 4, 1}, {"rvq2x1", "kivi2", 128, 97, 2, 4, 1},
+    // Shapes: head_dim 64/80/256, kv_len 1/54/4096, GQA 1/7/8, prefill chunks.
+    {"rvq1x2", "tq2", 64, 54, 1, 1, 1}, {"rvq1x2", "tq2", 80, 54, 2, 7, 1}, {"rvq1x2", "tq2", 256, 97, 1, 8, 1},
+    {"rvq1x2", "tq2", 128, 1, 2, 4, 1}, {"rvq1x2", "tq2", 128, 4096, 1, 8, 1}, {"f16", "f16", 80, 4096, 1, 4, 1},
+    {"rvq2x2", "tq4", 80, 54, 1, 7, 8}, {"rvq1x2", "tq2", 128, 300, 2, 4, 37}, {"q4_0", "kivi4", 256, 54, 1, 1, 5},
+    // Several sequences of different lengths in one batch.
+    {"rvq1x2", "tq2", 128, 200, 2, 4, 2, 0, 0, 3}, {"f16", "q8_0", 64, 97, 2, 4, 1, 0, 0, 3},
+    // Windows and sinks.
+    {"rvq1x2", "tq2", 128, 300, 2, 4, 1, 32, 0}, {"rvq1x2", "tq2", 128, 300, 2, 4, 3, 0, 4},
+    {"rvq2x2", "tq4", 80, 97, 1, 7, 2, 16, 4, 2}, {"q4_0", "q4_0", 64, 54, 2, 4, 1, 64, 4},
+};
+
+INSTANTIATE_TEST_SUITE_P(All, FusedAttention, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& i) { return name(i.param); });
+
+}  // namespace
+}  // namespace tqkv
