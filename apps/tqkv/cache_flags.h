@@ -1,0 +1,43 @@
+// Cache flags shared by `tqkv generate` and `tqkv perplexity`.
+//
+// Two styles, combinable:
+//   seed style:      --method turboquant_rvq --key-bits 1 --residuals 2 --value-bits 2 [--no-hadamard]
+//                    (methods: turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32; see
+//                    cache_config_from_method in tqkv/kv_cache.h)
+//   llama.cpp style: -ctk/--cache-type-k NAME, -ctv/--cache-type-v NAME (f32, f16, q8_0, q4_0,
+//                    rvq{b}x{p}, tq{b}, kivi{b}); each overrides the key or value format that
+//                    --method chose (or the default).
+// Default with neither: f16 keys and f16 values.
+// Options: --kv-boundary-layers N (first and last N layers use --kv-boundary-type, default q8_0,
+// for both K and V), --kv-window W (f16 copy of the W most recent tokens), --kv-sinks S (f16 copy
+// of the first S tokens), --residual-codebook joint|optimal|laplacian (rvq pass design).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "tqkv/kv_cache.h"
+#include "tqkv/status.h"
+
+namespace tqkv::cli {
+
+struct CacheFlags {
+  std::string method;
+  int key_bits = 1;
+  int residuals = 2;
+  int value_bits = 2;
+  bool no_hadamard = false;
+  std::string cache_type_k, cache_type_v;
+  int boundary_layers = 0;
+  std::string boundary_type = "q8_0";
+  int window = 0;
+  int sinks = 0;
+  std::string residual_codebook = "joint";
+};
+
+void add_cache_flags(CLI::App& app, CacheFlags* flags);
+StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& flags);
+// "k=rvq1x2 v=tq2 (window 0, sinks 0, boundary 0)"
+std::string describe_cache_config(const ModelCacheConfig& c);
+
+}  // namespace tqkv::cli

@@ -1,0 +1,165 @@
+// Llama-family model loaded from GGUF, and its forward pass over a tqkv KV cache.
+//
+//   auto model = tqkv::Model::load("m.gguf");                    // arch llama or qwen2
+//   auto ctx = tqkv::InferenceContext::make(**model, cache_config);
+//   std::vector<float> logits((*model)->config().vocab_size);
+//   (*ctx)->forward(tokens.data(), n, logits.data(), /*all_logits=*/false);  // prefill
+//   (*ctx)->forward(&next, 1, logits.data(), false);                         // decode
+//
+// Weights: F32 tensors are used in place from the mmap; F16 / BF16 / Q8_0 / Q4_0 tensors are
+// dequantized to f32 once at load (memory = 4 bytes per parameter; fine for the small models this
+// runtime targets). Matmuls use cblas_sgemm (OpenBLAS) for both prefill (m tokens) and decode.
+// Attention of every layer goes through LayerKVCache (append K/V post-RoPE, then attend).
+//
+// Conventions (GGUF "llama"): q/k rows are stored so that RoPE rotates ADJACENT pairs
+// (x[2i], x[2i+1]) by pos * base^(-2i/rot_dim). qwen2 uses NeoX pairs (x[i], x[i + rot_dim/2]).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tqkv/gguf.h"
+#include "tqkv/kv_cache.h"
+#include "tqkv/status.h"
+#include "tqkv/tokenizer.h"
+
+namespace tqkv {
+
+enum class RopeStyle { kAdjacent, kNeox };
+
+struct ModelConfig {
+  std::string arch;          // "llama" or "qwen2"
+  int dim = 0;               // embedding length
+  int hidden_dim = 0;        // feed-forward length
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;          // dim / n_heads unless the file says otherwise (attention.key_length)
+  int vocab_size = 0;
+  int context_length = 0;    // training context (generate/perplexity refuse to exceed it)
+  float rms_eps = 1e-5f;
+  float rope_freq_base = 10000.0f;
+  float rope_scale = 1.0f;   // linear RoPE scaling: positions are divided by this factor
+  int rope_dim = 0;          // rotated dims per head (rope.dimension_count, default head_dim)
+  RopeStyle rope_style = RopeStyle::kAdjacent;
+  bool qkv_bias = false;     // qwen2
+  bool tied_output = false;  // output head = token embedding
+};
+
+// All matrices row-major f32: W (out, in) so y = W x. Pointers either into the mmap (F32) or into
+// Model-owned buffers.
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // (dim)
+  const float* wq = nullptr;         // (n_heads * head_dim, dim)
+  const float* wk = nullptr;         // (n_kv_heads * head_dim, dim)
+  const float* wv = nullptr;         // (n_kv_heads * head_dim, dim)
+  const float* bq = nullptr;         // (n_heads * head_dim) or null
+  const float* bk = nullptr;         // (n_kv_heads * head_dim) or null
+  const float* bv = nullptr;         // (n_kv_heads * head_dim) or null
+  const float* wo = nullptr;         // (dim, n_heads * head_dim)
+  const float* ffn_norm = nullptr;   // (dim)
+  const float* w_gate = nullptr;     // (hidden_dim, dim)  "w1"
+  const float* w_down = nullptr;     // (dim, hidden_dim)  "w2"
+  const float* w_up = nullptr;       // (hidden_dim, dim)  "w3"
+};
+
+struct ModelWeights {
+  const float* token_embd = nullptr;  // (vocab_size, dim)
+  std::vector<LayerWeights> layers;   // (n_layers)
+  const float* output_norm = nullptr; // (dim)
+  const float* output = nullptr;      // (vocab_size, dim); == token_embd when tied
+};
+
+class Model {
+ public:
+  // Opens, validates (architecture, hyper-parameters, every tensor's presence, type and shape)
+  // and prepares the weights. Errors name the missing key/tensor or the unsupported feature.
+  static StatusOr<std::unique_ptr<Model>> load(const std::string& path);
+  static StatusOr<std::unique_ptr<Model>> from_gguf(std::unique_ptr<GgufFile> file);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const GgufFile& gguf() const { return *file_; }
+
+ private:
+  Model() = default;
+  Status init();
+  StatusOr<const float*> tensor(const std::string& name, std::vector<int64_t> dims, bool required = true);
+
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<std::vector<float>> owned_;  // dequantized tensors
+};
+
+// One sequence being run: the model-level KV cache plus preallocated scratch buffers.
+class InferenceContext {
+ public:
+  // max_batch: the most tokens one forward() call processes at once internally (longer inputs are
+  // split). max_tokens: the context limit (0 = the model's context_length).
+  static StatusOr<std::unique_ptr<InferenceContext>> make(const Model& model,
+                                                          const ModelCacheConfig& cache_config,
+                                                          int max_batch = 256, int max_tokens = 0);
+
+  // Runs tokens[0..n) at positions n_past() .. n_past()+n-1 and appends them to the cache.
+  // logits: (n, vocab) when all_logits, else (vocab) for the last token.
+  // kOutOfRange when the context would exceed max_tokens; kInvalidArgument for a bad token id.
+  Status forward(const int* tokens, int n, float* logits, bool all_logits);
+
+  int n_past() const { return n_past_; }
+  int max_tokens() const { return max_tokens_; }
+  Status truncate(int n);      // rollback to n tokens
+  void clear();
+  const ModelKVCache& cache() const { return *cache_; }
+
+  // Attention threads (0 = OpenMP default).
+  void set_threads(int t) { attn_options_.threads = t; }
+
+ private:
+  InferenceContext() = default;
+  Status forward_batch(const int* tokens, int n, float* logits, bool all_logits);
+
+  const Model* model_ = nullptr;
+  std::unique_ptr<ModelKVCache> cache_;
+  AttentionOptions attn_options_;
+  int max_batch_ = 0, max_tokens_ = 0, n_past_ = 0;
+  // Scratch, B = max_batch.
+  std::vector<float> x_;     // (B, dim) residual stream
+  std::vector<float> xb_;    // (B, dim) normed input
+  std::vector<float> q_;     // (B, n_heads * head_dim)
+  std::vector<float> k_;     // (B, n_kv_heads * head_dim)
+  std::vector<float> v_;     // (B, n_kv_heads * head_dim)
+  std::vector<float> att_;   // (B, n_heads * head_dim) attention output
+  std::vector<float> h1_;    // (B, hidden_dim)
+  std::vector<float> h3_;    // (B, hidden_dim)
+  std::vector<float> rope_inv_freq_;  // (rope_dim / 2)
+};
+
+// Sampling: greedy when temperature <= 0 (argmax, lowest id on ties); otherwise softmax(logits/T)
+// restricted to the top_k most likely (0 = all) and the smallest set with mass >= top_p (1 = all).
+struct SamplerOptions {
+  float temperature = 0.0f;
+  int top_k = 40;
+  float top_p = 0.95f;
+  uint64_t seed = 42;
+};
+class Sampler {
+ public:
+  explicit Sampler(const SamplerOptions& o);
+  int sample(const float* logits, int vocab);
+ private:
+  SamplerOptions o_;
+  uint64_t state_;
+  std::vector<std::pair<float, int>> buf_;
+};
+int argmax(const float* x, int n);
+
+// llama2.c checkpoint (legacy format) + tokenizer.bin -> GGUF llama (see docs/runtime.md).
+Status convert_llama2c(const std::string& model_bin, const std::string& tokenizer_bin,
+                       const std::string& out_gguf);
+
+}  // namespace tqkv

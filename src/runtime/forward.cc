@@ -1,0 +1,200 @@
+// Llama / qwen2 forward pass over m tokens at a time (prefill and decode share the code).
+// Matmuls: cblas_sgemm with row-major activations (m, in) x W^T (in -> out).
+// Attention: LayerKVCache::append (K, V after RoPE) then LayerKVCache::attend for the m queries.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "tqkv/model.h"
+
+namespace tqkv {
+namespace {
+
+// y (m, out) = x (m, in) W^T, W: (out, in).
+void matmul(const float* x, const float* w, float* y, int m, int in, int out) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+}
+
+void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
+  float ss = 0;
+  for (int i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float s = 1.0f / std::sqrt(ss / n + eps);
+  for (int i = 0; i < n; ++i) out[i] = w[i] * (s * x[i]);
+}
+
+// Rotates every head of one token in place. v: (n_heads, head_dim).
+void rope(float* v, int n_heads, int head_dim, int rope_dim, RopeStyle style, float pos,
+          const float* inv_freq) {
+  const int half = rope_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* x = v + h * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float theta = pos * inv_freq[i];
+      const float c = std::cos(theta), s = std::sin(theta);
+      const int a = style == RopeStyle::kAdjacent ? 2 * i : i;
+      const int b = style == RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
+      const float x0 = x[a], x1 = x[b];
+      x[a] = x0 * c - x1 * s;
+      x[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& model,
+                                                                   const ModelCacheConfig& cache_config,
+                                                                   int max_batch, int max_tokens) {
+  const ModelConfig& c = model.config();
+  if (max_batch < 1) return invalid_argument("max_batch must be >= 1");
+  if (max_tokens < 0) return invalid_argument("max_tokens must be >= 0");
+  std::unique_ptr<InferenceContext> ctx(new InferenceContext());
+  ctx->model_ = &model;
+  ctx->max_batch_ = max_batch;
+  ctx->max_tokens_ = max_tokens > 0 ? max_tokens : c.context_length;
+  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cache_config));
+  const size_t B = max_batch, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
+  ctx->x_.resize(B * c.dim);
+  ctx->xb_.resize(B * std::max<size_t>(c.dim, QD));
+  ctx->q_.resize(B * QD);
+  ctx->k_.resize(B * KD);
+  ctx->v_.resize(B * KD);
+  ctx->att_.resize(B * QD);
+  ctx->h1_.resize(B * c.hidden_dim);
+  ctx->h3_.resize(B * c.hidden_dim);
+  ctx->rope_inv_freq_.resize(c.rope_dim / 2);
+  for (int i = 0; i < c.rope_dim / 2; ++i)
+    ctx->rope_inv_freq_[i] = static_cast<float>(
+        std::pow(static_cast<double>(c.rope_freq_base), -2.0 * i / c.rope_dim));
+  return ctx;
+}
+
+Status InferenceContext::truncate(int n) {
+  if (n < 0 || n > n_past_) return invalid_argument("truncate: n out of range");
+  TQKV_RETURN_IF_ERROR(cache_->truncate(0, n));
+  n_past_ = n;
+  return Status::Ok();
+}
+
+void InferenceContext::clear() {
+  cache_->clear();
+  n_past_ = 0;
+}
+
+Status InferenceContext::forward(const int* tokens, int n, float* logits, bool all_logits) {
+  if (n < 1) return invalid_argument("forward needs at least one token");
+  if (n_past_ + n > max_tokens_)
+    return out_of_range("context full: " + std::to_string(n_past_) + " + " + std::to_string(n) +
+                        " tokens exceed the context of " + std::to_string(max_tokens_));
+  const int V = model_->config().vocab_size;
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      return invalid_argument("token id " + std::to_string(tokens[i]) + " outside the vocabulary of " + std::to_string(V));
+  for (int i = 0; i < n; i += max_batch_) {
+    const int m = std::min(max_batch_, n - i);
+    const bool last = i + m == n;
+    float* lg = all_logits ? logits + size_t(i) * V : (last ? logits : nullptr);
+    TQKV_RETURN_IF_ERROR(forward_batch(tokens + i, m, lg, all_logits));
+  }
+  return Status::Ok();
+}
+
+Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, bool all_logits) {
+  const ModelConfig& c = model_->config();
+  const ModelWeights& w = model_->weights();
+  const int D = c.dim, HD = c.head_dim, QD = c.n_heads * HD, KD = c.n_kv_heads * HD, H = c.hidden_dim;
+  float* x = x_.data();
+  float* xb = xb_.data();
+  for (int t = 0; t < m; ++t)
+    std::memcpy(x + size_t(t) * D, w.token_embd + size_t(tokens[t]) * D, sizeof(float) * D);
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w.layers[l];
+    for (int t = 0; t < m; ++t) rmsnorm(xb + size_t(t) * D, x + size_t(t) * D, L.attn_norm, D, c.rms_eps);
+    matmul(xb, L.wq, q_.data(), m, D, QD);
+    matmul(xb, L.wk, k_.data(), m, D, KD);
+    matmul(xb, L.wv, v_.data(), m, D, KD);
+    for (int t = 0; t < m; ++t) {
+      float* q = q_.data() + size_t(t) * QD;
+      float* k = k_.data() + size_t(t) * KD;
+      float* v = v_.data() + size_t(t) * KD;
+      if (L.bq) for (int i = 0; i < QD; ++i) q[i] += L.bq[i];
+      if (L.bk) for (int i = 0; i < KD; ++i) k[i] += L.bk[i];
+      if (L.bv) for (int i = 0; i < KD; ++i) v[i] += L.bv[i];
+      const float pos = static_cast<float>(n_past_ + t) / c.rope_scale;
+      rope(q, c.n_heads, HD, c.rope_dim, c.rope_style, pos, rope_inv_freq_.data());
+      rope(k, c.n_kv_heads, HD, c.rope_dim, c.rope_style, pos, rope_inv_freq_.data());
+    }
+    LayerKVCache& cache = cache_->layer(l);
+    // Views (heads, tokens, head_dim) over the token-major buffers.
+    TQKV_RETURN_IF_ERROR(cache.append(0, m, HeadTokenView{k_.data(), HD, KD}, HeadTokenView{v_.data(), HD, KD}));
+    TQKV_RETURN_IF_ERROR(cache.attend(0, m, c.n_heads, HeadTokenView{q_.data(), HD, QD},
+                                      MutableHeadTokenView{att_.data(), HD, QD}, attn_options_));
+    matmul(att_.data(), L.wo, xb, m, QD, D);
+    for (size_t i = 0; i < size_t(m) * D; ++i) x[i] += xb[i];
+
+    for (int t = 0; t < m; ++t) rmsnorm(xb + size_t(t) * D, x + size_t(t) * D, L.ffn_norm, D, c.rms_eps);
+    matmul(xb, L.w_gate, h1_.data(), m, D, H);
+    matmul(xb, L.w_up, h3_.data(), m, D, H);
+    for (size_t i = 0; i < size_t(m) * H; ++i) {
+      const float g = h1_[i];
+      h1_[i] = g / (1.0f + std::exp(-g)) * h3_[i];
+    }
+    matmul(h1_.data(), L.w_down, xb, m, H, D);
+    for (size_t i = 0; i < size_t(m) * D; ++i) x[i] += xb[i];
+  }
+  n_past_ += m;
+  if (!logits) return Status::Ok();
+  const int first = all_logits ? 0 : m - 1;
+  const int rows = m - first;
+  for (int t = first; t < m; ++t)
+    rmsnorm(xb + size_t(t - first) * D, x + size_t(t) * D, w.output_norm, D, c.rms_eps);
+  matmul(xb, w.output, logits, rows, D, c.vocab_size);
+  return Status::Ok();
+}
+
+// ---- sampling ----
+
+int argmax(const float* x, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+Sampler::Sampler(const SamplerOptions& o) : o_(o), state_(o.seed ? o.seed : 0x9e3779b97f4a7c15ull) {}
+
+int Sampler::sample(const float* logits, int vocab) {
+  if (o_.temperature <= 0) return argmax(logits, vocab);
+  buf_.resize(vocab);
+  for (int i = 0; i < vocab; ++i) buf_[i] = {logits[i] / o_.temperature, i};
+  int k = (o_.top_k > 0 && o_.top_k < vocab) ? o_.top_k : vocab;
+  auto by_value = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
+  const float mx = buf_[0].first;
+  double sum = 0;
+  for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  if (o_.top_p < 1.0f) {
+    double acc = 0;
+    for (int i = 0; i < k; ++i) {
+      acc += buf_[i].first / sum;
+      if (acc >= o_.top_p) { k = i + 1; break; }
+    }
+    sum = 0;
+    for (int i = 0; i < k; ++i) sum += buf_[i].first;
+  }
+  // xorshift64*: deterministic for a given seed.
+  state_ ^= state_ >> 12; state_ ^= state_ << 25; state_ ^= state_ >> 27;
+  const double u = static_cast<double>((state_ * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+  double acc = 0;
+  for (int i = 0; i < k; ++i) {
+    acc += buf_[i].first / sum;
+    if (u < acc) return buf_[i].second;
+  }
+  return buf_[k - 1].second;
+}
+
+}  // namespace tqkv

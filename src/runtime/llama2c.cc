@@ -1,0 +1,135 @@
+// llama2.c legacy checkpoint + tokenizer.bin -> GGUF "llama" (F32 tensors).
+// llama2.c applies RoPE to adjacent pairs, the GGUF llama convention, so wq/wk are copied as is.
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "tqkv/gguf.h"
+#include "tqkv/model.h"
+
+namespace tqkv {
+namespace {
+
+StatusOr<std::vector<uint8_t>> read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return not_found("cannot open '" + path + "'");
+  std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return b;
+}
+
+}  // namespace
+
+Status convert_llama2c(const std::string& model_bin, const std::string& tokenizer_bin,
+                       const std::string& out_gguf) {
+  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> mb, read_all(model_bin));
+  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> tb, read_all(tokenizer_bin));
+  if (mb.size() < 28) return corrupt("'" + model_bin + "' is too small for a llama2.c header");
+  int32_t hdr[7];
+  std::memcpy(hdr, mb.data(), 28);
+  const int dim = hdr[0], hidden = hdr[1], n_layers = hdr[2], n_heads = hdr[3], n_kv = hdr[4];
+  const bool shared = hdr[5] > 0;
+  const int vocab = shared ? hdr[5] : -hdr[5];
+  const int seq_len = hdr[6];
+  auto bad = [](int v, int hi) { return v < 1 || v > hi; };
+  if (bad(dim, 1 << 16) || bad(hidden, 1 << 18) || bad(n_layers, 1024) || bad(n_heads, 1024) ||
+      bad(n_kv, 1024) || bad(vocab, 1 << 20) || bad(seq_len, 1 << 22) || dim % n_heads || n_heads % n_kv)
+    return corrupt("'" + model_bin + "' does not have a plausible llama2.c header (dim " + std::to_string(dim) +
+                   ", layers " + std::to_string(n_layers) + ", heads " + std::to_string(n_heads) + "/" +
+                   std::to_string(n_kv) + ", vocab " + std::to_string(hdr[5]) + ")");
+  const int64_t hd = dim / n_heads, kvd = hd * n_kv, L = n_layers;
+  const int64_t D = dim, H = hidden, V = vocab;
+  const int64_t n_floats = V * D + L * D + L * D * D + 2 * L * kvd * D + L * D * D + L * D + 3 * L * H * D + D +
+                           int64_t{seq_len} * hd + (shared ? 0 : V * D);
+  if (static_cast<int64_t>(mb.size()) < 28 + n_floats * 4)
+    return corrupt("'" + model_bin + "' is truncated: needs " + std::to_string(28 + n_floats * 4) + " bytes, has " +
+                   std::to_string(mb.size()));
+  const float* p = reinterpret_cast<const float*>(mb.data() + 28);  // vector data is 16-byte aligned
+  std::vector<float> fl(p, p + n_floats);  // aligned copy
+  const float* cur = fl.data();
+  auto take = [&](int64_t n) { const float* r = cur; cur += n; return r; };
+
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_string("general.name", "llama2.c");
+  w.add_u32("llama.context_length", seq_len);
+  w.add_u32("llama.embedding_length", dim);
+  w.add_u32("llama.feed_forward_length", hidden);
+  w.add_u32("llama.block_count", n_layers);
+  w.add_u32("llama.attention.head_count", n_heads);
+  w.add_u32("llama.attention.head_count_kv", n_kv);
+  w.add_u32("llama.rope.dimension_count", static_cast<uint32_t>(hd));
+  w.add_f32("llama.rope.freq_base", 10000.0f);
+  w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+
+  // Tokenizer: int32 max_len, then per token f32 score, i32 len, bytes.
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  size_t off = 4;
+  for (int i = 0; i < vocab; ++i) {
+    float score;
+    int32_t len;
+    if (off + 8 > tb.size()) return corrupt("'" + tokenizer_bin + "' is truncated at token " + std::to_string(i));
+    std::memcpy(&score, tb.data() + off, 4);
+    std::memcpy(&len, tb.data() + off + 4, 4);
+    off += 8;
+    if (len < 0 || static_cast<size_t>(len) > tb.size() - off)
+      return corrupt("'" + tokenizer_bin + "': token " + std::to_string(i) + " has a bad length");
+    std::string s(reinterpret_cast<const char*>(tb.data() + off), len);
+    off += len;
+    int32_t type = Tokenizer::kNormal;
+    if (i == 0) type = Tokenizer::kUnknown;
+    else if (i == 1 || i == 2) type = Tokenizer::kControl;
+    else if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s[5] == '>') type = Tokenizer::kByte;
+    if (type == Tokenizer::kNormal) {  // llama2.c's export wrote U+2581 as ' ': restore it
+      std::string t;
+      for (char ch : s) t += ch == ' ' ? std::string("\xE2\x96\x81") : std::string(1, ch);
+      s = t;
+    }
+    pieces.push_back(std::move(s));
+    scores.push_back(score);
+    types.push_back(type);
+  }
+  w.add_string("tokenizer.ggml.model", "llama");
+  w.add_string_array("tokenizer.ggml.tokens", pieces);
+  w.add_f32_array("tokenizer.ggml.scores", scores);
+  w.add_i32_array("tokenizer.ggml.token_type", types);
+  w.add_u32("tokenizer.ggml.bos_token_id", 1);
+  w.add_u32("tokenizer.ggml.eos_token_id", 2);
+  w.add_u32("tokenizer.ggml.unknown_token_id", 0);
+  w.add_bool("tokenizer.ggml.add_bos_token", true);
+  w.add_bool("tokenizer.ggml.add_space_prefix", true);
+
+  const float* emb = take(V * D);
+  w.add_f32_tensor("token_embd.weight", {D, V}, emb);
+  const float* rms_att = take(L * D);
+  const float* wq = take(L * D * D);
+  const float* wk = take(L * kvd * D);
+  const float* wv = take(L * kvd * D);
+  const float* wo = take(L * D * D);
+  const float* rms_ffn = take(L * D);
+  const float* w1 = take(L * H * D);
+  const float* w2 = take(L * D * H);
+  const float* w3 = take(L * H * D);
+  const float* rms_final = take(D);
+  take(int64_t{seq_len} * hd);  // legacy RoPE tables (cos, sin), unused
+  const float* wcls = shared ? nullptr : take(V * D);
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    w.add_f32_tensor(b + "attn_norm.weight", {D}, rms_att + l * D);
+    w.add_f32_tensor(b + "attn_q.weight", {D, D}, wq + l * D * D);
+    w.add_f32_tensor(b + "attn_k.weight", {D, kvd}, wk + l * kvd * D);
+    w.add_f32_tensor(b + "attn_v.weight", {D, kvd}, wv + l * kvd * D);
+    w.add_f32_tensor(b + "attn_output.weight", {D, D}, wo + l * D * D);
+    w.add_f32_tensor(b + "ffn_norm.weight", {D}, rms_ffn + l * D);
+    w.add_f32_tensor(b + "ffn_gate.weight", {D, H}, w1 + l * H * D);
+    w.add_f32_tensor(b + "ffn_down.weight", {H, D}, w2 + l * D * H);
+    w.add_f32_tensor(b + "ffn_up.weight", {D, H}, w3 + l * H * D);
+  }
+  w.add_f32_tensor("output_norm.weight", {D}, rms_final);
+  if (wcls) w.add_f32_tensor("output.weight", {D, V}, wcls);
+  return w.write(out_gguf);
+}
+
+}  // namespace tqkv

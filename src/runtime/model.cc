@@ -1,0 +1,158 @@
+// Model loading (GGUF llama / qwen2) and validation of hyper-parameters and tensor shapes.
+#include <cmath>
+#include <cstring>
+
+#include "tqkv/model.h"
+
+namespace tqkv {
+namespace {
+
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+StatusOr<int> positive_int(const GgufFile& f, const std::string& key) {
+  TQKV_ASSIGN_OR_RETURN(int64_t v, f.get_int(key));
+  if (v < 1 || v > (1 << 24)) return corrupt("metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Model>> Model::load(const std::string& path) {
+  TQKV_ASSIGN_OR_RETURN(auto file, GgufFile::open(path));
+  auto m = from_gguf(std::move(file));
+  if (!m.ok()) return Status(m.status().code(), "'" + path + "': " + m.status().message());
+  return m;
+}
+
+StatusOr<std::unique_ptr<Model>> Model::from_gguf(std::unique_ptr<GgufFile> file) {
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = std::move(file);
+  TQKV_RETURN_IF_ERROR(m->init());
+  return m;
+}
+
+StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_t> dims, bool required) {
+  const GgufTensorInfo* t = file_->find_tensor(name);
+  if (!t) {
+    if (!required) return static_cast<const float*>(nullptr);
+    return not_found("missing tensor '" + name + "'");
+  }
+  // Trailing dims of 1 may be omitted by writers.
+  std::vector<int64_t> have = t->dims;
+  while (have.size() > dims.size() && have.back() == 1) have.pop_back();
+  if (have != dims)
+    return corrupt("tensor '" + name + "' has shape " + dims_str(t->dims) + ", expected " + dims_str(dims) +
+                   " from the model's metadata");
+  if (!ggml_type_dequantizable(t->type))
+    return unsupported("tensor '" + name + "' has type " + ggml_type_name(static_cast<uint32_t>(t->type)) +
+                       " (supported: f32, f16, bf16, q8_0, q4_0)");
+  if (t->type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t->data) % alignof(float) == 0)
+    return reinterpret_cast<const float*>(t->data);
+  std::vector<float> out(t->n_elements);
+  const int64_t row = t->dims[0];
+  int64_t be = 1, bb = 4;
+  ggml_type_layout(static_cast<uint32_t>(t->type), &be, &bb);
+  const int64_t row_bytes = row / be * bb;
+  for (int64_t r = 0; r < t->n_elements / row; ++r)
+    dequantize_row(t->type, t->data + r * row_bytes, out.data() + r * row, row);
+  owned_.push_back(std::move(out));
+  return static_cast<const float*>(owned_.back().data());
+}
+
+Status Model::init() {
+  const GgufFile& f = *file_;
+  TQKV_ASSIGN_OR_RETURN(std::string arch, f.get_string("general.architecture"));
+  ModelConfig& c = config_;
+  c.arch = arch;
+  if (arch == "llama") {
+    c.rope_style = RopeStyle::kAdjacent;
+  } else if (arch == "qwen2") {
+    c.rope_style = RopeStyle::kNeox;
+    c.qkv_bias = true;
+  } else {
+    return unsupported("architecture '" + arch + "' is not supported (supported: llama, qwen2)");
+  }
+  const std::string a = arch + ".";
+  TQKV_ASSIGN_OR_RETURN(c.dim, positive_int(f, a + "embedding_length"));
+  TQKV_ASSIGN_OR_RETURN(c.hidden_dim, positive_int(f, a + "feed_forward_length"));
+  TQKV_ASSIGN_OR_RETURN(c.n_layers, positive_int(f, a + "block_count"));
+  TQKV_ASSIGN_OR_RETURN(c.n_heads, positive_int(f, a + "attention.head_count"));
+  c.n_kv_heads = c.n_heads;
+  if (f.find(a + "attention.head_count_kv")) {
+    TQKV_ASSIGN_OR_RETURN(c.n_kv_heads, positive_int(f, a + "attention.head_count_kv"));
+  }
+  TQKV_ASSIGN_OR_RETURN(c.context_length, positive_int(f, a + "context_length"));
+  if (c.n_heads % c.n_kv_heads != 0)
+    return corrupt("head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
+                   std::to_string(c.n_kv_heads));
+  c.head_dim = c.dim / c.n_heads;
+  if (f.find(a + "attention.key_length")) {
+    TQKV_ASSIGN_OR_RETURN(c.head_dim, positive_int(f, a + "attention.key_length"));
+    TQKV_ASSIGN_OR_RETURN(int vl, f.get_int_or(a + "attention.value_length", c.head_dim));
+    if (vl != c.head_dim) return unsupported("attention.value_length != key_length is not supported");
+  } else if (c.dim % c.n_heads != 0) {
+    return corrupt("embedding_length is not a multiple of head_count");
+  }
+  if (c.head_dim % 2 != 0) return unsupported("odd head_dim " + std::to_string(c.head_dim) + " is not supported by RoPE");
+  TQKV_ASSIGN_OR_RETURN(double eps, f.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  TQKV_ASSIGN_OR_RETURN(double base, f.get_float_or(a + "rope.freq_base", 10000.0));
+  TQKV_ASSIGN_OR_RETURN(int64_t rope_dim, f.get_int_or(a + "rope.dimension_count", c.head_dim));
+  if (!(eps > 0 && eps < 1)) return corrupt("attention.layer_norm_rms_epsilon out of range");
+  if (!(base > 1 && std::isfinite(base))) return corrupt("rope.freq_base out of range");
+  if (rope_dim < 2 || rope_dim > c.head_dim || rope_dim % 2) return corrupt("rope.dimension_count out of range");
+  c.rms_eps = static_cast<float>(eps);
+  c.rope_freq_base = static_cast<float>(base);
+  c.rope_dim = static_cast<int>(rope_dim);
+  if (const GgufValue* st = f.find(a + "rope.scaling.type")) {
+    if (st->type != GgufType::kString) return corrupt("rope.scaling.type must be a string");
+    if (st->s == "linear") {
+      TQKV_ASSIGN_OR_RETURN(double factor, f.get_float_or(a + "rope.scaling.factor", 1.0));
+      if (!(factor >= 1 && std::isfinite(factor))) return corrupt("rope.scaling.factor out of range");
+      c.rope_scale = static_cast<float>(factor);
+    } else if (st->s != "none") {
+      return unsupported("rope scaling '" + st->s + "' is not supported (supported: none, linear)");
+    }
+  }
+
+  TQKV_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::from_gguf(f));
+  const GgufTensorInfo* emb = f.find_tensor("token_embd.weight");
+  if (!emb) return not_found("missing tensor 'token_embd.weight'");
+  if (emb->dims.size() != 2) return corrupt("token_embd.weight must be 2-D");
+  c.vocab_size = static_cast<int>(emb->dims[1]);
+  if (c.vocab_size != tokenizer_->vocab_size())
+    return corrupt("token_embd.weight has " + std::to_string(c.vocab_size) + " rows but the tokenizer has " +
+                   std::to_string(tokenizer_->vocab_size()) + " tokens");
+
+  const int64_t D = c.dim, H = c.hidden_dim, QD = int64_t{c.n_heads} * c.head_dim,
+                KD = int64_t{c.n_kv_heads} * c.head_dim, V = c.vocab_size;
+  ModelWeights& w = weights_;
+  TQKV_ASSIGN_OR_RETURN(w.token_embd, tensor("token_embd.weight", {D, V}));
+  TQKV_ASSIGN_OR_RETURN(w.output_norm, tensor("output_norm.weight", {D}));
+  TQKV_ASSIGN_OR_RETURN(w.output, tensor("output.weight", {D, V}, false));
+  c.tied_output = w.output == nullptr;
+  if (c.tied_output) w.output = w.token_embd;
+  w.layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    TQKV_ASSIGN_OR_RETURN(L.attn_norm, tensor(p + "attn_norm.weight", {D}));
+    TQKV_ASSIGN_OR_RETURN(L.wq, tensor(p + "attn_q.weight", {D, QD}));
+    TQKV_ASSIGN_OR_RETURN(L.wk, tensor(p + "attn_k.weight", {D, KD}));
+    TQKV_ASSIGN_OR_RETURN(L.wv, tensor(p + "attn_v.weight", {D, KD}));
+    TQKV_ASSIGN_OR_RETURN(L.wo, tensor(p + "attn_output.weight", {QD, D}));
+    TQKV_ASSIGN_OR_RETURN(L.bq, tensor(p + "attn_q.bias", {QD}, c.qkv_bias));
+    TQKV_ASSIGN_OR_RETURN(L.bk, tensor(p + "attn_k.bias", {KD}, c.qkv_bias));
+    TQKV_ASSIGN_OR_RETURN(L.bv, tensor(p + "attn_v.bias", {KD}, c.qkv_bias));
+    TQKV_ASSIGN_OR_RETURN(L.ffn_norm, tensor(p + "ffn_norm.weight", {D}));
+    TQKV_ASSIGN_OR_RETURN(L.w_gate, tensor(p + "ffn_gate.weight", {D, H}));
+    TQKV_ASSIGN_OR_RETURN(L.w_down, tensor(p + "ffn_down.weight", {H, D}));
+    TQKV_ASSIGN_OR_RETURN(L.w_up, tensor(p + "ffn_up.weight", {D, H}));
+  }
+  return Status::Ok();
+}
+
+}  // namespace tqkv
