@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "command.h"
 
@@ -16,8 +18,17 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(def.name, def.help);
     runners[sub] = def.setup(*sub);
   }
+  // llama.cpp spells some options with one dash and several letters (-ctk, -ctv), which CLI11
+  // does not accept: rewrite them to their long names.
+  std::vector<std::string> args;
+  for (int i = argc - 1; i >= 1; --i) {
+    std::string a = argv[i];
+    if (a == "-ctk") a = "--cache-type-k";
+    else if (a == "-ctv") a = "--cache-type-v";
+    args.push_back(a);
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -5,6 +5,7 @@
 // n_q_heads / n_kv_heads query heads x m query tokens ("states") of its kv head, reading every KV
 // byte once, and produces a partial softmax state (m, l, o) that is merged across splits.
 #include <omp.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -64,6 +65,39 @@ void float_scores_scalar(const float* q, int ns, const float* k, int n, int d, f
     }
 }
 
+void softmax_block_scalar(float* scores, int ns, const int* valid, float* m, float* l, float* corr) {
+  for (int s = 0; s < ns; ++s) {
+    float* sc = scores + s * kBlock;
+    corr[s] = 1.0f;
+    if (valid[s] <= 0) {
+      for (int t = 0; t < kBlock; ++t) sc[t] = 0;
+      continue;
+    }
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int t = 0; t < valid[s]; ++t) mx = std::max(mx, sc[t]);
+    const float mnew = std::max(m[s], mx);
+    corr[s] = m[s] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(m[s] - mnew);
+    m[s] = mnew;
+    float sum = 0;
+    for (int t = 0; t < kBlock; ++t) {
+      sc[t] = t < valid[s] ? std::exp(sc[t] - mnew) : 0.0f;
+      sum += sc[t];
+    }
+    l[s] = l[s] * corr[s] + sum;
+  }
+}
+
+void value_weights_scalar(const float* p, int ns, const float* vscale, float* w, float* cw) {
+  for (int s = 0; s < ns; ++s) {
+    float sum = 0;
+    for (int t = 0; t < kBlock; ++t) {
+      w[s * kBlock + t] = p[s * kBlock + t] * vscale[t];
+      sum += w[s * kBlock + t];
+    }
+    cw[s] += sum;
+  }
+}
+
 void float_accum_scalar(const float* p, int ns, const float* v, int n, int d, float* o) {
   for (int s = 0; s < ns; ++s)
     for (int t = 0; t < n; ++t) {
@@ -106,35 +140,23 @@ struct Ctx {
   bool avx512;
 };
 
-// Online-softmax update of the states with the scores of one block of n tokens; returns the
-// probabilities in p (masked tokens 0). scores are overwritten.
-void softmax_block(Partial& P, int ns, int n, float* scores, const bool* masked_all, int d, int dpad) {
+// Runs the softmax step of one block for the states and rescales their accumulators.
+void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid, int d, int dpad) {
+  float corr[256];
+  std::vector<float> big;
+  float* cr = corr;
+  if (ns > 256) { big.resize(ns); cr = big.data(); }
+  if (C.avx512) attn::softmax_block_avx512(scores, ns, valid, P.m.data(), P.l.data(), cr);
+  else attn::softmax_block_scalar(scores, ns, valid, P.m.data(), P.l.data(), cr);
   for (int s = 0; s < ns; ++s) {
-    float* sc = scores + s * kBlock;
-    float mx = kNegInf;
-    for (int t = 0; t < n; ++t) mx = std::max(mx, sc[t]);
-    if (mx == kNegInf) {
-      for (int t = 0; t < n; ++t) sc[t] = 0;
-      continue;
-    }
-    const float mnew = std::max(P.m[s], mx);
-    const float corr = std::exp(P.m[s] - mnew);  // exp(-inf) = 0 on the first block
-    if (corr != 1.0f) {
-      P.l[s] *= corr;
-      P.cw[s] *= corr;
-      for (int i = 0; i < d; ++i) P.o[static_cast<size_t>(s) * d + i] *= corr;
-      for (int i = 0; i < dpad; ++i) P.orot[static_cast<size_t>(s) * dpad + i] *= corr;
-    }
-    P.m[s] = mnew;
-    float sum = 0;
-    for (int t = 0; t < n; ++t) {
-      const float e = sc[t] == kNegInf ? 0.0f : std::exp(sc[t] - mnew);
-      sc[t] = e;
-      sum += e;
-    }
-    P.l[s] += sum;
+    if (cr[s] == 1.0f) continue;
+    const float c = cr[s];
+    P.cw[s] *= c;
+    float* o = &P.o[static_cast<size_t>(s) * d];
+    for (int i = 0; i < d; ++i) o[i] *= c;
+    float* orr = &P.orot[static_cast<size_t>(s) * dpad];
+    for (int i = 0; i < dpad; ++i) orr[i] *= c;
   }
-  (void)masked_all;
 }
 
 void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, const Work& w,
@@ -175,15 +197,15 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
   kbuf.resize(static_cast<size_t>(kBlock) * d);
   vbuf.resize(static_cast<size_t>(kBlock) * d);
   auto pos_limit = [&](int st) { return n - m + st % m; };  // last visible position of state st
+  std::vector<int>& valid = Q.valid;
+  valid.resize(ns);
 
   // Float rows (f16 sinks / window, or decoded per-vector formats) at positions pos0..pos0+cnt-1.
   auto float_block = [&](const float* k, const float* v, int pos0, int cnt) {
     if (C.avx512) attn::float_scores_avx512(Q.q.data(), ns, k, cnt, d, scores.data());
     else attn::float_scores_scalar(Q.q.data(), ns, k, cnt, d, scores.data());
-    for (int st = 0; st < ns; ++st)
-      for (int t = 0; t < cnt; ++t)
-        if (pos0 + t > pos_limit(st)) scores[st * kBlock + t] = kNegInf;
-    softmax_block(P, ns, cnt, scores.data(), nullptr, d, C.dpad);
+    for (int st = 0; st < ns; ++st) valid[st] = std::clamp(pos_limit(st) - pos0 + 1, 0, cnt);
+    softmax_step(C, P, ns, scores.data(), valid.data(), d, C.dpad);
     if (C.avx512) attn::float_accum_avx512(scores.data(), ns, v, cnt, d, P.o.data());
     else attn::float_accum_scalar(scores.data(), ns, v, cnt, d, P.o.data());
   };
@@ -212,11 +234,22 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
     }
   }
   // Compressed tokens, blocks of 64 (a block never crosses a page).
-  const bool kf16 = I.opt.key_format.kind == FormatKind::kF16;
-  const bool vf16 = I.opt.value_format.kind == FormatKind::kF16;
+  const bool kf16 = I.opt.key_format.kind == FormatKind::kF16 && d <= 1024;
+  const bool vf16 = I.opt.value_format.kind == FormatKind::kF16 && d <= 1024;
   for (int c0 = w.c_begin; c0 < w.c_end; c0 += kBlock) {
     const int cnt = std::min(kBlock, w.c_end - c0);
     const int pos0 = S + c0;
+    // Software prefetch of the next block into L2: hardware prefetchers stop at 4 KB pages and
+    // the kernels read each block in short bursts.
+    if (c0 + kBlock < w.c_end) {
+      const int nc = c0 + kBlock;
+      const uint8_t* kp = I.kfast ? I.ktile(hs, nc) : I.kcode(hs, nc);
+      const uint8_t* vp = I.vfast ? I.vtile(hs, nc) : I.vcode(hs, nc);
+      const size_t kb = I.kfast ? 4 * I.klay.tile_bytes : kBlock * I.ksz;
+      const size_t vb = I.vfast ? 4 * I.vlay.tile_bytes : kBlock * I.vsz;
+      for (size_t o = 0; o < kb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(kp + o), _MM_HINT_T1);
+      for (size_t o = 0; o < vb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(vp + o), _MM_HINT_T1);
+    }
     // 1. Scores.
     if (I.kfast) {
       const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
@@ -238,30 +271,20 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
       if (C.avx512) attn::float_scores_avx512(Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
       else attn::float_scores_scalar(Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
     }
-    // 2. Causal mask (and the tail of a partial block).
-    for (int st = 0; st < ns; ++st) {
-      const int lim = pos_limit(st);
-      for (int t = 0; t < kBlock; ++t)
-        if (t >= cnt || pos0 + t > lim) scores[st * kBlock + t] = kNegInf;
-    }
-    // 3. Online softmax.
-    softmax_block(P, ns, kBlock, scores.data(), nullptr, d, C.dpad);
+    // 2. Causal mask (valid tokens are a prefix of the block) and online softmax.
+    for (int st = 0; st < ns; ++st) valid[st] = std::clamp(pos_limit(st) - pos0 + 1, 0, cnt);
+    softmax_step(C, P, ns, scores.data(), valid.data(), d, C.dpad);
     // 4. Values.
     if (I.vfast) {
       const uint8_t* tiles[4];
       const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
       for (int tl = 0; tl < n_tiles; ++tl) tiles[tl] = I.vtile(hs, c0 + tl * kTileTokens);
-      for (int st = 0; st < ns; ++st) {
-        float cw = 0;
-        for (int t = 0; t < kBlock; ++t) {
-          const int tl = t / kTileTokens;
-          const float vs = t < cnt ? I.vlay.scales(tiles[tl])[t % kTileTokens] : 0.0f;
-          const float x = scores[st * kBlock + t] * vs;
-          wts[st * kBlock + t] = x;
-          cw += x;
-        }
-        P.cw[st] += cw;
-      }
+      float vscale[kBlock] = {};
+      for (int tl = 0; tl < n_tiles; ++tl)
+        std::memcpy(vscale + tl * kTileTokens, I.vlay.scales(tiles[tl]), kTileTokens * sizeof(float));
+      for (int t = cnt; t < kBlock; ++t) vscale[t] = 0;
+      if (C.avx512) attn::value_weights_avx512(scores.data(), ns, vscale, wts.data(), P.cw.data());
+      else attn::value_weights_scalar(scores.data(), ns, vscale, wts.data(), P.cw.data());
       if (C.avx512) attn::fast_value_accum_avx512(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
       else attn::fast_value_accum_scalar(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
     } else if (vf16 && C.avx512) {

@@ -6,7 +6,7 @@
 // as bytes, and VNNI vpdpbusd multiplies them with the query's 4 int8 coordinates: every 16-lane
 // int32 accumulator holds the scores of the 16 tokens, with no horizontal reduction.
 // Fast values: per bit-plane, 16 coordinates x 4 tokens per 64 bits; vpdpbusd with the 4 tokens'
-// 7-bit weights accumulates 16 coordinates at once.
+// 8-bit weights accumulates 16 coordinates at once.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -33,75 +33,90 @@ inline __mmask16 tail_mask(int rem) { return rem >= 16 ? 0xffff : static_cast<__
 
 void prepare_q8_avx512(const TileLayout& L, Queries* Q) {
   const int gi = L.groups * 4;
+  // One int8 digit per coordinate when the format's own error is large, two (q8 + q8lo / 254)
+  // when it is small (fine formats need the extra precision to keep the kernel's error below
+  // 5% of theirs; see docs/design.md).
+  Q->digits = L.design_mse < 0.05 ? 2 : 1;
   Q->q8.assign(static_cast<size_t>(Q->ns) * L.planes * gi, 0);
-  Q->q8lo.assign(static_cast<size_t>(Q->ns) * L.planes * gi, 0);
-  Q->delta.assign(Q->ns, 1.0f);
+  Q->q8lo.assign(Q->digits == 2 ? Q->q8.size() : 0, 0);
+  Q->delta.assign(static_cast<size_t>(Q->ns) * L.planes, 1.0f);
   for (int s = 0; s < Q->ns; ++s) {
     const float* qr = &Q->qr[static_cast<size_t>(s) * Q->d];
     float amax = 0;
-    for (int p = 0; p < L.planes; ++p)
-      for (int i = 0; i < Q->d; ++i) amax = std::max(amax, std::fabs(L.alpha[p] * qr[i]));
-    const float delta = amax > 0 ? amax / 127.0f : 1.0f;
-    Q->delta[s] = delta;
-    const float inv = 1.0f / delta;
-    for (int p = 0; p < L.planes; ++p)
+    for (int i = 0; i < Q->d; ++i) amax = std::max(amax, std::fabs(qr[i]));
+    for (int p = 0; p < L.planes; ++p) {
+      const float a = std::fabs(L.alpha[p]) * amax;
+      const float delta = a > 0 ? a / 127.0f : 1.0f;  // per (state, plane) scale
+      Q->delta[static_cast<size_t>(s) * L.planes + p] = delta;
+      const float inv = L.alpha[p] / delta;
+      int8_t* hi = &Q->q8[(static_cast<size_t>(s) * L.planes + p) * gi];
       for (int i = 0; i < Q->d; ++i) {
-        const float x = L.alpha[p] * qr[i] * inv;  // in [-127, 127]
-        const float hi = std::nearbyint(x);
-        const size_t at = (static_cast<size_t>(s) * L.planes + p) * gi + i;
-        Q->q8[at] = static_cast<int8_t>(hi);
-        Q->q8lo[at] = static_cast<int8_t>(std::nearbyint((x - hi) * 254.0f));  // |x - hi| <= 1/2
+        const float x = qr[i] * inv;  // in [-127, 127]
+        const float h = std::nearbyint(x);
+        hi[i] = static_cast<int8_t>(h);
+        if (Q->digits == 2) Q->q8lo[(static_cast<size_t>(s) * L.planes + p) * gi + i] = static_cast<int8_t>(std::nearbyint((x - h) * 254.0f));
       }
+    }
   }
 }
 
-template <int NS>
+template <int NS, int DIGITS>
 static void key_scores_ns(const TileLayout& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
   const __m512i ones = _mm512_set1_epi8(1);
-  __m512i acc[NS], lo[NS];
-  for (int k = 0; k < NS; ++k) acc[k] = lo[k] = _mm512_setzero_si512();
   const int gi = L.groups * 4;
+  __m512 f[NS];
+  for (int k = 0; k < NS; ++k) f[k] = _mm512_setzero_ps();
   for (int p = 0; p < L.planes; ++p) {
     const uint8_t* plane = tile + 64 + p * L.plane_bytes;
+    __m512i acc[NS], lo[NS];
     const int8_t* qp[NS];
     const int8_t* ql[NS];
     for (int k = 0; k < NS; ++k) {
+      acc[k] = lo[k] = _mm512_setzero_si512();
       qp[k] = &Q.q8[(static_cast<size_t>(s0 + k) * L.planes + p) * gi];
-      ql[k] = &Q.q8lo[(static_cast<size_t>(s0 + k) * L.planes + p) * gi];
+      ql[k] = DIGITS == 2 ? &Q.q8lo[(static_cast<size_t>(s0 + k) * L.planes + p) * gi] : nullptr;
     }
     for (int g = 0; g < L.groups; ++g) {
       const __m512i u = _mm512_maskz_mov_epi8(load_mask64(plane + 8 * g), ones);
       for (int k = 0; k < NS; ++k) {
         acc[k] = _mm512_dpbusd_epi32(acc[k], u, _mm512_set1_epi32(load_i32(qp[k] + 4 * g)));
-        lo[k] = _mm512_dpbusd_epi32(lo[k], u, _mm512_set1_epi32(load_i32(ql[k] + 4 * g)));
+        if (DIGITS == 2) lo[k] = _mm512_dpbusd_epi32(lo[k], u, _mm512_set1_epi32(load_i32(ql[k] + 4 * g)));
       }
+    }
+    for (int k = 0; k < NS; ++k) {
+      __m512 v = _mm512_cvtepi32_ps(acc[k]);
+      if (DIGITS == 2) v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_cvtepi32_ps(lo[k]), _mm512_set1_ps(1.0f / 254.0f)));
+      f[k] = _mm512_fmadd_ps(v, _mm512_set1_ps(Q.delta[static_cast<size_t>(s0 + k) * L.planes + p]), f[k]);
     }
   }
   const __m512 sc = _mm512_loadu_ps(reinterpret_cast<const float*>(tile));
   for (int k = 0; k < NS; ++k) {
     const int s = s0 + k;
-    const __m512 hi_lo = _mm512_add_ps(_mm512_cvtepi32_ps(acc[k]),
-                                       _mm512_mul_ps(_mm512_cvtepi32_ps(lo[k]), _mm512_set1_ps(1.0f / 254.0f)));
-    __m512 v = _mm512_mul_ps(hi_lo, _mm512_set1_ps(Q.delta[s]));
-    v = _mm512_add_ps(v, _mm512_set1_ps(L.c0 * Q.qsum[s]));
+    const __m512 v = _mm512_add_ps(f[k], _mm512_set1_ps(L.c0 * Q.qsum[s]));
     _mm512_storeu_ps(scores + s * kTileTokens, _mm512_mul_ps(v, sc));
   }
 }
 
-void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+template <int DIGITS>
+static void key_scores(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
   int s = 0;
-  for (; s + 4 <= Q.ns; s += 4) key_scores_ns<4>(L, tile, Q, s, scores);
+  for (; s + 4 <= Q.ns; s += 4) key_scores_ns<4, DIGITS>(L, tile, Q, s, scores);
   switch (Q.ns - s) {
-    case 3: key_scores_ns<3>(L, tile, Q, s, scores); break;
-    case 2: key_scores_ns<2>(L, tile, Q, s, scores); break;
-    case 1: key_scores_ns<1>(L, tile, Q, s, scores); break;
+    case 3: key_scores_ns<3, DIGITS>(L, tile, Q, s, scores); break;
+    case 2: key_scores_ns<2, DIGITS>(L, tile, Q, s, scores); break;
+    case 1: key_scores_ns<1, DIGITS>(L, tile, Q, s, scores); break;
     default: break;
   }
 }
 
+void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  if (Q.digits == 2) key_scores<2>(L, tile, Q, scores);
+  else key_scores<1>(L, tile, Q, scores);
+}
+
 template <int NS>
 static void value_accum_ns(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
-                           const int8_t* w8, const float* eps, int s0, float* o) {
+                           const uint8_t* w8, const float* eps, int s0, float* o) {
   const __m512i ones = _mm512_set1_epi8(1);
   const int dpad = 16 * L.groups;
   const int quads = n_tiles * 4;
@@ -113,7 +128,7 @@ static void value_accum_ns(const TileLayout& L, const uint8_t* const* tiles, int
         const uint8_t* src = tiles[qd / 4] + 64 + p * L.plane_bytes + (static_cast<size_t>(qd % 4) * L.groups + c) * 8;
         const __m512i u = _mm512_maskz_mov_epi8(load_mask64(src), ones);
         for (int k = 0; k < NS; ++k)
-          acc[k] = _mm512_dpbusd_epi32(acc[k], u, _mm512_set1_epi32(load_i32(w8 + (s0 + k) * kBlock + 4 * qd)));
+          acc[k] = _mm512_dpbusd_epi32(acc[k], _mm512_set1_epi32(load_i32(w8 + (s0 + k) * kBlock + 4 * qd)), u);
       }
       for (int k = 0; k < NS; ++k) {
         float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
@@ -126,11 +141,12 @@ static void value_accum_ns(const TileLayout& L, const uint8_t* const* tiles, int
 
 void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o) {
-  // 7-bit weights per state and block: w8 = round(w / eps), eps = max w / 127.
-  alignas(64) int8_t w8[64 * kBlock];
+  // 8-bit weights per state and block: w8 = round(w / eps), eps = max w / 255 (unsigned operand
+  // of vpdpbusd; the bits are the signed operand).
+  alignas(64) uint8_t w8[64 * kBlock];
   float eps[64];
-  int8_t* w8p = w8;
-  std::vector<int8_t> w8big;
+  uint8_t* w8p = w8;
+  std::vector<uint8_t> w8big;
   std::vector<float> epsbig;
   float* epsp = eps;
   if (ns > 64) {
@@ -144,11 +160,11 @@ void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, i
     __m512 mx = _mm512_setzero_ps();
     for (int t = 0; t < kBlock; t += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(ws + t));
     const float m = _mm512_reduce_max_ps(mx);
-    epsp[s] = m > 0 ? m / 127.0f : 0.0f;
-    const __m512 inv = _mm512_set1_ps(m > 0 ? 127.0f / m : 0.0f);
+    epsp[s] = m > 0 ? m / 255.0f : 0.0f;
+    const __m512 inv = _mm512_set1_ps(m > 0 ? 255.0f / m : 0.0f);
     for (int t = 0; t < kBlock; t += 16) {
       const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(ws + t), inv));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(w8p + s * kBlock + t), _mm512_cvtepi32_epi8(q));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(w8p + s * kBlock + t), _mm512_cvtusepi32_epi8(q));
     }
   }
   int s = 0;
@@ -161,63 +177,144 @@ void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, i
   }
 }
 
-// ---- float / f16 rows ----------------------------------------------------------------------
+// ---- softmax -----------------------------------------------------------------------------
 
-template <typename LoadRow>
-static void scores_rows(const float* q, int ns, int n, int d, float* scores, LoadRow load) {
-  const int chunks = (d + 15) / 16;
-  for (int s0 = 0; s0 < ns; s0 += 4) {
-    const int k_n = std::min(4, ns - s0);
-    for (int t = 0; t < n; ++t) {
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (int c = 0; c < chunks; ++c) {
-        const __mmask16 m = tail_mask(d - 16 * c);
-        const __m512 kv = load(t, c, m);
-        for (int k = 0; k < k_n; ++k)
-          acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + static_cast<size_t>(s0 + k) * d + 16 * c), kv, acc[k]);
-      }
-      for (int k = 0; k < k_n; ++k) scores[(s0 + k) * kBlock + t] = _mm512_reduce_add_ps(acc[k]);
+// exp(x) for x <= 0 (and -inf): Cephes-style range reduction x = n ln2 + r, |r| <= ln2/2,
+// degree-6 polynomial, then 2^n by vscalefps. Relative error ~2e-7.
+static inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+void softmax_block_avx512(float* scores, int ns, const int* valid, float* m, float* l, float* corr) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int s = 0; s < ns; ++s) {
+    float* sc = scores + s * kBlock;
+    corr[s] = 1.0f;
+    if (valid[s] <= 0) {
+      for (int t = 0; t < kBlock; t += 16) _mm512_storeu_ps(sc + t, _mm512_setzero_ps());
+      continue;
     }
+    __mmask16 mk[kBlock / 16];
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int c = 0; c < kBlock / 16; ++c) {
+      mk[c] = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * c)), _mm512_set1_epi32(valid[s]));
+      mx = _mm512_mask_max_ps(mx, mk[c], mx, _mm512_loadu_ps(sc + 16 * c));
+    }
+    const float bmax = _mm512_reduce_max_ps(mx);
+    const float mnew = std::max(m[s], bmax);
+    corr[s] = m[s] == -INFINITY ? 0.0f : std::exp(m[s] - mnew);
+    m[s] = mnew;
+    __m512 sum = _mm512_setzero_ps();
+    const __m512 mv = _mm512_set1_ps(mnew);
+    for (int c = 0; c < kBlock / 16; ++c) {
+      const __m512 e = _mm512_maskz_mov_ps(mk[c], exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + 16 * c), mv)));
+      _mm512_storeu_ps(sc + 16 * c, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    l[s] = l[s] * corr[s] + _mm512_reduce_add_ps(sum);
   }
 }
 
-template <typename LoadRow>
-static void accum_rows(const float* p, int ns, int n, int d, float* o, LoadRow load) {
+void value_weights_avx512(const float* p, int ns, const float* vscale, float* w, float* cw) {
+  for (int s = 0; s < ns; ++s) {
+    __m512 sum = _mm512_setzero_ps();
+    for (int t = 0; t < kBlock; t += 16) {
+      const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(p + s * kBlock + t), _mm512_loadu_ps(vscale + t));
+      _mm512_storeu_ps(w + s * kBlock + t, x);
+      sum = _mm512_add_ps(sum, x);
+    }
+    cw[s] += _mm512_reduce_add_ps(sum);
+  }
+}
+
+// ---- float / f16 rows ----------------------------------------------------------------------
+
+// Scores of NS states against n float rows: accumulators stay in registers (NS fixed).
+template <int NS>
+static void scores_ns(const float* q, int d, const float* k, int n, int s0, float* scores) {
+  const int chunks = (d + 15) / 16;
+  for (int t = 0; t < n; ++t) {
+    if (t + 4 < n) _mm_prefetch(reinterpret_cast<const char*>(k + static_cast<size_t>(t + 4) * d), _MM_HINT_T0);
+    __m512 acc[NS];
+    for (int k2 = 0; k2 < NS; ++k2) acc[k2] = _mm512_setzero_ps();
+    for (int c = 0; c < chunks; ++c) {
+      const __mmask16 m = tail_mask(d - 16 * c);
+      const __m512 kv = _mm512_maskz_loadu_ps(m, k + static_cast<size_t>(t) * d + 16 * c);
+      for (int k2 = 0; k2 < NS; ++k2)
+        acc[k2] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + static_cast<size_t>(s0 + k2) * d + 16 * c), kv, acc[k2]);
+    }
+    for (int k2 = 0; k2 < NS; ++k2) scores[(s0 + k2) * kBlock + t] = _mm512_reduce_add_ps(acc[k2]);
+  }
+}
+
+// o[s] += sum_t p[s, t] v[t] for NS states; one 16-wide chunk of o per state in registers.
+template <int NS>
+static void accum_ns(const float* p, int d, const float* v, int n, int s0, float* o) {
   const int chunks = (d + 15) / 16;
   for (int c = 0; c < chunks; ++c) {
     const __mmask16 m = tail_mask(d - 16 * c);
-    for (int s0 = 0; s0 < ns; s0 += 4) {
-      const int k_n = std::min(4, ns - s0);
-      __m512 acc[4];
-      for (int k = 0; k < k_n; ++k) acc[k] = _mm512_maskz_loadu_ps(m, o + static_cast<size_t>(s0 + k) * d + 16 * c);
-      for (int t = 0; t < n; ++t) {
-        const __m512 vv = load(t, c, m);
-        for (int k = 0; k < k_n; ++k) acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(p[(s0 + k) * kBlock + t]), vv, acc[k]);
-      }
-      for (int k = 0; k < k_n; ++k) _mm512_mask_storeu_ps(o + static_cast<size_t>(s0 + k) * d + 16 * c, m, acc[k]);
+    __m512 acc[NS];
+    for (int k2 = 0; k2 < NS; ++k2) acc[k2] = _mm512_maskz_loadu_ps(m, o + static_cast<size_t>(s0 + k2) * d + 16 * c);
+    for (int t = 0; t < n; ++t) {
+      const __m512 vv = _mm512_maskz_loadu_ps(m, v + static_cast<size_t>(t) * d + 16 * c);
+      for (int k2 = 0; k2 < NS; ++k2) acc[k2] = _mm512_fmadd_ps(_mm512_set1_ps(p[(s0 + k2) * kBlock + t]), vv, acc[k2]);
     }
+    for (int k2 = 0; k2 < NS; ++k2) _mm512_mask_storeu_ps(o + static_cast<size_t>(s0 + k2) * d + 16 * c, m, acc[k2]);
   }
 }
 
+#define TQKV_BY_NS(fn, ...)                                     \
+  {                                                             \
+    int s0 = 0;                                                 \
+    for (; s0 + 4 <= ns; s0 += 4) fn<4>(__VA_ARGS__, s0, out);  \
+    switch (ns - s0) {                                          \
+      case 3: fn<3>(__VA_ARGS__, s0, out); break;               \
+      case 2: fn<2>(__VA_ARGS__, s0, out); break;               \
+      case 1: fn<1>(__VA_ARGS__, s0, out); break;               \
+      default: break;                                           \
+    }                                                           \
+  }
+
 void float_scores_avx512(const float* q, int ns, const float* k, int n, int d, float* scores) {
-  scores_rows(q, ns, n, d, scores, [&](int t, int c, __mmask16 m) {
-    return _mm512_maskz_loadu_ps(m, k + static_cast<size_t>(t) * d + 16 * c);
-  });
+  float* out = scores;
+  TQKV_BY_NS(scores_ns, q, d, k, n)
 }
 void float_accum_avx512(const float* p, int ns, const float* v, int n, int d, float* o) {
-  accum_rows(p, ns, n, d, o, [&](int t, int c, __mmask16 m) {
-    return _mm512_maskz_loadu_ps(m, v + static_cast<size_t>(t) * d + 16 * c);
-  });
+  float* out = o;
+  TQKV_BY_NS(accum_ns, p, d, v, n)
+}
+
+// f16 rows: convert the block once (sequential, prefetch-friendly) into an L1-resident float
+// tile, then run the float kernels.
+static void f16_to_f32(const uint16_t* src, size_t count, float* dst) {
+  size_t i = 0;
+  for (; i + 16 <= count; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  for (; i < count; ++i) dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
 }
 void f16_scores_avx512(const float* q, int ns, const uint16_t* k, int n, int d, float* scores) {
-  scores_rows(q, ns, n, d, scores, [&](int t, int c, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + static_cast<size_t>(t) * d + 16 * c));
-  });
+  alignas(64) static thread_local float tile[kBlock * 1024];
+  if (d > 1024) return;  // callers use the generic path above 1024
+  f16_to_f32(k, static_cast<size_t>(n) * d, tile);
+  float_scores_avx512(q, ns, tile, n, d, scores);
 }
 void f16_accum_avx512(const float* p, int ns, const uint16_t* v, int n, int d, float* o) {
-  accum_rows(p, ns, n, d, o, [&](int t, int c, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v + static_cast<size_t>(t) * d + 16 * c));
-  });
+  alignas(64) static thread_local float tile[kBlock * 1024];
+  if (d > 1024) return;
+  f16_to_f32(v, static_cast<size_t>(n) * d, tile);
+  float_accum_avx512(p, ns, tile, n, d, o);
 }
 
 }  // namespace tqkv::attn

@@ -20,11 +20,13 @@ struct Queries {
   std::vector<float> q;      // (ns, d) scaled by the softmax scale, original domain
   std::vector<float> qr;     // (ns, d) rotated with the key rotation (fast key layout only)
   std::vector<float> qsum;   // (ns,) sum_i qr[i]
-  // AVX-512 key kernel: per state, plane p and coordinate i, x = alpha_p * qr[i] / delta split
-  // into two int8 digits, x ~ q8 + q8lo / 254 (|error| <= 1/508 of delta per coordinate).
+  // AVX-512 key kernel: per state, plane p and coordinate i, x = alpha_p * qr[i] / delta[s, p] in
+  // [-127, 127] as int8 digits: x ~ q8 (|error| <= 1/2) or x ~ q8 + q8lo / 254 (|error| <= 1/508).
   std::vector<int8_t> q8;    // (ns, planes, groups * 4)
   std::vector<int8_t> q8lo;  // (ns, planes, groups * 4)
-  std::vector<float> delta;  // (ns,)
+  std::vector<float> delta;  // (ns, planes) scale of each state's plane digits
+  int digits = 1;            // 1: q8 only; 2: q8 + q8lo / 254
+  std::vector<int> valid;    // (ns,) scratch: valid tokens of the current block per state
 };
 
 // Fast keys: scores[s * 16 + t] = scale_t * (C0 * qsum_s + sum_p alpha_p sum_{i: bit} qr_s[i]) for
@@ -36,7 +38,7 @@ void prepare_q8_avx512(const TileLayout& L, Queries* Q);
 // Fast values: for the n_tiles (<= 4) value tiles of a block and weights w (ns, 64) (softmax
 // probability times the token's value scale; 0 for masked tokens):
 //   o[s * dpad + i] += sum_p alpha_p sum_t w[s, t] * bit_p(t, i)     (rotated domain, no C0 term)
-// dpad = 16 * L.groups. The AVX-512 version quantizes each state's weights to 7 bits
+// dpad = 16 * L.groups. The AVX-512 version quantizes each state's weights to 8 bits
 // (documented error bound in docs/design.md).
 void fast_value_accum_scalar(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o);
@@ -53,5 +55,14 @@ void float_accum_avx512(const float* p, int ns, const float* v, int n, int d, fl
 // f16 rows straight from the cache (the baseline f16/f16 cache and the f16 windows).
 void f16_scores_avx512(const float* q, int ns, const uint16_t* k, int n, int d, float* scores);
 void f16_accum_avx512(const float* p, int ns, const uint16_t* v, int n, int d, float* o);
+
+// Online-softmax step for one block: scores (ns, 64) become probabilities p = exp(score - m_new)
+// for tokens t < valid[s] and 0 for the rest; m (running max) and l (running sum) are updated
+// and corr[s] = exp(m_old - m_new) is returned for rescaling the accumulators (1 if unchanged).
+void softmax_block_scalar(float* scores, int ns, const int* valid, float* m, float* l, float* corr);
+void softmax_block_avx512(float* scores, int ns, const int* valid, float* m, float* l, float* corr);
+// w[s, t] = p[s, t] * vscale[t]; cw[s] += sum_t w[s, t]. vscale: (64,), zero past the block end.
+void value_weights_scalar(const float* p, int ns, const float* vscale, float* w, float* cw);
+void value_weights_avx512(const float* p, int ns, const float* vscale, float* w, float* cw);
 
 }  // namespace tqkv::attn

@@ -30,6 +30,7 @@ bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out) {
         return false;
     }
   }
+  L.design_mse = rq->design_mse();
   L.groups = is_value ? (L.dim + 15) / 16 : (L.dim + 3) / 4;
   L.plane_bytes = is_value ? static_cast<size_t>(4) * L.groups * 8 : static_cast<size_t>(L.groups) * 8;
   L.tile_bytes = 64 + L.planes * L.plane_bytes;
@@ -54,16 +55,43 @@ inline void locate(const TileLayout& L, int p, int t, int i, size_t* byte, int* 
 }
 }  // namespace
 
+namespace {
+// Spreads 16 bits to every 4th bit of a 64-bit word (bit i -> bit 4 i).
+inline uint64_t spread4(uint64_t x) {
+  x &= 0xffff;
+  x = (x | (x << 24)) & 0x000000ff000000ffull;
+  x = (x | (x << 12)) & 0x000f000f000f000full;
+  x = (x | (x << 6)) & 0x0303030303030303ull;
+  x = (x | (x << 3)) & 0x1111111111111111ull;
+  return x;
+}
+}  // namespace
+
 void TileLayout::scatter(const uint8_t* code, size_t plane_stride, int t, uint8_t* tile) const {
   std::memcpy(tile + 4 * t, code, 4);
   for (int p = 0; p < planes; ++p) {
     const uint8_t* plane = code + 4 + p * plane_stride;
-    for (int i = 0; i < dim; ++i) {
-      size_t byte;
-      int b;
-      locate(*this, p, t, i, &byte, &b);
-      const uint8_t v = (plane[i / 8] >> (i % 8)) & 1;
-      tile[byte] = static_cast<uint8_t>((tile[byte] & ~(1u << b)) | (v << b));
+    uint8_t* dst = tile + 64 + p * plane_bytes;
+    const int pb = (dim + 7) / 8;
+    if (!is_value) {
+      // Group g's 4 bits become nibble t % 2 of byte t / 2 of the group's 8 bytes.
+      for (int g = 0; g < groups; ++g) {
+        const int nib = (plane[g / 2] >> (4 * (g % 2))) & 0xf;
+        uint8_t& b = dst[g * 8 + t / 2];
+        b = static_cast<uint8_t>(t % 2 ? (b & 0x0f) | (nib << 4) : (b & 0xf0) | nib);
+      }
+    } else {
+      // Chunk c's 16 bits go to bits 4 i + (t % 4) of the quad's 8 bytes.
+      const uint64_t keep = ~(0x1111111111111111ull << (t % 4));
+      for (int c = 0; c < groups; ++c) {
+        uint64_t bits = plane[2 * c];
+        if (2 * c + 1 < pb) bits |= static_cast<uint64_t>(plane[2 * c + 1]) << 8;
+        uint8_t* w = dst + (static_cast<size_t>(t / 4) * groups + c) * 8;
+        uint64_t word;
+        std::memcpy(&word, w, 8);
+        word = (word & keep) | (spread4(bits) << (t % 4));
+        std::memcpy(w, &word, 8);
+      }
     }
   }
 }

@@ -30,6 +30,7 @@ struct TileLayout {
   bool is_value = false;
   int dim = 0, passes = 0, bits = 0, planes = 0;  // planes = passes * bits
   float c0 = 0;                   // C0
+  double design_mse = 0;          // the codebooks' per-coordinate MSE (unit-variance source)
   std::vector<float> alpha;       // (planes,) plane p = pass k * bits + bit j
   size_t plane_bytes = 0;         // bytes of one plane in one tile
   size_t tile_bytes = 0;          // 64 + planes * plane_bytes

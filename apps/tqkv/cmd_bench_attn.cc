@@ -1,0 +1,201 @@
+// tqkv bench-attn: decode attention time on compressed caches vs an f16/f16 cache, same run.
+//
+// Each "step" is one decode attention call (1 query token per sequence, every head) over one
+// layer's cache holding --batch sequences of --ctx tokens. To measure DRAM rather than the (large)
+// L3, every cache type gets enough independent layers that their total size is >= 1.2 GB, and the
+// timed loop cycles through them. Bandwidth reference: a multi-threaded streaming read of a 1 GB
+// buffer measured in the same run.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "command.h"
+#include "tqkv/kv_cache.h"
+#include "tqkv/simd.h"
+#include "tqkv/synthetic.h"
+#include <nlohmann/json.hpp>
+
+namespace tqkv::cli {
+namespace {
+
+struct Opts {
+  int ctx = 65536, q_heads = 32, kv_heads = 8, head_dim = 128, batch = 4, threads = 0;
+  std::string ktype = "rvq1x2", vtype = "tq2";
+  double min_time = 2.0;
+  bool json = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+// Streaming read bandwidth (GB/s) with `threads` threads over a buffer of `bytes`.
+double dram_read_gbps(size_t bytes, int threads) {
+  const size_t n = bytes / sizeof(float);
+  std::vector<float> buf(n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 1023);
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = now_s();
+    float total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+    for (size_t c = 0; c < n / 64; ++c) {
+      const float* p = &buf[c * 64];
+      float s = 0;
+      for (int i = 0; i < 64; ++i) s += p[i];
+      total += s;
+    }
+    const double dt = now_s() - t0;
+    sink = sink + total;
+    best = std::max(best, bytes / dt / 1e9);
+  }
+  return best;
+}
+
+struct Measured {
+  int layers = 0;
+  size_t bytes_per_layer = 0;   // resident bytes of one layer
+  size_t read_per_step = 0;     // K+V code bytes one step reads
+  double ms_per_step = 0;
+  double bpe_k = 0, bpe_v = 0;
+};
+
+StatusOr<Measured> measure(const Opts& o, const FormatSpec& kf, const FormatSpec& vf, int threads) {
+  KVCacheOptions co;
+  co.key_format = kf;
+  co.value_format = vf;
+  Measured r;
+  r.bpe_k = bits_per_element(kf, o.head_dim);
+  r.bpe_v = bits_per_element(vf, o.head_dim);
+  const size_t per_layer = static_cast<size_t>(o.batch) * o.kv_heads * o.ctx *
+                           (code_size(kf, o.head_dim) + code_size(vf, o.head_dim));
+  r.read_per_step = per_layer;
+  r.layers = static_cast<int>(std::max<size_t>(2, (size_t(1200) << 20) / per_layer + 1));
+  std::vector<std::unique_ptr<LayerKVCache>> layers(r.layers);
+  // A pool of synthetic K (llm-like) and V (Gaussian) rows, reused at rotating offsets.
+  const int pool = 8192, chunk = 2048, d = o.head_dim;
+  std::vector<float> kpool(static_cast<size_t>(o.kv_heads) * pool * d), vpool(kpool.size());
+  for (int h = 0; h < o.kv_heads; ++h) {
+    generate_llm_like(&kpool[static_cast<size_t>(h) * pool * d], pool, d, 1 + h);
+    generate_gaussian(&vpool[static_cast<size_t>(h) * pool * d], pool, d, 100 + h);
+  }
+  std::fprintf(stderr, "bench-attn: filling %d layer(s) of %s/%s (%d x %d tokens x %d kv heads, %.0f MB each)",
+               r.layers, kf.name().c_str(), vf.name().c_str(), o.batch, o.ctx, o.kv_heads, per_layer / 1e6);
+  Status fill_status;
+  for (int l = 0; l < r.layers; ++l) {
+    auto c = LayerKVCache::make(o.kv_heads, d, co, l);
+    if (!c.ok()) return c.status();
+    layers[l] = std::move(c).value();
+  }
+  int done = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int l = 0; l < r.layers; ++l) {
+    for (int s = 0; s < o.batch; ++s)
+      for (int t0 = 0; t0 < o.ctx; t0 += chunk) {
+        const int n = std::min(chunk, o.ctx - t0);
+        const int off = (t0 + 977 * (s + 3 * l)) % (pool - chunk);
+        Status st = layers[l]->append(s, n, {&kpool[static_cast<size_t>(off) * d], static_cast<int64_t>(pool) * d, d},
+                                      {&vpool[static_cast<size_t>(off) * d], static_cast<int64_t>(pool) * d, d});
+        if (!st.ok()) {
+#pragma omp critical
+          fill_status = st;
+        }
+      }
+#pragma omp critical
+    {
+      ++done;
+      std::fprintf(stderr, ".");
+    }
+  }
+  std::fprintf(stderr, " done\n");
+  TQKV_RETURN_IF_ERROR(fill_status);
+  r.bytes_per_layer = layers[0]->bytes_resident();
+  // Queries and outputs: (q_heads, 1, d) per sequence.
+  std::vector<float> q(static_cast<size_t>(o.batch) * o.q_heads * d), out(q.size());
+  generate_gaussian(q.data(), o.batch * o.q_heads, d, 7);
+  std::vector<LayerKVCache::Request> reqs;
+  for (int s = 0; s < o.batch; ++s)
+    reqs.push_back({s, 1, {&q[static_cast<size_t>(s) * o.q_heads * d], d, d},
+                    {&out[static_cast<size_t>(s) * o.q_heads * d], d, d}});
+  AttentionOptions ao;
+  ao.threads = threads;
+  for (auto& l : layers) TQKV_RETURN_IF_ERROR(l->attend_batch(reqs, o.q_heads, ao));  // warm-up
+  int steps = 0;
+  const double t0 = now_s();
+  double t = t0;
+  while (t - t0 < o.min_time || steps < 2 * r.layers) {
+    TQKV_RETURN_IF_ERROR(layers[steps % r.layers]->attend_batch(reqs, o.q_heads, ao));
+    ++steps;
+    t = now_s();
+  }
+  r.ms_per_step = (t - t0) * 1e3 / steps;
+  return r;
+}
+
+Status run(const Opts& o) {
+  if (o.ctx < 1 || o.q_heads < 1 || o.kv_heads < 1 || o.head_dim < 1 || o.batch < 1)
+    return invalid_argument("--ctx, --q-heads, --kv-heads, --head-dim and --batch must be >= 1");
+  if (o.q_heads % o.kv_heads) return invalid_argument("--q-heads must be a multiple of --kv-heads");
+  TQKV_ASSIGN_OR_RETURN(FormatSpec kf, parse_format(o.ktype));
+  TQKV_ASSIGN_OR_RETURN(FormatSpec vf, parse_format(o.vtype));
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const double dram = dram_read_gbps(size_t(1) << 30, threads);
+  TQKV_ASSIGN_OR_RETURN(Measured m, measure(o, kf, vf, threads));
+  const FormatSpec f16{FormatKind::kF16, 16, 1};
+  TQKV_ASSIGN_OR_RETURN(Measured b, measure(o, f16, f16, threads));
+  const double gbps = m.read_per_step / (m.ms_per_step * 1e-3) / 1e9;
+  const double f16_gbps = b.read_per_step / (b.ms_per_step * 1e-3) / 1e9;
+  nlohmann::json j = {
+      {"ctx", o.ctx}, {"q_heads", o.q_heads}, {"kv_heads", o.kv_heads}, {"head_dim", o.head_dim},
+      {"batch", o.batch}, {"threads", threads}, {"simd", simd_level_name(active_simd_level())},
+      {"cache_type_k", kf.name()}, {"cache_type_v", vf.name()},
+      {"ms_per_step", m.ms_per_step}, {"f16_ms_per_step", b.ms_per_step},
+      {"speedup_vs_f16", b.ms_per_step / m.ms_per_step},
+      {"bytes_read_per_step", m.read_per_step}, {"f16_bytes_read_per_step", b.read_per_step},
+      {"gb_per_s", gbps}, {"f16_gb_per_s", f16_gbps}, {"dram_gb_per_s", dram},
+      {"bandwidth_fraction", gbps / dram}, {"f16_bandwidth_fraction", f16_gbps / dram},
+      {"bits_per_element_k", m.bpe_k}, {"bits_per_element_v", m.bpe_v},
+      {"bytes_resident_per_layer", m.bytes_per_layer}, {"f16_bytes_resident_per_layer", b.bytes_per_layer},
+      {"layers_cycled", m.layers}, {"f16_layers_cycled", b.layers}};
+  if (o.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("decode attention, ctx %d, batch %d, %d q heads / %d kv heads, head_dim %d, %d threads (%s)\n",
+                o.ctx, o.batch, o.q_heads, o.kv_heads, o.head_dim, threads, simd_level_name(active_simd_level()));
+    std::printf("%-14s %10s %10s %10s %10s\n", "cache K/V", "bits K/V", "ms/step", "GB/s", "of DRAM");
+    std::printf("%-14s %4.2f/%-5.2f %10.3f %10.2f %9.0f%%\n", (kf.name() + "/" + vf.name()).c_str(), m.bpe_k,
+                m.bpe_v, m.ms_per_step, gbps, 100 * gbps / dram);
+    std::printf("%-14s %4.2f/%-5.2f %10.3f %10.2f %9.0f%%\n", "f16/f16", 16.0, 16.0, b.ms_per_step, f16_gbps,
+                100 * f16_gbps / dram);
+    std::printf("speedup vs f16: %.2fx   (DRAM streaming read measured now: %.2f GB/s)\n",
+                b.ms_per_step / m.ms_per_step, dram);
+  }
+  return Status::Ok();
+}
+
+Register reg("bench-attn", "Time fused decode attention on compressed caches against an f16/f16 cache in the same run",
+             [](CLI::App& app) {
+               auto o = std::make_shared<Opts>();
+               app.add_option("--ctx", o->ctx, "tokens per sequence")->capture_default_str();
+               app.add_option("--q-heads", o->q_heads, "query heads")->capture_default_str();
+               app.add_option("--kv-heads", o->kv_heads, "key/value heads")->capture_default_str();
+               app.add_option("--head-dim", o->head_dim, "head dimension")->capture_default_str();
+               app.add_option("--batch", o->batch, "sequences")->capture_default_str();
+               app.add_option("--threads", o->threads, "threads (0 = all)")->capture_default_str();
+               app.add_option("--cache-type-k", o->ktype, "key format (f16, q8_0, q4_0, rvq1x2, tq2, kivi2, ...)")->capture_default_str();
+               app.add_option("--cache-type-v", o->vtype, "value format")->capture_default_str();
+               app.add_option("--min-time", o->min_time, "seconds of timed steps per cache type")->capture_default_str();
+               app.add_flag("--json", o->json, "print one JSON object");
+               return [o]() { return run(*o); };
+             });
+
+}  // namespace
+}  // namespace tqkv::cli
