@@ -140,6 +140,8 @@ class GgufWriter {
   void add_string_array(const std::string& key, const std::vector<std::string>& v);
   void add_f32_array(const std::string& key, const std::vector<float>& v);
   void add_i32_array(const std::string& key, const std::vector<int32_t>& v);
+  // Any value: writes key, type id and `payload` (the value's encoding) verbatim.
+  void add_raw(const std::string& key, GgufType type, const std::vector<uint8_t>& payload);
   // Adds a tensor; `bytes` must hold exactly the size implied by type and dims (GGUF order).
   void add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& dims,
                   std::vector<uint8_t> bytes);

@@ -111,6 +111,11 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
   for (int t = 0; t < m; ++t)
     std::memcpy(x + size_t(t) * D, w.token_embd + size_t(tokens[t]) * D, sizeof(float) * D);
 
+  // Small attention problems run on one thread: an OpenMP team costs more than it saves there
+  // (tens of microseconds per layer, far worse on a loaded machine).
+  AttentionOptions attn = attn_options_;
+  const double attn_work = double(n_past_ + m) * m * QD;
+  if (attn.threads == 0 && attn_work < double(1 << 20)) attn.threads = 1;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     for (int t = 0; t < m; ++t) rmsnorm(xb + size_t(t) * D, x + size_t(t) * D, L.attn_norm, D, c.rms_eps);
@@ -132,7 +137,7 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
     // Views (heads, tokens, head_dim) over the token-major buffers.
     TQKV_RETURN_IF_ERROR(cache.append(0, m, HeadTokenView{k_.data(), HD, KD}, HeadTokenView{v_.data(), HD, KD}));
     TQKV_RETURN_IF_ERROR(cache.attend(0, m, c.n_heads, HeadTokenView{q_.data(), HD, QD},
-                                      MutableHeadTokenView{att_.data(), HD, QD}, attn_options_));
+                                      MutableHeadTokenView{att_.data(), HD, QD}, attn));
     matmul(att_.data(), L.wo, xb, m, QD, D);
     for (size_t i = 0; i < size_t(m) * D; ++i) x[i] += xb[i];
 

@@ -520,6 +520,11 @@ void GgufWriter::add_i32_array(const std::string& key, const std::vector<int32_t
   put_bytes(kv_bytes_, v.data(), v.size() * 4);
   ++n_kv_;
 }
+void GgufWriter::add_raw(const std::string& key, GgufType type, const std::vector<uint8_t>& payload) {
+  put_string(kv_bytes_, key); put<uint32_t>(kv_bytes_, static_cast<uint32_t>(type));
+  put_bytes(kv_bytes_, payload.data(), payload.size());
+  ++n_kv_;
+}
 void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& dims,
                             std::vector<uint8_t> bytes) {
   tensors_.push_back({name, type, dims, std::move(bytes)});
