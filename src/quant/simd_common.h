@@ -247,6 +247,14 @@ inline uint32_t get_bits(const uint8_t* plane, size_t plane_bytes, int c) {
   return bits;
 }
 
+// Vectors per batch: each stage runs over the whole batch before the next one starts, so the
+// long dependency chains of one vector (the canonical sums, the WHT) overlap with the next
+// vector's. The batch's scratch stays within L1/L2.
+inline int batch_size(size_t dp) {
+  const size_t b = 4096 / dp;
+  return b < 1 ? 1 : b > 16 ? 16 : static_cast<int>(b);
+}
+
 template <class O>
 void encode_rotated(const RotatedParams& p, const float* x, size_t n, size_t x_stride,
                     uint8_t* codes) {
@@ -254,49 +262,61 @@ void encode_rotated(const RotatedParams& p, const float* x, size_t n, size_t x_s
   const int d = p.dim;
   const int nc = (d + W - 1) / W;   // chunks of W lanes
   const size_t dp = static_cast<size_t>(nc) * W;
-  float* r = static_cast<float*>(scratch().get(3 * dp * sizeof(float)));  // (dp,) rotated residual
-  float* zhat = r + dp;                                                    // (dp,) reconstruction
-  float* tmp = zhat + dp;                                                  // (dp,) permutation
+  const int B = batch_size(dp);
+  float* r = static_cast<float*>(scratch().get((2 * B + 1) * dp * sizeof(float)));
+  float* zhat = r + B * dp;     // (B, dp) reconstruction; r: (B, dp) rotated residual
+  float* tmp = zhat + B * dp;   // (dp,) permutation
   const RotPlan plan = make_plan<O>(*p.rotation, nullptr);
   typename O::Pass pass[4];
   for (int k = 0; k < p.passes; ++k) O::make_pass(pass[k], p.levels[k], p.thresholds[k], p.bits);
   const uint32_t full = W == 32 ? ~0u : (1u << W) - 1;
   const uint32_t last = d % W ? (1u << (d % W)) - 1 : full;
   const double sqrt_d = std::sqrt(static_cast<double>(d));
+  double sumsq[16], norm[16];
 
-  for (size_t v = 0; v < n; ++v) {
-    const float* xv = x + v * x_stride;
-    uint8_t* out = codes + v * p.code_size;
-    const double sumsq = O::sumsq(xv, d);
-    const double norm = std::sqrt(sumsq);
-    const double m = norm > 0 ? sqrt_d / norm : 0.0;
-    O::scale_to(xv, d, m, r);
-    rotate_forward<O>(plan, r, tmp);
-    uint8_t* planes = out + sizeof(float);
-    for (int c = 0; c < nc; ++c) {
-      typename O::F rv = O::load(r + c * W), zh = O::zero();
-      const uint32_t valid = c == nc - 1 ? last : full;
-      for (int k = 0; k < p.passes; ++k) {
-        const typename O::I q = O::code(pass[k], rv);
-        const typename O::F lv = O::level(pass[k], q);
-        rv = O::sub(rv, lv);
-        zh = k == 0 ? lv : O::add(zh, lv);
-        for (int j = 0; j < p.bits; ++j)
-          put_bits<W>(planes + (static_cast<size_t>(k) * p.bits + j) * p.plane_bytes,
-                      p.plane_bytes, c, O::plane_bits(q, j) & valid);
+  for (size_t v0 = 0; v0 < n; v0 += B) {
+    const int nb = n - v0 < static_cast<size_t>(B) ? static_cast<int>(n - v0) : B;
+    // norm, scale to unit variance per coordinate (in double), rotate
+    for (int b = 0; b < nb; ++b) sumsq[b] = O::sumsq(x + (v0 + b) * x_stride, d);
+    for (int b = 0; b < nb; ++b) {
+      norm[b] = std::sqrt(sumsq[b]);
+      const double m = norm[b] > 0 ? sqrt_d / norm[b] : 0.0;
+      O::scale_to(x + (v0 + b) * x_stride, d, m, r + b * dp);
+    }
+    for (int b = 0; b < nb; ++b) rotate_forward<O>(plan, r + b * dp, tmp);
+    // passes: codes, bit-planes, reconstruction
+    for (int b = 0; b < nb; ++b) {
+      uint8_t* planes = codes + (v0 + b) * p.code_size + sizeof(float);
+      const float* rb = r + b * dp;
+      float* zb = zhat + b * dp;
+      for (int c = 0; c < nc; ++c) {
+        typename O::F rv = O::load(rb + c * W), zh = O::zero();
+        const uint32_t valid = c == nc - 1 ? last : full;
+        for (int k = 0; k < p.passes; ++k) {
+          const typename O::I q = O::code(pass[k], rv);
+          const typename O::F lv = O::level(pass[k], q);
+          rv = O::sub(rv, lv);
+          zh = k == 0 ? lv : O::add(zh, lv);
+          for (int j = 0; j < p.bits; ++j)
+            put_bits<W>(planes + (static_cast<size_t>(k) * p.bits + j) * p.plane_bytes,
+                        p.plane_bytes, c, O::plane_bits(q, j) & valid);
+        }
+        O::store(zb + c * W, zh);
       }
-      O::store(zhat + c * W, zh);
     }
-    float scale;
-    if (!std::isfinite(sumsq)) {
-      scale = std::numeric_limits<float>::quiet_NaN();
-    } else if (p.norm_correction) {
-      const double q = O::sumsq(zhat, d);
-      scale = q > 0 ? static_cast<float>(norm / std::sqrt(q)) : 0.0f;
-    } else {
-      scale = static_cast<float>(norm / sqrt_d);
+    // scale
+    for (int b = 0; b < nb; ++b) {
+      float scale;
+      if (!std::isfinite(sumsq[b])) {
+        scale = std::numeric_limits<float>::quiet_NaN();
+      } else if (p.norm_correction) {
+        const double q = O::sumsq(zhat + b * dp, d);
+        scale = q > 0 ? static_cast<float>(norm[b] / std::sqrt(q)) : 0.0f;
+      } else {
+        scale = static_cast<float>(norm[b] / sqrt_d);
+      }
+      std::memcpy(codes + (v0 + b) * p.code_size, &scale, sizeof(float));
     }
-    std::memcpy(out, &scale, sizeof(float));
   }
 }
 
@@ -307,39 +327,46 @@ void decode_rotated(const RotatedParams& p, const uint8_t* codes, size_t n, floa
   const int d = p.dim;
   const int nc = (d + W - 1) / W;
   const size_t dp = static_cast<size_t>(nc) * W;
-  char* base = static_cast<char*>(scratch().get(2 * dp * sizeof(float) + 2 * dp * sizeof(int32_t)));
-  float* acc = reinterpret_cast<float*>(base);  // (dp,) rotated reconstruction
-  float* tmp = acc + dp;                        // (dp,)
+  const int B = batch_size(dp);
+  char* base = static_cast<char*>(
+      scratch().get((B + 1) * dp * sizeof(float) + 2 * dp * sizeof(int32_t)));
+  float* acc = reinterpret_cast<float*>(base);  // (B, dp) rotated reconstruction
+  float* tmp = acc + B * dp;                    // (dp,)
   int32_t* inv = reinterpret_cast<int32_t*>(tmp + dp);  // (2, d) inverse permutations
   const RotPlan plan = make_plan<O>(*p.rotation, inv);
   typename O::Pass pass[4];
   for (int k = 0; k < p.passes; ++k) O::make_pass(pass[k], p.levels[k], p.thresholds[k], p.bits);
 
-  for (size_t v = 0; v < n; ++v) {
-    const uint8_t* in = codes + v * p.code_size;
-    float* yv = y + v * y_stride;
-    float scale;
-    std::memcpy(&scale, in, sizeof(float));
-    const uint8_t* planes = in + sizeof(float);
-    for (int c = 0; c < nc; ++c) {
-      typename O::F a = O::zero();
-      for (int k = 0; k < p.passes; ++k) {
-        typename O::I q = O::izero();
-        for (int j = 0; j < p.bits; ++j)
-          q = O::add_plane_bits(
-              q, get_bits<W>(planes + (static_cast<size_t>(k) * p.bits + j) * p.plane_bytes,
-                             p.plane_bytes, c),
-              j);
-        const typename O::F lv = O::level(pass[k], q);
-        a = k == 0 ? lv : O::add(a, lv);
+  for (size_t v0 = 0; v0 < n; v0 += B) {
+    const int nb = n - v0 < static_cast<size_t>(B) ? static_cast<int>(n - v0) : B;
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* planes = codes + (v0 + b) * p.code_size + sizeof(float);
+      float* ab = acc + b * dp;
+      for (int c = 0; c < nc; ++c) {
+        typename O::F a = O::zero();
+        for (int k = 0; k < p.passes; ++k) {
+          typename O::I q = O::izero();
+          for (int j = 0; j < p.bits; ++j)
+            q = O::add_plane_bits(
+                q, get_bits<W>(planes + (static_cast<size_t>(k) * p.bits + j) * p.plane_bytes,
+                               p.plane_bytes, c),
+                j);
+          const typename O::F lv = O::level(pass[k], q);
+          a = k == 0 ? lv : O::add(a, lv);
+        }
+        O::store(ab + c * W, a);
       }
-      O::store(acc + c * W, a);
     }
-    rotate_inverse<O>(plan, acc, tmp);
-    const typename O::F sv = O::set1(scale);
-    for (int c = 0; c < nc; ++c) {
-      const int cnt = d - c * W < W ? d - c * W : W;
-      O::storen(yv + c * W, O::mul(O::load(acc + c * W), sv), cnt);
+    for (int b = 0; b < nb; ++b) rotate_inverse<O>(plan, acc + b * dp, tmp);
+    for (int b = 0; b < nb; ++b) {
+      float scale;
+      std::memcpy(&scale, codes + (v0 + b) * p.code_size, sizeof(float));
+      const typename O::F sv = O::set1(scale);
+      float* yv = y + (v0 + b) * y_stride;
+      for (int c = 0; c < nc; ++c) {
+        const int cnt = d - c * W < W ? d - c * W : W;
+        O::storen(yv + c * W, O::mul(O::load(acc + b * dp + c * W), sv), cnt);
+      }
     }
   }
 }
