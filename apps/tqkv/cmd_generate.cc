@@ -103,7 +103,7 @@ Status run(const Opts& o) {
     std::fflush(stdout);
     std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s\n", prompt.size(),
                  pre_tps, generated, gen_tps);
-    std::fprintf(stderr, "KV cache (%s): %zu bytes resident vs %zu bytes as f16 (%.2fx smaller)\n",
+    std::fprintf(stderr, "KV cache (%s): %zu bytes resident vs %zu bytes as f16 (f16 / resident = %.2fx)\n",
                  describe_cache_config(cc).c_str(), kv, f16, kv ? double(f16) / kv : 0.0);
   }
   return Status::Ok();

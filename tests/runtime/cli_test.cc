@@ -1,0 +1,89 @@
+// tqkv generate / perplexity / convert-llama2c on bad input: one clear error line, non-zero exit.
+// And the JSON keys of perplexity on a tiny model written here.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "testing/runtime_cli.h"
+#include "testing/runtime_tiny_model.h"
+
+namespace tqkv {
+namespace {
+
+using testing::run_cli;
+
+std::string write_tiny(const std::string& name, testing::TinySpec s) {
+  GgufWriter w;
+  testing::make_tiny_model(s, &w);
+  const std::string p = ::testing::TempDir() + "/" + name;
+  EXPECT_TRUE(w.write(p).ok());
+  return p;
+}
+
+std::string write_text(const std::string& name, const std::string& text) {
+  const std::string p = ::testing::TempDir() + "/" + name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+void expect_one_error_line(const testing::CliResult& r, const std::string& needle) {
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(r.err.rfind("tqkv: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+}
+
+TEST(Cli, BadInputGivesOneErrorLine) {
+  testing::TinySpec s;
+  s.ctx = 16;
+  const std::string model = write_tiny("cli_tiny.gguf", s);
+  testing::TinySpec bad = s;
+  bad.arch = "mamba";
+  const std::string bad_arch = write_tiny("cli_mamba.gguf", bad);
+  const std::string text = write_text("cli_text.txt", std::string(200, 'a'));
+  const std::string not_gguf = write_text("cli_not.gguf", "hello, I am not a model file at all");
+
+  expect_one_error_line(run_cli("generate -m /nonexistent/m.gguf -p hi"), "no such file");
+  expect_one_error_line(run_cli("generate -m " + not_gguf + " -p hi"), "not a GGUF file");
+  expect_one_error_line(run_cli("generate -m " + bad_arch + " -p hi"), "architecture 'mamba' is not supported");
+  expect_one_error_line(run_cli("generate -m " + model + " -p \"a b c d e f g h i j k l m n o p q\""),
+                        "longer than the context of 16");
+  expect_one_error_line(run_cli("generate -m " + model + " -p hi -ctk rvq9x9"), "--cache-type-k");
+  expect_one_error_line(run_cli("generate -m " + model + " -p hi --method nope"), "unknown cache method");
+  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 1"), "must be >= 2");
+  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 32"), "exceeds the model's context");
+  expect_one_error_line(run_cli("perplexity -m " + model + " -f /nonexistent.txt -c 16"), "cannot open");
+  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " --kl-divergence /nonexistent.kld"),
+                        "cannot open");
+  expect_one_error_line(run_cli("convert-llama2c " + not_gguf + " " + not_gguf + " " + ::testing::TempDir() + "/x.gguf"),
+                        "llama2.c header");
+}
+
+TEST(Cli, PerplexityJsonKeysAndGenerate) {
+  testing::TinySpec s;
+  s.ctx = 16;
+  const std::string model = write_tiny("cli_tiny2.gguf", s);
+  const std::string text = write_text("cli_text2.txt", std::string(100, 'a'));
+  const std::string base = ::testing::TempDir() + "/cli_base.kld";
+  auto r = run_cli("perplexity -m " + model + " -f " + text + " -c 16 --json --kl-divergence-base " + base);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run_cli("perplexity -m " + model + " -f " + text + " -c 16 --json -ctk q8_0 -ctv q8_0 --kl-divergence " + base);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"ppl", "ppl_stderr", "kld_mean", "kld_p99", "top1_agreement", "tokens", "kv_bits_per_element",
+                        "kv_bytes"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["tokens"].get<int>(), 6 * (16 - 1 - 8));  // BOS + 3 + 100 unknown-byte tokens -> 6 chunks
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
+  EXPECT_GE(j["kld_mean"].get<double>(), 0.0);
+
+  r = run_cli("generate -m " + model + " -p aaa -n 5 --temp 0.8 --top-k 5 --top-p 0.9 --seed 3 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prompt_tokens"].get<int>(), 7);  // BOS + U+2581 as 3 unknown bytes + 3 unknown chars
+  EXPECT_LE(j["generated_tokens"].get<int>(), 5);
+}
+
+}  // namespace
+}  // namespace tqkv

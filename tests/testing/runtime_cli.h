@@ -1,0 +1,41 @@
+// Runs the tqkv program (TQKV_CLI_PATH) with a shell-quoted argument string and captures its
+// stdout, stderr and exit code.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace tqkv::testing {
+
+struct CliResult {
+  int rc = -1;
+  std::string out, err;
+};
+
+inline CliResult run_cli(const std::string& args) {
+  static int counter = 0;
+  const std::string err_path = ::testing::TempDir() + "/tqkv_cli_stderr_" + std::to_string(++counter) + ".txt";
+  const std::string cmd = std::string(TQKV_CLI_PATH) + " " + args + " 2>" + err_path;
+  CliResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream f(err_path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.err = ss.str();
+  std::remove(err_path.c_str());
+  return r;
+}
+
+}  // namespace tqkv::testing
