@@ -54,7 +54,7 @@ TEST(Cli, BadInputGivesOneErrorLine) {
   expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 1"), "must be >= 2");
   expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 32"), "exceeds the model's context");
   expect_one_error_line(run_cli("perplexity -m " + model + " -f /nonexistent.txt -c 16"), "cannot open");
-  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " --kl-divergence /nonexistent.kld"),
+  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 16 --kl-divergence /nonexistent.kld"),
                         "cannot open");
   expect_one_error_line(run_cli("convert-llama2c " + not_gguf + " " + not_gguf + " " + ::testing::TempDir() + "/x.gguf"),
                         "llama2.c header");
