@@ -14,7 +14,7 @@
 //    Nothing ever reads outside the mapped bytes.
 //  - Tensor dims are in GGUF order: dims[0] is the fastest-varying (row length).
 //  - The GgufFile owns the mapping; tensor data pointers live as long as the GgufFile.
-// Layout reference: docs/format.md ("GGUF (read)").
+// What is validated: docs/runtime.md ("GGUF reading").
 #pragma once
 
 #include <cstddef>
