@@ -192,7 +192,10 @@ struct Ops {
     const I o = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(o));
   }
-  static void blk_kivi(const F v[4], float m, float inv, float qmax, int bits, uint32_t planes[4]) {
+  template <int BITS>
+  static void blk_kivi(const F v[4], float m, float inv, float qmax, int runtime_bits,
+                       uint32_t planes[4]) {
+    const int bits = BITS ? BITS : runtime_bits;
     const F mv = set1(m), iv = set1(inv);
     for (int i = 0; i < 4; ++i) {
       const F t = _mm256_round_ps(mul(sub(v[i], mv), iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

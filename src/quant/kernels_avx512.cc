@@ -175,7 +175,10 @@ struct Ops {
     const I packed = _mm512_or_si512(q[0], _mm512_slli_epi32(q[1], 4));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(packed));
   }
-  static void blk_kivi(const F v[2], float m, float inv, float qmax, int bits, uint32_t planes[4]) {
+  template <int BITS>
+  static void blk_kivi(const F v[2], float m, float inv, float qmax, int runtime_bits,
+                       uint32_t planes[4]) {
+    const int bits = BITS ? BITS : runtime_bits;
     const F mv = set1(m), iv = set1(inv);
     for (int h = 0; h < 2; ++h) {
       F t = _mm512_roundscale_ps(mul(sub(v[h], mv), iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

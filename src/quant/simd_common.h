@@ -235,6 +235,10 @@ inline void rotate_inverse(const RotPlan& plan, float* y, float* tmp) {
 template <int W>
 inline void put_bits(uint8_t* plane, size_t plane_bytes, int c, uint32_t bits) {
   const size_t off = static_cast<size_t>(c) * (W / 8);
+  if (off + W / 8 <= plane_bytes) {  // little-endian: byte b = bits >> 8b
+    std::memcpy(plane + off, &bits, W / 8);
+    return;
+  }
   for (int b = 0; b < W / 8; ++b)
     if (off + b < plane_bytes) plane[off + b] = static_cast<uint8_t>(bits >> (8 * b));
 }
@@ -242,6 +246,10 @@ template <int W>
 inline uint32_t get_bits(const uint8_t* plane, size_t plane_bytes, int c) {
   const size_t off = static_cast<size_t>(c) * (W / 8);
   uint32_t bits = 0;
+  if (off + W / 8 <= plane_bytes) {
+    std::memcpy(&bits, plane + off, W / 8);
+    return bits;
+  }
   for (int b = 0; b < W / 8; ++b)
     if (off + b < plane_bytes) bits |= static_cast<uint32_t>(plane[off + b]) << (8 * b);
   return bits;
@@ -478,9 +486,12 @@ void decode_q4_0(int dim, const uint8_t* codes, size_t n, float* y, size_t y_str
 // kivi (kivi.cc)
 inline float kivi_sat(float v) { return smin(65504.0f, smax(-65504.0f, v)); }
 
-template <class O>
-void encode_kivi(int dim, int bits, const float* x, size_t n, size_t x_stride, uint8_t* codes) {
+// BITS: the plane count as a constant (2, 4), or 0 for the runtime `bits`.
+template <class O, int BITS>
+void encode_kivi_bits(int dim, int runtime_bits, const float* x, size_t n, size_t x_stride,
+                      uint8_t* codes) {
   constexpr int NB = kKiviGroup / O::W;
+  const int bits = BITS ? BITS : runtime_bits;
   const int ng = (dim + kKiviGroup - 1) / kKiviGroup;
   const size_t gb = kivi_group_bytes(bits);
   const int qmax = (1 << bits) - 1;
@@ -506,7 +517,7 @@ void encode_kivi(int dim, int bits, const float* x, size_t n, size_t x_stride, u
         hs = O::f32_to_f16(kivi_sat((mx - mn) / static_cast<float>(qmax)));
         const float m = O::f16_to_f32(hm), s = O::f16_to_f32(hs);
         const float inv = s > 0 ? 1.0f / s : 0.0f;
-        O::blk_kivi(vals, m, inv, static_cast<float>(qmax), bits, planes);
+        O::template blk_kivi<BITS>(vals, m, inv, static_cast<float>(qmax), bits, planes);
         const uint32_t valid = cnt == 32 ? ~0u : (1u << cnt) - 1;
         for (int j = 0; j < bits; ++j) planes[j] &= valid;
       }
@@ -515,6 +526,13 @@ void encode_kivi(int dim, int bits, const float* x, size_t n, size_t x_stride, u
       for (int j = 0; j < bits; ++j) std::memcpy(out + 4 + 4 * j, &planes[j], 4);
     }
   }
+}
+
+template <class O>
+void encode_kivi(int dim, int bits, const float* x, size_t n, size_t x_stride, uint8_t* codes) {
+  if (bits == 2) return encode_kivi_bits<O, 2>(dim, bits, x, n, x_stride, codes);
+  if (bits == 4) return encode_kivi_bits<O, 4>(dim, bits, x, n, x_stride, codes);
+  encode_kivi_bits<O, 0>(dim, bits, x, n, x_stride, codes);
 }
 
 template <class O>
