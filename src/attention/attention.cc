@@ -25,35 +25,67 @@ namespace attn {
 
 // ---- scalar reference kernels --------------------------------------------------------------
 
-void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
-  const float* sc = L.scales(tile);
-  for (int s = 0; s < Q.ns; ++s) {
-    const float* qr = &Q.qr[static_cast<size_t>(s) * Q.d];
-    for (int t = 0; t < kTileTokens; ++t) {
-      float acc = L.c0 * Q.qsum[s];
-      for (int p = 0; p < L.planes; ++p) {
-        float part = 0;
-        for (int i = 0; i < L.dim; ++i)
-          if (L.bit(tile, p, t, i)) part += qr[i];
-        acc += L.alpha[p] * part;
+// Key tile: group g of plane p holds, for token t, the nibble of coordinates 4g..4g+3 at byte
+// t / 2, nibble t % 2. Score = scale_t * (C0 * qsum + sum_{p,g} alpha_p * lut[p][g][nibble]) with
+// lut[p][g][n] = sum of qr[4g + u] over the set bits u of n (exact float sums).
+void prepare_key_lut_scalar(const TileLayout& L, Queries* Q) {
+  Q->klut.assign(static_cast<size_t>(Q->ns) * L.groups * 16, 0.0f);
+  for (int s = 0; s < Q->ns; ++s) {
+    const float* qr = &Q->qr[static_cast<size_t>(s) * Q->d];
+    float* lut = &Q->klut[static_cast<size_t>(s) * L.groups * 16];
+    for (int g = 0; g < L.groups; ++g)
+      for (int nib = 0; nib < 16; ++nib) {
+        float v = 0;
+        for (int u = 0; u < 4; ++u)
+          if ((nib >> u) & 1 && 4 * g + u < L.dim) v += qr[4 * g + u];
+        lut[g * 16 + nib] = v;
       }
-      scores[s * kTileTokens + t] = sc[t] * acc;
-    }
   }
 }
 
+void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  const float* sc = L.scales(tile);
+  for (int s = 0; s < Q.ns; ++s) {
+    const float* lut = &Q.klut[static_cast<size_t>(s) * L.groups * 16];
+    float acc[kTileTokens];
+    for (int t = 0; t < kTileTokens; ++t) acc[t] = L.c0 * Q.qsum[s];
+    for (int p = 0; p < L.planes; ++p) {
+      const uint8_t* plane = tile + 64 + p * L.plane_bytes;
+      for (int t = 0; t < kTileTokens; ++t) {
+        float part = 0;
+        for (int g = 0; g < L.groups; ++g) part += lut[g * 16 + ((plane[g * 8 + t / 2] >> (4 * (t % 2))) & 15)];
+        acc[t] += L.alpha[p] * part;
+      }
+    }
+    for (int t = 0; t < kTileTokens; ++t) scores[s * kTileTokens + t] = sc[t] * acc[t];
+  }
+}
+
+// Value tile: for quad q, chunk c of plane p, coordinate 16c + i has the 4 tokens' bits in the
+// nibble at bits 4i..4i+3 of the 64-bit word. lut[q][n] = sum of w over the quad's tokens in n.
 void fast_value_accum_scalar(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o) {
-  const int dpad = 16 * L.groups;
-  for (int s = 0; s < ns; ++s)
-    for (int p = 0; p < L.planes; ++p)
-      for (int i = 0; i < L.dim; ++i) {
-        float part = 0;
-        for (int tl = 0; tl < n_tiles; ++tl)
-          for (int t = 0; t < kTileTokens; ++t)
-            if (L.bit(tiles[tl], p, t, i)) part += w[s * kBlock + tl * kTileTokens + t];
-        o[static_cast<size_t>(s) * dpad + i] += L.alpha[p] * part;
+  const int dpad = 16 * L.groups, quads = 4 * n_tiles;
+  std::vector<float> lut(static_cast<size_t>(quads) * 16);
+  for (int s = 0; s < ns; ++s) {
+    for (int q = 0; q < quads; ++q)
+      for (int nib = 0; nib < 16; ++nib) {
+        float v = 0;
+        for (int u = 0; u < 4; ++u)
+          if ((nib >> u) & 1) v += w[s * kBlock + 4 * q + u];
+        lut[q * 16 + nib] = v;
       }
+    for (int p = 0; p < L.planes; ++p)
+      for (int c = 0; c < L.groups; ++c)
+        for (int i = 0; i < 16 && 16 * c + i < L.dim; ++i) {
+          float part = 0;
+          for (int q = 0; q < quads; ++q) {
+            const uint8_t* word = tiles[q / 4] + 64 + p * L.plane_bytes + (static_cast<size_t>(q % 4) * L.groups + c) * 8;
+            part += lut[q * 16 + ((word[i / 2] >> (4 * (i % 2))) & 15)];
+          }
+          o[static_cast<size_t>(s) * dpad + 16 * c + i] += L.alpha[p] * part;
+        }
+  }
 }
 
 void float_scores_scalar(const float* q, int ns, const float* k, int n, int d, float* scores) {
@@ -190,6 +222,7 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
       Q.qsum[st] = sum;
     }
     if (C.avx512) attn::prepare_q8_avx512(I.klay, &Q);
+    else attn::prepare_key_lut_scalar(I.klay, &Q);
   }
   P.reset(ns, d, C.dpad);
   scores.resize(static_cast<size_t>(ns) * kBlock);

@@ -26,6 +26,7 @@ struct Queries {
   std::vector<int8_t> q8lo;  // (ns, planes, groups * 4)
   std::vector<float> delta;  // (ns, planes) scale of each state's plane digits
   int digits = 1;            // 1: q8 only; 2: q8 + q8lo / 254
+  std::vector<float> klut;   // (ns, groups, 16) scalar key kernel: nibble partial sums of qr
   std::vector<int> valid;    // (ns,) scratch: valid tokens of the current block per state
 };
 
@@ -34,6 +35,7 @@ struct Queries {
 void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores);
 void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores);
 void prepare_q8_avx512(const TileLayout& L, Queries* Q);
+void prepare_key_lut_scalar(const TileLayout& L, Queries* Q);
 
 // Fast values: for the n_tiles (<= 4) value tiles of a block and weights w (ns, 64) (softmax
 // probability times the token's value scale; 0 for masked tokens):
