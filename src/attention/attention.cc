@@ -169,8 +169,19 @@ struct Ctx {
   const LayerKVCache::Impl* I;
   int n_q_heads, G, d, dpad;
   float scale;
-  bool avx512;
+  bool avx512, avx2;
 };
+
+void float_scores(const Ctx& C, const float* q, int ns, const float* k, int n, int d, float* scores) {
+  if (C.avx512) attn::float_scores_avx512(q, ns, k, n, d, scores);
+  else if (C.avx2) attn::float_scores_avx2(q, ns, k, n, d, scores);
+  else attn::float_scores_scalar(q, ns, k, n, d, scores);
+}
+void float_accum(const Ctx& C, const float* p, int ns, const float* v, int n, int d, float* o) {
+  if (C.avx512) attn::float_accum_avx512(p, ns, v, n, d, o);
+  else if (C.avx2) attn::float_accum_avx2(p, ns, v, n, d, o);
+  else attn::float_accum_scalar(p, ns, v, n, d, o);
+}
 
 // Runs the softmax step of one block for the states and rescales their accumulators.
 void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid, int d, int dpad) {
@@ -179,6 +190,7 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
   float* cr = corr;
   if (ns > 256) { big.resize(ns); cr = big.data(); }
   if (C.avx512) attn::softmax_block_avx512(scores, ns, valid, P.m.data(), P.l.data(), cr);
+  else if (C.avx2) attn::softmax_block_avx2(scores, ns, valid, P.m.data(), P.l.data(), cr);
   else attn::softmax_block_scalar(scores, ns, valid, P.m.data(), P.l.data(), cr);
   for (int s = 0; s < ns; ++s) {
     if (cr[s] == 1.0f) continue;
@@ -235,12 +247,10 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
 
   // Float rows (f16 sinks / window, or decoded per-vector formats) at positions pos0..pos0+cnt-1.
   auto float_block = [&](const float* k, const float* v, int pos0, int cnt) {
-    if (C.avx512) attn::float_scores_avx512(Q.q.data(), ns, k, cnt, d, scores.data());
-    else attn::float_scores_scalar(Q.q.data(), ns, k, cnt, d, scores.data());
+    float_scores(C, Q.q.data(), ns, k, cnt, d, scores.data());
     for (int st = 0; st < ns; ++st) valid[st] = std::clamp(pos_limit(st) - pos0 + 1, 0, cnt);
     softmax_step(C, P, ns, scores.data(), valid.data(), d, C.dpad);
-    if (C.avx512) attn::float_accum_avx512(scores.data(), ns, v, cnt, d, P.o.data());
-    else attn::float_accum_scalar(scores.data(), ns, v, cnt, d, P.o.data());
+    float_accum(C, scores.data(), ns, v, cnt, d, P.o.data());
   };
   auto f16_rows = [&](const std::vector<uint16_t>& src, int row0, int cnt, float* dst, int ring) {
     for (int t = 0; t < cnt; ++t) {
@@ -299,10 +309,11 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
       }
     } else if (kf16 && C.avx512) {
       attn::f16_scores_avx512(Q.q.data(), ns, reinterpret_cast<const uint16_t*>(I.kcode(hs, c0)), cnt, d, scores.data());
+    } else if (kf16 && C.avx2) {
+      attn::f16_scores_avx2(Q.q.data(), ns, reinterpret_cast<const uint16_t*>(I.kcode(hs, c0)), cnt, d, scores.data());
     } else {
       I.keyq[w.head]->decode(I.kcode(hs, c0), cnt, kbuf.data());
-      if (C.avx512) attn::float_scores_avx512(Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
-      else attn::float_scores_scalar(Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
+      float_scores(C, Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
     }
     // 2. Causal mask (valid tokens are a prefix of the block) and online softmax.
     for (int st = 0; st < ns; ++st) valid[st] = std::clamp(pos_limit(st) - pos0 + 1, 0, cnt);
@@ -322,10 +333,11 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
       else attn::fast_value_accum_scalar(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
     } else if (vf16 && C.avx512) {
       attn::f16_accum_avx512(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
+    } else if (vf16 && C.avx2) {
+      attn::f16_accum_avx2(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
     } else {
       I.valq[w.head]->decode(I.vcode(hs, c0), cnt, vbuf.data());
-      if (C.avx512) attn::float_accum_avx512(scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
-      else attn::float_accum_scalar(scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
+      float_accum(C, scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
     }
   }
 }
@@ -374,6 +386,7 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
   C.dpad = I.vfast ? 16 * I.vlay.groups : 0;
   C.scale = options.scale > 0 ? options.scale : 1.0f / std::sqrt(static_cast<float>(I.head_dim));
   C.avx512 = active_simd_level() == SimdLevel::kAvx512;
+  C.avx2 = active_simd_level() == SimdLevel::kAvx2;
   const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
 
   // Split the compressed range so that there are enough work items for the threads.

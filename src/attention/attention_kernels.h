@@ -54,6 +54,12 @@ void float_accum_scalar(const float* p, int ns, const float* v, int n, int d, fl
 void float_scores_avx512(const float* q, int ns, const float* k, int n, int d, float* scores);
 void float_accum_avx512(const float* p, int ns, const float* v, int n, int d, float* o);
 
+void float_scores_avx2(const float* q, int ns, const float* k, int n, int d, float* scores);
+void float_accum_avx2(const float* p, int ns, const float* v, int n, int d, float* o);
+void f16_scores_avx2(const float* q, int ns, const uint16_t* k, int n, int d, float* scores);
+void f16_accum_avx2(const float* p, int ns, const uint16_t* v, int n, int d, float* o);
+void softmax_block_avx2(float* scores, int ns, const int* valid, float* m, float* l, float* corr);
+
 // f16 rows straight from the cache (the baseline f16/f16 cache and the f16 windows).
 void f16_scores_avx512(const float* q, int ns, const uint16_t* k, int n, int d, float* scores);
 void f16_accum_avx512(const float* p, int ns, const uint16_t* v, int n, int d, float* o);

@@ -133,6 +133,14 @@ TEST_P(FusedAttention, ScalarMatchesDecodedReference) {
   EXPECT_LT(e.fused_vs_decoded, 2e-5) << name(c) << " format error " << e.decoded_vs_exact;
 }
 
+TEST_P(FusedAttention, Avx2MatchesDecodedReference) {
+  // AVX2 float kernels (and the scalar nibble-LUT kernels for bit-sliced tiles): float32 accuracy.
+  const Case& c = GetParam();
+  if (detected_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "CPU has no AVX2";
+  Errors e = run_case(c, SimdLevel::kAvx2);
+  EXPECT_LT(e.fused_vs_decoded, 2e-5) << name(c) << " format error " << e.decoded_vs_exact;
+}
+
 TEST_P(FusedAttention, Avx512WithinDerivedTolerance) {
   const Case& c = GetParam();
   if (detected_simd_level() < SimdLevel::kAvx512) GTEST_SKIP() << "CPU has no AVX-512 (VNNI)";
