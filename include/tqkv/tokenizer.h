@@ -11,7 +11,15 @@
 //      (or the unknown id when the vocabulary has no byte tokens).
 // encode() prepends BOS when asked. decode_piece(): "▁" -> ' ', <0xXX> tokens -> that byte,
 // control tokens (BOS/EOS/...) -> "".
-// gpt2 (byte-level BPE) is not implemented: from_gguf returns kUnsupported naming the model.
+//
+// tokenizer.ggml.model == "gpt2" (byte-level BPE, tokenizer.ggml.merges): the text is split by the
+// pre-tokenizer named by tokenizer.ggml.pre ("llama-bpe"/"llama3": Llama 3's pattern, digits in
+// groups of 1..3, whole-word lookup before merging; "qwen2": the same with single digits;
+// "gpt2"/"gpt-2"/"default"/absent: GPT-2's pattern), each piece's bytes are mapped to GPT-2's
+// printable byte alphabet, and merges are applied lowest rank first (leftmost on ties). Letters,
+// digits and spaces are classified with the C library's Unicode tables (C.UTF-8 locale), an
+// approximation of \p{L} / \p{N} / \s. Special tokens written inside the text are not parsed
+// (they are tokenized as text). Decoding maps the byte alphabet back to bytes.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +40,12 @@ class Tokenizer {
   enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
   static StatusOr<std::unique_ptr<Tokenizer>> from_gguf(const GgufFile& f);
+  // Byte-level BPE from explicit tables (for tests); pre in {"gpt2", "llama-bpe", "qwen2"}.
+  static StatusOr<std::unique_ptr<Tokenizer>> from_bpe(std::vector<std::string> pieces,
+                                                       std::vector<int32_t> types,
+                                                       const std::vector<std::string>& merges,
+                                                       const std::string& pre, int bos, int eos,
+                                                       bool add_bos);
   // From explicit tables (for tests); types may be empty (all normal, <0xXX> pieces are bytes).
   static StatusOr<std::unique_ptr<Tokenizer>> from_vocab(std::vector<std::string> pieces,
                                                          std::vector<float> scores,
@@ -45,6 +59,9 @@ class Tokenizer {
   std::string decode_piece_after(int prev_token, int token) const;
   std::string decode(const std::vector<int>& tokens) const;
 
+  // Byte-level BPE only: the pre-tokenizer's split of `text` (exposed for tests).
+  std::vector<std::string> pretokenize(std::string_view text) const;
+
   int vocab_size() const { return static_cast<int>(pieces_.size()); }
   int bos() const { return bos_; }
   int eos() const { return eos_; }
@@ -54,6 +71,17 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   Status init();
+  Status init_bpe(const GgufFile& f);
+  void encode_bpe(std::string_view text, std::vector<int>* out) const;
+  std::string decode_bpe_piece(int token) const;
+
+  enum class Kind { kSpm, kBpe };
+  enum class Pre { kGpt2, kLlama3, kQwen2 };
+  Kind kind_ = Kind::kSpm;
+  Pre pre_ = Pre::kGpt2;
+  std::unordered_map<std::string, int> merge_rank_;  // "left right" -> rank
+  std::string byte_to_piece_[256];                   // GPT-2 byte alphabet (UTF-8 of one code point)
+  std::unordered_map<uint32_t, uint8_t> cp_to_byte_;
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_;

@@ -30,8 +30,8 @@ bool parse_byte_piece(const std::string& p, int* byte) {
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& f) {
   TQKV_ASSIGN_OR_RETURN(std::string model, f.get_string("tokenizer.ggml.model"));
-  if (model != "llama")
-    return unsupported("tokenizer model '" + model + "' is not supported (supported: llama)");
+  if (model != "llama" && model != "gpt2")
+    return unsupported("tokenizer model '" + model + "' is not supported (supported: llama, gpt2)");
   const GgufValue* toks = f.find("tokenizer.ggml.tokens");
   if (!toks || toks->type != GgufType::kArray || toks->array_type != GgufType::kString)
     return corrupt("tokenizer.ggml.tokens is missing or not a string array");
@@ -59,6 +59,7 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& f) {
   t->add_bos_ = add_bos;
   t->add_space_prefix_ = asp;
   TQKV_RETURN_IF_ERROR(t->init());
+  if (model == "gpt2") TQKV_RETURN_IF_ERROR(t->init_bpe(f));
   return t;
 }
 
@@ -108,6 +109,10 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool add_bos) const {
   std::vector<int> out;
   if (add_bos) out.push_back(bos_);
   if (text.empty()) return out;
+  if (kind_ == Kind::kBpe) {
+    encode_bpe(text, &out);
+    return out;
+  }
   std::string s;
   s.reserve(text.size() * 2 + 3);
   if (add_space_prefix_) s += kSpace;
@@ -169,6 +174,7 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool add_bos) const {
 
 std::string Tokenizer::decode_piece(int token) const {
   if (token < 0 || token >= vocab_size()) return "";
+  if (kind_ == Kind::kBpe) return decode_bpe_piece(token);
   const int type = types_[token];
   int b;
   if (type == kByte && parse_byte_piece(pieces_[token], &b)) return std::string(1, static_cast<char>(b));
@@ -184,7 +190,7 @@ std::string Tokenizer::decode_piece(int token) const {
 
 std::string Tokenizer::decode_piece_after(int prev_token, int token) const {
   std::string p = decode_piece(token);
-  if (prev_token == bos_ && !p.empty() && p[0] == ' ') p.erase(0, 1);
+  if (kind_ == Kind::kSpm && prev_token == bos_ && !p.empty() && p[0] == ' ') p.erase(0, 1);
   return p;
 }
 
