@@ -1,6 +1,6 @@
 // Llama-family model loaded from GGUF, and its forward pass over a tqkv KV cache.
 //
-//   auto model = tqkv::Model::load("m.gguf");                    // arch llama or qwen2
+//   auto model = tqkv::Model::load("m.gguf");                    // arch llama, qwen2 or qwen3
 //   auto ctx = tqkv::InferenceContext::make(**model, cache_config);
 //   std::vector<float> logits((*model)->config().vocab_size);
 //   (*ctx)->forward(tokens.data(), n, logits.data(), /*all_logits=*/false);  // prefill
@@ -12,7 +12,9 @@
 // Attention of every layer goes through LayerKVCache (append K/V post-RoPE, then attend).
 //
 // Conventions (GGUF "llama"): q/k rows are stored so that RoPE rotates ADJACENT pairs
-// (x[2i], x[2i+1]) by pos * base^(-2i/rot_dim). qwen2 uses NeoX pairs (x[i], x[i + rot_dim/2]).
+// (x[2i], x[2i+1]) by pos * base^(-2i/rot_dim) (divided by rope_freqs[i] when the file has that
+// tensor). qwen2/qwen3 use NeoX pairs (x[i], x[i + rot_dim/2]); qwen3 RMS-normalizes every q and k
+// head (weights attn_q_norm / attn_k_norm) before RoPE.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +32,7 @@ namespace tqkv {
 enum class RopeStyle { kAdjacent, kNeox };
 
 struct ModelConfig {
-  std::string arch;          // "llama" or "qwen2"
+  std::string arch;          // "llama", "qwen2" or "qwen3"
   int dim = 0;               // embedding length
   int hidden_dim = 0;        // feed-forward length
   int n_layers = 0;
@@ -45,6 +47,7 @@ struct ModelConfig {
   int rope_dim = 0;          // rotated dims per head (rope.dimension_count, default head_dim)
   RopeStyle rope_style = RopeStyle::kAdjacent;
   bool qkv_bias = false;     // qwen2
+  bool qk_norm = false;      // qwen3: RMSNorm of each q and k head before RoPE
   bool tied_output = false;  // output head = token embedding
 };
 
@@ -58,6 +61,8 @@ struct LayerWeights {
   const float* bq = nullptr;         // (n_heads * head_dim) or null
   const float* bk = nullptr;         // (n_kv_heads * head_dim) or null
   const float* bv = nullptr;         // (n_kv_heads * head_dim) or null
+  const float* q_norm = nullptr;     // (head_dim) or null (qwen3)
+  const float* k_norm = nullptr;     // (head_dim) or null (qwen3)
   const float* wo = nullptr;         // (dim, n_heads * head_dim)
   const float* ffn_norm = nullptr;   // (dim)
   const float* w_gate = nullptr;     // (hidden_dim, dim)  "w1"
@@ -70,6 +75,7 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;   // (n_layers)
   const float* output_norm = nullptr; // (dim)
   const float* output = nullptr;      // (vocab_size, dim); == token_embd when tied
+  const float* rope_freqs = nullptr;  // (rope_dim / 2) or null: per-pair divisors of the frequency (Llama 3.1)
 };
 
 class Model {

@@ -2,7 +2,8 @@
 //
 // The whole text is tokenized once (BOS prepended when the tokenizer adds one) and cut into
 // n_chunks = tokens / ctx non-overlapping chunks of ctx tokens (capped by options.chunks). Each
-// chunk starts from an empty cache with its first token replaced by BOS; positions j in
+// chunk starts from an empty cache with its first token replaced by BOS (when the tokenizer adds
+// BOS); positions j in
 // [ctx/2, ctx-1) are scored with -log p(token[j+1] | tokens[0..j]).
 // ppl = exp(mean nll); ppl_stderr = ppl * sqrt(var(nll) / (N - 1)) (llama.cpp's estimate).
 //

@@ -68,7 +68,8 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   ctx->rope_inv_freq_.resize(c.rope_dim / 2);
   for (int i = 0; i < c.rope_dim / 2; ++i)
     ctx->rope_inv_freq_[i] = static_cast<float>(
-        std::pow(static_cast<double>(c.rope_freq_base), -2.0 * i / c.rope_dim));
+        std::pow(static_cast<double>(c.rope_freq_base), -2.0 * i / c.rope_dim) /
+        (model.weights().rope_freqs ? model.weights().rope_freqs[i] : 1.0f));
   return ctx;
 }
 
@@ -129,6 +130,10 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
       if (L.bq) for (int i = 0; i < QD; ++i) q[i] += L.bq[i];
       if (L.bk) for (int i = 0; i < KD; ++i) k[i] += L.bk[i];
       if (L.bv) for (int i = 0; i < KD; ++i) v[i] += L.bv[i];
+      if (L.q_norm)
+        for (int h = 0; h < c.n_heads; ++h) rmsnorm(q + h * HD, q + h * HD, L.q_norm, HD, c.rms_eps);
+      if (L.k_norm)
+        for (int h = 0; h < c.n_kv_heads; ++h) rmsnorm(k + h * HD, k + h * HD, L.k_norm, HD, c.rms_eps);
       const float pos = static_cast<float>(n_past_ + t) / c.rope_scale;
       rope(q, c.n_heads, HD, c.rope_dim, c.rope_style, pos, rope_inv_freq_.data());
       rope(k, c.n_kv_heads, HD, c.rope_dim, c.rope_style, pos, rope_inv_freq_.data());

@@ -73,8 +73,11 @@ Status Model::init() {
   } else if (arch == "qwen2") {
     c.rope_style = RopeStyle::kNeox;
     c.qkv_bias = true;
+  } else if (arch == "qwen3") {
+    c.rope_style = RopeStyle::kNeox;
+    c.qk_norm = true;
   } else {
-    return unsupported("architecture '" + arch + "' is not supported (supported: llama, qwen2)");
+    return unsupported("architecture '" + arch + "' is not supported (supported: llama, qwen2, qwen3)");
   }
   const std::string a = arch + ".";
   TQKV_ASSIGN_OR_RETURN(c.dim, positive_int(f, a + "embedding_length"));
@@ -134,6 +137,7 @@ Status Model::init() {
   TQKV_ASSIGN_OR_RETURN(w.output_norm, tensor("output_norm.weight", {D}));
   TQKV_ASSIGN_OR_RETURN(w.output, tensor("output.weight", {D, V}, false));
   c.tied_output = w.output == nullptr;
+  TQKV_ASSIGN_OR_RETURN(w.rope_freqs, tensor("rope_freqs.weight", {c.rope_dim / 2}, false));
   if (c.tied_output) w.output = w.token_embd;
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -147,6 +151,8 @@ Status Model::init() {
     TQKV_ASSIGN_OR_RETURN(L.bq, tensor(p + "attn_q.bias", {QD}, c.qkv_bias));
     TQKV_ASSIGN_OR_RETURN(L.bk, tensor(p + "attn_k.bias", {KD}, c.qkv_bias));
     TQKV_ASSIGN_OR_RETURN(L.bv, tensor(p + "attn_v.bias", {KD}, c.qkv_bias));
+    TQKV_ASSIGN_OR_RETURN(L.q_norm, tensor(p + "attn_q_norm.weight", {c.head_dim}, c.qk_norm));
+    TQKV_ASSIGN_OR_RETURN(L.k_norm, tensor(p + "attn_k_norm.weight", {c.head_dim}, c.qk_norm));
     TQKV_ASSIGN_OR_RETURN(L.ffn_norm, tensor(p + "ffn_norm.weight", {D}));
     TQKV_ASSIGN_OR_RETURN(L.w_gate, tensor(p + "ffn_gate.weight", {D, H}));
     TQKV_ASSIGN_OR_RETURN(L.w_down, tensor(p + "ffn_down.weight", {H, D}));

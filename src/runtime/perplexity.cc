@@ -166,7 +166,7 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
   for (int ch = 0; ch < n_chunks; ++ch) {
     ictx->clear();
     std::vector<int> chunk(tokens.begin() + size_t(ch) * o.ctx, tokens.begin() + size_t(ch + 1) * o.ctx);
-    chunk[0] = tok.bos();
+    if (tok.add_bos()) chunk[0] = tok.bos();  // llama-perplexity: only for tokenizers that add BOS
     for (int b0 = 0; b0 < o.ctx; b0 += batch) {
       const int m = std::min(batch, o.ctx - b0);
       TQKV_RETURN_IF_ERROR(ictx->forward(chunk.data() + b0, m, logits.data(), true));

@@ -18,16 +18,18 @@ struct TinySpec {
   int dim = 32, hidden = 64, n_layers = 2, n_heads = 4, n_kv_heads = 4, vocab = 37, ctx = 64;
   float rope_base = 10000.0f;
   bool tied = false;
+  bool rope_freqs = false;  // write a rope_freqs.weight tensor (Llama 3.1 style)
   GgmlType wtype = GgmlType::kF32;  // type of the 2-D weight matrices
   uint32_t seed = 1;
 };
 
 struct TinyLayer {
-  std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w1, w2, w3;  // W: (out, in)
+  std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, ffn_norm, w1, w2, w3;  // W: (out, in)
 };
 struct TinyModel {
   TinySpec s;
   std::vector<float> emb, out_norm, out;  // emb, out: (vocab, dim)
+  std::vector<float> rope_freqs;          // (head_dim / 2) or empty
   std::vector<TinyLayer> layers;
   int head_dim() const { return s.dim / s.n_heads; }
 };
@@ -81,6 +83,7 @@ inline TinyModel make_tiny_model(const TinySpec& s, GgufWriter* w) {
   };
   const int D = s.dim, H = s.hidden, hd = D / s.n_heads, KD = s.n_kv_heads * hd, V = s.vocab;
   const bool qwen = s.arch == "qwen2";
+  const bool qwen3 = s.arch == "qwen3";
   w->add_string("general.architecture", s.arch);
   const std::string a = s.arch + ".";
   w->add_u32(a + "context_length", s.ctx);
@@ -123,6 +126,12 @@ inline TinyModel make_tiny_model(const TinySpec& s, GgufWriter* w) {
     add_matrix(p + "ffn_gate.weight", L.w1, H, D);
     add_matrix(p + "ffn_up.weight", L.w3, H, D);
     add_matrix(p + "ffn_down.weight", L.w2, D, H);
+    if (qwen3) {
+      L.q_norm = norm(hd);
+      L.k_norm = norm(hd);
+      w->add_f32_tensor(p + "attn_q_norm.weight", {hd}, L.q_norm.data());
+      w->add_f32_tensor(p + "attn_k_norm.weight", {hd}, L.k_norm.data());
+    }
     if (qwen) {
       L.bq = rnd(D, 0.5f);
       L.bk = rnd(KD, 0.5f);
@@ -131,6 +140,11 @@ inline TinyModel make_tiny_model(const TinySpec& s, GgufWriter* w) {
       w->add_f32_tensor(p + "attn_k.bias", {KD}, L.bk.data());
       w->add_f32_tensor(p + "attn_v.bias", {KD}, L.bv.data());
     }
+  }
+  if (s.rope_freqs) {
+    m.rope_freqs.resize(hd / 2);
+    for (int i = 0; i < hd / 2; ++i) m.rope_freqs[i] = 1.0f + 3.0f * i;
+    w->add_f32_tensor("rope_freqs.weight", {hd / 2}, m.rope_freqs.data());
   }
   m.out_norm = norm(D);
   w->add_f32_tensor("output_norm.weight", {D}, m.out_norm.data());
@@ -148,7 +162,7 @@ inline std::vector<double> reference_forward(const TinyModel& m, const std::vect
   const TinySpec& s = m.s;
   const int D = s.dim, H = s.hidden, hd = D / s.n_heads, KD = s.n_kv_heads * hd, V = s.vocab;
   const int n = static_cast<int>(tokens.size());
-  const bool neox = s.arch == "qwen2";
+  const bool neox = s.arch == "qwen2" || s.arch == "qwen3";
   auto matvec = [](const std::vector<float>& W, const std::vector<double>& x, int out, int in) {
     std::vector<double> y(out, 0.0);
     for (int o = 0; o < out; ++o)
@@ -166,7 +180,8 @@ inline std::vector<double> reference_forward(const TinyModel& m, const std::vect
   auto rope = [&](std::vector<double>& v, int heads, int pos) {
     for (int h = 0; h < heads; ++h)
       for (int i = 0; i < hd / 2; ++i) {
-        const double th = pos * std::pow(double(s.rope_base), -2.0 * i / hd);
+        const double th = pos * std::pow(double(s.rope_base), -2.0 * i / hd) /
+                          (m.rope_freqs.empty() ? 1.0 : double(m.rope_freqs[i]));
         const int a = h * hd + (neox ? i : 2 * i), b = h * hd + (neox ? i + hd / 2 : 2 * i + 1);
         const double x0 = v[a], x1 = v[b];
         v[a] = x0 * std::cos(th) - x1 * std::sin(th);
@@ -185,6 +200,17 @@ inline std::vector<double> reference_forward(const TinyModel& m, const std::vect
       if (!L.bq.empty()) {
         for (int i = 0; i < D; ++i) q[i] += L.bq[i];
         for (int i = 0; i < KD; ++i) { k[i] += L.bk[i]; v[i] += L.bv[i]; }
+      }
+      auto head_norm = [&](std::vector<double>& v, int heads, const std::vector<float>& w) {
+        for (int h = 0; h < heads; ++h) {
+          std::vector<double> x(v.begin() + h * hd, v.begin() + (h + 1) * hd);
+          x = rmsnorm(x, w);
+          std::copy(x.begin(), x.end(), v.begin() + h * hd);
+        }
+      };
+      if (!L.q_norm.empty()) {
+        head_norm(q, s.n_heads, L.q_norm);
+        head_norm(k, s.n_kv_heads, L.k_norm);
       }
       rope(q, s.n_heads, p);
       rope(k, s.n_kv_heads, p);
