@@ -59,6 +59,28 @@ struct Ops {
     return reduce8(l);
   }
 
+  // sumsq of nv vectors held in registers (same order as sumsq).
+  static double sumsq_vecs(const F* v, int nv) {
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (int i = 0; i < nv; ++i) {
+      const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v[i]));
+      const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v[i], 1));
+      lo = _mm256_add_pd(lo, _mm256_mul_pd(a, a));
+      hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
+    }
+    alignas(32) double l[8];
+    _mm256_store_pd(l, lo);
+    _mm256_store_pd(l + 4, hi);
+    return reduce8(l);
+  }
+  // float(double(v) * m) per lane.
+  static F scale_vec(F v, double m) {
+    const __m256d md = _mm256_set1_pd(m);
+    const __m128 a = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), md));
+    const __m128 b = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), md));
+    return _mm256_set_m128(b, a);
+  }
+
   // r[i] = float(double(x[i]) * m) for i < n; zeros up to the next multiple of W.
   static void scale_to(const float* x, int n, double m, float* r) {
     const __m256d md = _mm256_set1_pd(m);

@@ -67,6 +67,27 @@ struct Ops {
     return reduce8(l);
   }
 
+  // sumsq of nv vectors held in registers (same order as sumsq).
+  static double sumsq_vecs(const F* v, int nv) {
+    __m512d acc = _mm512_setzero_pd();
+    for (int i = 0; i < nv; ++i) {
+      const __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v[i]));
+      acc = _mm512_add_pd(acc, _mm512_mul_pd(a, a));
+      const __m512d b = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v[i], 1));
+      acc = _mm512_add_pd(acc, _mm512_mul_pd(b, b));
+    }
+    alignas(64) double l[8];
+    _mm512_store_pd(l, acc);
+    return reduce8(l);
+  }
+  // float(double(v) * m) per lane.
+  static F scale_vec(F v, double m) {
+    const __m512d md = _mm512_set1_pd(m);
+    const __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), md));
+    const __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), md));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+  }
+
   // r[i] = float(double(x[i]) * m) for i < n; zeros up to the next multiple of W.
   static void scale_to(const float* x, int n, double m, float* r) {
     const __m512d md = _mm512_set1_pd(m);

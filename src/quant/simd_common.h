@@ -87,13 +87,14 @@ inline void cross_stages(typename O::F* v) {
 
 // Block of NV vectors held in registers: optional pre-multiply (signs), the butterflies in the
 // order h = 1, 2, 4, ... (fwht_inplace), the 1/sqrt(n) multiply, optional post-multiply (signs).
+// The normalized WHT of NV vectors held in registers: optional pre-multiply (signs), the
+// butterflies in the order h = 1, 2, 4, ... (fwht_inplace), the 1/sqrt(n) multiply, optional
+// post-multiply (signs).
 template <class O, int NV>
-inline void wht_regs(float* y, const float* pre, float s, const float* post) {
+inline void wht_vecs(typename O::F* v, const float* pre, float s, const float* post) {
   constexpr int W = O::W;
-  typename O::F v[NV];
 #pragma GCC unroll 16
   for (int i = 0; i < NV; ++i) {
-    v[i] = O::load(y + i * W);
     if (pre) v[i] = O::mul(v[i], O::load(pre + i * W));
     v[i] = O::inreg_stages(v[i]);
   }
@@ -103,8 +104,17 @@ inline void wht_regs(float* y, const float* pre, float s, const float* post) {
   for (int i = 0; i < NV; ++i) {
     v[i] = O::mul(v[i], sv);
     if (post) v[i] = O::mul(v[i], O::load(post + i * W));
-    O::store(y + i * W, v[i]);
   }
+}
+
+template <class O, int NV>
+inline void wht_regs(float* y, const float* pre, float s, const float* post) {
+  typename O::F v[NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) v[i] = O::load(y + i * O::W);
+  wht_vecs<O, NV>(v, pre, s, post);
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) O::store(y + i * O::W, v[i]);
 }
 
 // Normalized WHT of one power-of-two block y[0..n) (blocks_wht in rotation.cc), any n.
@@ -263,6 +273,100 @@ inline int batch_size(size_t dp) {
   return b < 1 ? 1 : b > 16 ? 16 : static_cast<int>(b);
 }
 
+// Fast path: power-of-two d = NV * W with the rotation enabled (one round of signs, one block,
+// no permutation). The whole vector stays in registers from load to packed codes; the
+// operations per element are exactly those of the general path below.
+template <class O, int NV>
+void encode_rotated_fast(const RotatedParams& p, const typename O::Pass* pass, const float* x,
+                         size_t n, size_t x_stride, uint8_t* codes) {
+  constexpr int W = O::W, d = NV * W;
+  const float* signs = p.rotation->rounds()[0].signs.data();
+  const float s = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const double sqrt_d = std::sqrt(static_cast<double>(d));
+  const size_t pb = p.plane_bytes;  // == d / 8
+  for (size_t v = 0; v < n; ++v) {
+    const float* xv = x + v * x_stride;
+    uint8_t* out = codes + v * p.code_size;
+    typename O::F r[NV], zh[NV];
+#pragma GCC unroll 16
+    for (int c = 0; c < NV; ++c) r[c] = O::load(xv + c * W);
+    const double sumsq = O::sumsq_vecs(r, NV);
+    const double norm = std::sqrt(sumsq);
+    const double m = norm > 0 ? sqrt_d / norm : 0.0;
+#pragma GCC unroll 16
+    for (int c = 0; c < NV; ++c) r[c] = O::scale_vec(r[c], m);
+    wht_vecs<O, NV>(r, signs, s, nullptr);
+    uint8_t* planes = out + sizeof(float);
+    for (int k = 0; k < p.passes; ++k) {
+#pragma GCC unroll 16
+      for (int c = 0; c < NV; ++c) {
+        const typename O::I q = O::code(pass[k], r[c]);
+        const typename O::F lv = O::level(pass[k], q);
+        r[c] = O::sub(r[c], lv);
+        zh[c] = k == 0 ? lv : O::add(zh[c], lv);
+        for (int j = 0; j < p.bits; ++j) {
+          const uint32_t bits = O::plane_bits(q, j);
+          std::memcpy(planes + (static_cast<size_t>(k) * p.bits + j) * pb + c * (W / 8), &bits, W / 8);
+        }
+      }
+    }
+    float scale;
+    if (!std::isfinite(sumsq)) {
+      scale = std::numeric_limits<float>::quiet_NaN();
+    } else if (p.norm_correction) {
+      const double q = O::sumsq_vecs(zh, NV);
+      scale = q > 0 ? static_cast<float>(norm / std::sqrt(q)) : 0.0f;
+    } else {
+      scale = static_cast<float>(norm / sqrt_d);
+    }
+    std::memcpy(out, &scale, sizeof(float));
+  }
+}
+
+template <class O, int NV>
+void decode_rotated_fast(const RotatedParams& p, const typename O::Pass* pass,
+                         const uint8_t* codes, size_t n, float* y, size_t y_stride) {
+  constexpr int W = O::W, d = NV * W;
+  const float* signs = p.rotation->rounds()[0].signs.data();
+  const float s = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const size_t pb = p.plane_bytes;
+  for (size_t v = 0; v < n; ++v) {
+    const uint8_t* in = codes + v * p.code_size;
+    float scale;
+    std::memcpy(&scale, in, sizeof(float));
+    const uint8_t* planes = in + sizeof(float);
+    typename O::F a[NV];
+#pragma GCC unroll 16
+    for (int c = 0; c < NV; ++c) {
+      for (int k = 0; k < p.passes; ++k) {
+        typename O::I q = O::izero();
+        for (int j = 0; j < p.bits; ++j) {
+          uint32_t bits = 0;
+          std::memcpy(&bits, planes + (static_cast<size_t>(k) * p.bits + j) * pb + c * (W / 8), W / 8);
+          q = O::add_plane_bits(q, bits, j);
+        }
+        const typename O::F lv = O::level(pass[k], q);
+        a[c] = k == 0 ? lv : O::add(a[c], lv);
+      }
+    }
+    wht_vecs<O, NV>(a, nullptr, s, signs);
+    const typename O::F sv = O::set1(scale);
+    float* yv = y + v * y_stride;
+#pragma GCC unroll 16
+    for (int c = 0; c < NV; ++c) O::store(yv + c * W, O::mul(a[c], sv));
+  }
+}
+
+// NV of the fast path for this d, or 0.
+template <class O>
+inline int fast_nv(const RotatedParams& p) {
+  const Rotation& r = *p.rotation;
+  if (!r.enabled() || r.rounds().size() != 1 || !r.rounds()[0].perm.empty() || r.blocks().size() != 1)
+    return 0;
+  const int nv = p.dim / O::W;
+  return nv * O::W == p.dim && (nv == 1 || nv == 2 || nv == 4 || nv == 8 || nv == 16) ? nv : 0;
+}
+
 template <class O>
 void encode_rotated(const RotatedParams& p, const float* x, size_t n, size_t x_stride,
                     uint8_t* codes) {
@@ -274,9 +378,17 @@ void encode_rotated(const RotatedParams& p, const float* x, size_t n, size_t x_s
   float* r = static_cast<float*>(scratch().get((2 * B + 1) * dp * sizeof(float)));
   float* zhat = r + B * dp;     // (B, dp) reconstruction; r: (B, dp) rotated residual
   float* tmp = zhat + B * dp;   // (dp,) permutation
-  const RotPlan plan = make_plan<O>(*p.rotation, nullptr);
   typename O::Pass pass[4];
   for (int k = 0; k < p.passes; ++k) O::make_pass(pass[k], p.levels[k], p.thresholds[k], p.bits);
+  switch (fast_nv<O>(p)) {
+    case 1: return encode_rotated_fast<O, 1>(p, pass, x, n, x_stride, codes);
+    case 2: return encode_rotated_fast<O, 2>(p, pass, x, n, x_stride, codes);
+    case 4: return encode_rotated_fast<O, 4>(p, pass, x, n, x_stride, codes);
+    case 8: return encode_rotated_fast<O, 8>(p, pass, x, n, x_stride, codes);
+    case 16: return encode_rotated_fast<O, 16>(p, pass, x, n, x_stride, codes);
+    default: break;
+  }
+  const RotPlan plan = make_plan<O>(*p.rotation, nullptr);
   const uint32_t full = W == 32 ? ~0u : (1u << W) - 1;
   const uint32_t last = d % W ? (1u << (d % W)) - 1 : full;
   const double sqrt_d = std::sqrt(static_cast<double>(d));
@@ -341,9 +453,17 @@ void decode_rotated(const RotatedParams& p, const uint8_t* codes, size_t n, floa
   float* acc = reinterpret_cast<float*>(base);  // (B, dp) rotated reconstruction
   float* tmp = acc + B * dp;                    // (dp,)
   int32_t* inv = reinterpret_cast<int32_t*>(tmp + dp);  // (2, d) inverse permutations
-  const RotPlan plan = make_plan<O>(*p.rotation, inv);
   typename O::Pass pass[4];
   for (int k = 0; k < p.passes; ++k) O::make_pass(pass[k], p.levels[k], p.thresholds[k], p.bits);
+  switch (fast_nv<O>(p)) {
+    case 1: return decode_rotated_fast<O, 1>(p, pass, codes, n, y, y_stride);
+    case 2: return decode_rotated_fast<O, 2>(p, pass, codes, n, y, y_stride);
+    case 4: return decode_rotated_fast<O, 4>(p, pass, codes, n, y, y_stride);
+    case 8: return decode_rotated_fast<O, 8>(p, pass, codes, n, y, y_stride);
+    case 16: return decode_rotated_fast<O, 16>(p, pass, codes, n, y, y_stride);
+    default: break;
+  }
+  const RotPlan plan = make_plan<O>(*p.rotation, inv);
 
   for (size_t v0 = 0; v0 < n; v0 += B) {
     const int nb = n - v0 < static_cast<size_t>(B) ? static_cast<int>(n - v0) : B;
