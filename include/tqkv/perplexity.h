@@ -56,7 +56,7 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
 // Reads a whole text file; files ending in ".xz" are decompressed (liblzma).
 StatusOr<std::string> read_text_file(const std::string& path);
 
-// Sets OpenMP and OpenBLAS threads (t >= 1).
+// Sets the OpenMP threads the runtime uses (t >= 1); OpenBLAS always runs single-threaded inside them.
 void set_runtime_threads(int t);
 
 }  // namespace tqkv

@@ -8,14 +8,38 @@
 #include <cstring>
 #include <random>
 
+#include <omp.h>
+
 #include "tqkv/model.h"
 
 namespace tqkv {
 namespace {
 
-// y (m, out) = x (m, in) W^T, W: (out, in).
-void matmul(const float* x, const float* w, float* y, int m, int in, int out) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+// y (m, out) = x (m, in) W^T, W: (out, in). One thread pool for everything: OpenMP splits the
+// output rows and each thread calls single-threaded OpenBLAS on its slice (OpenBLAS's own
+// pthreads and a spinning OpenMP team fight over the cores: measured 5x slower decode on 2 cores).
+void matmul(const float* x, const float* w, float* y, int m, int in, int out, int threads) {
+  auto slice = [&](int o0, int o1) {
+    if (o1 <= o0) return;
+    if (m == 1)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, in, 1.0f, w + size_t(o0) * in, in, x, 1, 0.0f, y + o0, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, o1 - o0, in, 1.0f, x, in, w + size_t(o0) * in, in,
+                  0.0f, y + o0, out);
+  };
+  const double work = double(m) * in * out;
+  if (threads <= 1 || work < double(1 << 18)) {
+    slice(0, out);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const int per = (out + n - 1) / n;
+    const int o0 = std::min(out, ((t * per) + 15) / 16 * 16);
+    const int o1 = t == n - 1 ? out : std::min(out, (((t + 1) * per) + 15) / 16 * 16);
+    slice(o0, o1);
+  }
 }
 
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
@@ -52,6 +76,7 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   if (max_batch < 1) return invalid_argument("max_batch must be >= 1");
   if (max_tokens < 0) return invalid_argument("max_tokens must be >= 0");
   std::unique_ptr<InferenceContext> ctx(new InferenceContext());
+  openblas_set_num_threads(1);  // threads come from OpenMP (see matmul)
   ctx->model_ = &model;
   ctx->max_batch_ = max_batch;
   ctx->max_tokens_ = max_tokens > 0 ? max_tokens : c.context_length;
@@ -114,15 +139,16 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
 
   // Small attention problems run on one thread: an OpenMP team costs more than it saves there
   // (tens of microseconds per layer, far worse on a loaded machine).
+  const int nt = attn_options_.threads > 0 ? attn_options_.threads : omp_get_max_threads();
   AttentionOptions attn = attn_options_;
   const double attn_work = double(n_past_ + m) * m * QD;
   if (attn.threads == 0 && attn_work < double(1 << 20)) attn.threads = 1;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     for (int t = 0; t < m; ++t) rmsnorm(xb + size_t(t) * D, x + size_t(t) * D, L.attn_norm, D, c.rms_eps);
-    matmul(xb, L.wq, q_.data(), m, D, QD);
-    matmul(xb, L.wk, k_.data(), m, D, KD);
-    matmul(xb, L.wv, v_.data(), m, D, KD);
+    matmul(xb, L.wq, q_.data(), m, D, QD, nt);
+    matmul(xb, L.wk, k_.data(), m, D, KD, nt);
+    matmul(xb, L.wv, v_.data(), m, D, KD, nt);
     for (int t = 0; t < m; ++t) {
       float* q = q_.data() + size_t(t) * QD;
       float* k = k_.data() + size_t(t) * KD;
@@ -143,17 +169,17 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
     TQKV_RETURN_IF_ERROR(cache.append(0, m, HeadTokenView{k_.data(), HD, KD}, HeadTokenView{v_.data(), HD, KD}));
     TQKV_RETURN_IF_ERROR(cache.attend(0, m, c.n_heads, HeadTokenView{q_.data(), HD, QD},
                                       MutableHeadTokenView{att_.data(), HD, QD}, attn));
-    matmul(att_.data(), L.wo, xb, m, QD, D);
+    matmul(att_.data(), L.wo, xb, m, QD, D, nt);
     for (size_t i = 0; i < size_t(m) * D; ++i) x[i] += xb[i];
 
     for (int t = 0; t < m; ++t) rmsnorm(xb + size_t(t) * D, x + size_t(t) * D, L.ffn_norm, D, c.rms_eps);
-    matmul(xb, L.w_gate, h1_.data(), m, D, H);
-    matmul(xb, L.w_up, h3_.data(), m, D, H);
+    matmul(xb, L.w_gate, h1_.data(), m, D, H, nt);
+    matmul(xb, L.w_up, h3_.data(), m, D, H, nt);
     for (size_t i = 0; i < size_t(m) * H; ++i) {
       const float g = h1_[i];
       h1_[i] = g / (1.0f + std::exp(-g)) * h3_[i];
     }
-    matmul(h1_.data(), L.w_down, xb, m, H, D);
+    matmul(h1_.data(), L.w_down, xb, m, H, D, nt);
     for (size_t i = 0; i < size_t(m) * D; ++i) x[i] += xb[i];
   }
   n_past_ += m;
@@ -162,7 +188,7 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
   const int rows = m - first;
   for (int t = first; t < m; ++t)
     rmsnorm(xb + size_t(t - first) * D, x + size_t(t) * D, w.output_norm, D, c.rms_eps);
-  matmul(xb, w.output, logits, rows, D, c.vocab_size);
+  matmul(xb, w.output, logits, rows, D, c.vocab_size, nt);
   return Status::Ok();
 }
 

@@ -62,7 +62,6 @@ void progress_bar(int done, int total, double ppl, double secs) {
 void set_runtime_threads(int t) {
   if (t < 1) return;
   omp_set_num_threads(t);
-  openblas_set_num_threads(t);
 }
 
 StatusOr<std::string> read_text_file(const std::string& path) {
