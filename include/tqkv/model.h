@@ -89,6 +89,9 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const GgufFile& gguf() const { return *file_; }
+  // Bytes of f32 weights one decoded token reads (every matrix and the output head; not the
+  // embedding row): the numerator of the achieved-bandwidth figure.
+  size_t weight_bytes_per_token() const;
 
  private:
   Model() = default;

@@ -63,6 +63,13 @@ StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_
   return static_cast<const float*>(owned_.back().data());
 }
 
+size_t Model::weight_bytes_per_token() const {
+  const ModelConfig& c = config_;
+  const size_t D = c.dim, H = c.hidden_dim, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
+  const size_t per_layer = QD * D + 2 * KD * D + D * QD + 3 * H * D + 2 * D;
+  return 4 * (c.n_layers * per_layer + size_t(c.vocab_size) * D + D);
+}
+
 Status Model::init() {
   const GgufFile& f = *file_;
   TQKV_ASSIGN_OR_RETURN(std::string arch, f.get_string("general.architecture"));
