@@ -16,13 +16,13 @@ using testing::run_cli;
 std::string write_tiny(const std::string& name, testing::TinySpec s) {
   GgufWriter w;
   testing::make_tiny_model(s, &w);
-  const std::string p = ::testing::TempDir() + "/" + name;
+  const std::string p = testing::temp_path("") + name;
   EXPECT_TRUE(w.write(p).ok());
   return p;
 }
 
 std::string write_text(const std::string& name, const std::string& text) {
-  const std::string p = ::testing::TempDir() + "/" + name;
+  const std::string p = testing::temp_path("") + name;
   std::ofstream(p) << text;
   return p;
 }
@@ -56,7 +56,7 @@ TEST(Cli, BadInputGivesOneErrorLine) {
   expect_one_error_line(run_cli("perplexity -m " + model + " -f /nonexistent.txt -c 16"), "cannot open");
   expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 16 --kl-divergence /nonexistent.kld"),
                         "cannot open");
-  expect_one_error_line(run_cli("convert-llama2c " + not_gguf + " " + not_gguf + " " + ::testing::TempDir() + "/x.gguf"),
+  expect_one_error_line(run_cli("convert-llama2c " + not_gguf + " " + not_gguf + " " + testing::temp_path("x.gguf")),
                         "llama2.c header");
 }
 
@@ -65,7 +65,7 @@ TEST(Cli, PerplexityJsonKeysAndGenerate) {
   s.ctx = 16;
   const std::string model = write_tiny("cli_tiny2.gguf", s);
   const std::string text = write_text("cli_text2.txt", std::string(100, 'a'));
-  const std::string base = ::testing::TempDir() + "/cli_base.kld";
+  const std::string base = testing::temp_path("cli_base.kld");
   auto r = run_cli("perplexity -m " + model + " -f " + text + " -c 16 --json --kl-divergence-base " + base);
   ASSERT_EQ(r.rc, 0) << r.err;
   r = run_cli("perplexity -m " + model + " -f " + text + " -c 16 --json -ctk q8_0 -ctv q8_0 --kl-divergence " + base);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "testing/runtime_cli.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
 #include "tqkv/tokenizer.h"
@@ -118,7 +119,7 @@ TEST(SpmTokenizerReal, Stories260KRoundTrip) {
   const std::string shared = TQKV_SOURCE_DIR "/../shared";
   if (!std::filesystem::exists(shared + "/models/stories260K.bin"))
     GTEST_SKIP() << "needs " << shared << "/models (stories260K.bin, tok512.bin): not present";
-  const std::string out = ::testing::TempDir() + "/tok_stories260K.gguf";
+  const std::string out = testing::temp_path("tok_stories260K.gguf");
   ASSERT_TRUE(convert_llama2c(shared + "/models/stories260K.bin", shared + "/models/tok512.bin", out).ok());
   auto m = Model::load(out);
   ASSERT_TRUE(m.ok()) << m.status().to_string();

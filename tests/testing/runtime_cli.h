@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -18,9 +19,14 @@ struct CliResult {
   std::string out, err;
 };
 
+// A path in the test temp dir unique to this process (ctest runs tests in parallel processes).
+inline std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "/tqkv_" + std::to_string(getpid()) + "_" + name;
+}
+
 inline CliResult run_cli(const std::string& args) {
   static int counter = 0;
-  const std::string err_path = ::testing::TempDir() + "/tqkv_cli_stderr_" + std::to_string(++counter) + ".txt";
+  const std::string err_path = temp_path("cli_stderr_" + std::to_string(++counter) + ".txt");
   const std::string cmd = std::string(TQKV_CLI_PATH) + " " + args + " 2>" + err_path;
   CliResult r;
   FILE* p = popen(cmd.c_str(), "r");
