@@ -3,9 +3,16 @@
 // Included by kernels_avx2.cc and kernels_avx512.cc, each compiled with its own -m flags, after
 // defining TQKV_SIMD_NS: everything here lives in tqkv::kernels::TQKV_SIMD_NS, so no inline
 // function compiled for AVX-512 can be picked by the linker for another level (the usual
-// COMDAT hazard of mixing -m flags). For the same reason this header calls no inline function
-// of other headers (half.h, reduce.h); it re-states the few formulas it needs, each marked
-// with the reference it mirrors.
+// COMDAT hazard of mixing -m flags). For the same reason this header calls no non-trivial
+// inline function of other headers (half.h, reduce.h); it re-states the few formulas it needs,
+// each marked with the reference it mirrors (only trivial accessors such as Rotation::rounds()
+// and std::vector::data() are used, and fwht_inplace, which is out of line).
+//
+// Rotated formats (rvq, tq): power-of-two d from W to 16 W (64, 128, 256 on AVX-512) take a
+// register-resident fast path (load, norm, scaling, WHT, passes, bit-planes, without scratch).
+// Every other d (7, 33, 80, 96, 576, ...) takes the general path: stage by stage over batches
+// of vectors in per-thread scratch, with the seeded permutations as gathers, WHT blocks of at
+// least W lanes vectorized and smaller blocks (d = 7: 4 + 2 + 1) done by fwht_inplace itself.
 //
 // Bit-exactness rules followed throughout (the scalar reference is the truth):
 //  - same operations in the same order per element; no FMA (separate mul and add);
