@@ -92,8 +92,6 @@ inline void cross_stages(typename O::F* v) {
   }
 }
 
-// Block of NV vectors held in registers: optional pre-multiply (signs), the butterflies in the
-// order h = 1, 2, 4, ... (fwht_inplace), the 1/sqrt(n) multiply, optional post-multiply (signs).
 // The normalized WHT of NV vectors held in registers: optional pre-multiply (signs), the
 // butterflies in the order h = 1, 2, 4, ... (fwht_inplace), the 1/sqrt(n) multiply, optional
 // post-multiply (signs).
@@ -114,6 +112,7 @@ inline void wht_vecs(typename O::F* v, const float* pre, float s, const float* p
   }
 }
 
+// wht_vecs on y[0 .. NV * W) in memory.
 template <class O, int NV>
 inline void wht_regs(float* y, const float* pre, float s, const float* post) {
   typename O::F v[NV];
