@@ -28,7 +28,7 @@ void matmul(const float* x, const float* w, float* y, int m, int in, int out, in
                   0.0f, y + o0, out);
   };
   const double work = double(m) * in * out;
-  if (threads <= 1 || work < double(1 << 18)) {
+  if (threads <= 1 || work < double(1 << 22)) {  // below ~1 ms of work a team costs more than it saves
     slice(0, out);
     return;
   }

@@ -48,7 +48,7 @@ std::string read_file(const std::string& p) {
 
 TEST_F(Stories260K, GreedyGenerationMatchesLlama2c) {
   // llama2.c run.c -t 0 -n 200 -i "Once upon a time": 200 forward passes (BOS + prompt + generated).
-  const auto r = testing::run_cli("generate -m " + gguf_ + " -p \"Once upon a time\" --steps 200 --temp 0 -ctk f32 -ctv f32");
+  const auto r = testing::run_cli("generate -m " + gguf_ + " -p \"Once upon a time\" --steps 200 --temp 0 -ctk f32 -ctv f32 -t 1");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out, read_file(kShared + "/models/stories260K_greedy_once_upon_a_time_200.txt"));
   std::cout << "[stderr] " << r.err;
@@ -57,7 +57,7 @@ TEST_F(Stories260K, GreedyGenerationMatchesLlama2c) {
 TEST_F(Stories260K, GenerationWithCompressedCaches) {
   for (const char* flags : {"--method turboquant_rvq --key-bits 1 --residuals 2 --value-bits 2", "-ctk tq2 -ctv tq2",
                             "-ctk f16 -ctv f16"}) {
-    const auto r = testing::run_cli("generate -m " + gguf_ + " -p \"Once upon a time\" --steps 200 " + flags);
+    const auto r = testing::run_cli("generate -m " + gguf_ + " -p \"Once upon a time\" --steps 200 -t 1 " + flags);
     ASSERT_EQ(r.rc, 0) << flags << ": " << r.err;
     EXPECT_GT(r.out.size(), 100u);
     std::cout << "---- " << flags << "\n" << r.out << r.err;
@@ -72,6 +72,7 @@ TEST_F(Stories260K, PerplexityF16MatchesF32AndKld) {
   PerplexityOptions o;
   o.ctx = 256;
   o.max_chunks = 6;
+  o.threads = 1;  // deterministic timing on a shared 2-core CI machine
   o.kld_base_out = testing::temp_path("stories260K_f16.kld");
   auto f16 = run_perplexity(**model, *cache_config_from_method("f16", 1, 2, 2, true), *text, o);
   ASSERT_TRUE(f16.ok()) << f16.status().to_string();
