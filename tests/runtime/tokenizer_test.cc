@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "testing/runtime_cli.h"
 #include "tqkv/model.h"
@@ -133,6 +135,39 @@ TEST(SpmTokenizerReal, Stories260KRoundTrip) {
   ASSERT_GT(text->size(), 10000u);
   // The text has no leading space, so decode (which drops the space after BOS) restores it exactly.
   EXPECT_EQ(t.decode(t.encode(*text, true)), *text);
+}
+
+}  // namespace
+}  // namespace tqkv
+
+namespace tqkv {
+namespace {
+
+// models/README.md: an llama.cpp-style SPM tokenizer must turn the whole of eval/heldout.txt into
+// exactly eval/heldout.tokens.u16 (SentencePiece's own encoding, no BOS).
+TEST(SpmTokenizerReal, ReferenceModelTokenizerTestVector) {
+  const std::string dir = TQKV_SOURCE_DIR "/models";
+  if (!std::filesystem::exists(dir + "/eval/heldout.tokens.u16") || !std::filesystem::exists(dir + "/tqkv-ref-d64.gguf"))
+    GTEST_SKIP() << "needs " << dir << "/tqkv-ref-d64.gguf and eval/heldout.{txt,tokens.u16}";
+  auto f = GgufFile::open(dir + "/tqkv-ref-d64.gguf");
+  ASSERT_TRUE(f.ok()) << f.status().to_string();
+  auto t = Tokenizer::from_gguf(**f);
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  auto text = read_text_file(dir + "/eval/heldout.txt");
+  ASSERT_TRUE(text.ok()) << text.status().to_string();
+  std::ifstream in(dir + "/eval/heldout.tokens.u16", std::ios::binary);
+  const std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int> want(raw.size() / 2);
+  for (size_t i = 0; i < want.size(); ++i)
+    want[i] = static_cast<uint8_t>(raw[2 * i]) | (static_cast<uint8_t>(raw[2 * i + 1]) << 8);
+  const std::vector<int> got = (*t)->encode(*text, false);
+  ASSERT_EQ(got.size(), want.size());
+  size_t first_diff = got.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i]) { first_diff = i; break; }
+  EXPECT_EQ(first_diff, got.size()) << "first difference at token " << first_diff;
+  // Without BOS the space prefix the encoder added comes back as a leading space.
+  EXPECT_TRUE((*t)->decode(got) == " " + *text);
 }
 
 }  // namespace
