@@ -76,7 +76,11 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   if (max_batch < 1) return invalid_argument("max_batch must be >= 1");
   if (max_tokens < 0) return invalid_argument("max_tokens must be >= 0");
   std::unique_ptr<InferenceContext> ctx(new InferenceContext());
-  openblas_set_num_threads(1);  // threads come from OpenMP (see matmul)
+  static const bool blas_single = [] {
+    openblas_set_num_threads(1);  // threads come from OpenMP (see matmul)
+    return true;
+  }();
+  (void)blas_single;
   ctx->model_ = &model;
   ctx->max_batch_ = max_batch;
   ctx->max_tokens_ = max_tokens > 0 ? max_tokens : c.context_length;

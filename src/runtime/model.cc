@@ -146,6 +146,10 @@ Status Model::init() {
   c.tied_output = w.output == nullptr;
   TQKV_ASSIGN_OR_RETURN(w.rope_freqs, tensor("rope_freqs.weight", {c.rope_dim / 2}, false));
   if (c.tied_output) w.output = w.token_embd;
+  // Every layer has at least 9 tensors: bound block_count before allocating per-layer state.
+  if (static_cast<size_t>(c.n_layers) * 9 > f.tensors().size())
+    return corrupt("block_count " + std::to_string(c.n_layers) + " needs more tensors than the file's " +
+                   std::to_string(f.tensors().size()) + " (missing layers?)");
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     LayerWeights& L = w.layers[l];
