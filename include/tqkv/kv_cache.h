@@ -45,7 +45,7 @@ struct KVCacheOptions {
   QuantOptions quant;        // rotation on/off, base seed, residual codebook, norm correction
   int recent_window = 0;     // most recent W tokens per sequence kept in f16 (0 = none)
   int sink_tokens = 0;       // first S tokens per sequence kept in f16 (0 = none)
-  int page_tokens = 256;     // tokens per page (multiple of 64)
+  int page_tokens = 64;      // tokens per page (multiple of 64); small pages keep short sequences compact
 };
 
 struct AttentionOptions {

@@ -76,7 +76,9 @@ TEST(KVCache, BytesResidentMatchesHandFormula) {
       {"f16", "kivi4", size_t(P) * 256, size_t(P) * 80},
   };
   for (const Case& cs : cases) {
-    auto c = std::move(LayerKVCache::make(H, d, opts(cs.k, cs.v))).value();
+    KVCacheOptions o = opts(cs.k, cs.v);
+    o.page_tokens = P;
+    auto c = std::move(LayerKVCache::make(H, d, o)).value();
     EXPECT_EQ(c->bytes_resident(), 0u);
     Data a(H, 600, d, 3);
     ASSERT_TRUE(c->append(0, 600, a.kv(0), a.vv(0)).ok());
