@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "testing/runtime_cli.h"
@@ -78,6 +79,20 @@ TEST(Cli, PerplexityJsonKeysAndGenerate) {
   EXPECT_GT(j["ppl"].get<double>(), 1.0);
   EXPECT_GE(j["kld_mean"].get<double>(), 0.0);
 
+  // A truncated or foreign base file is refused with one line.
+  {
+    std::ifstream in(base, std::ios::binary);
+    std::string b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string cut = testing::temp_path("cli_cut.kld");
+    std::ofstream(cut, std::ios::binary) << b.substr(0, b.size() - 3);
+    expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 16 --kl-divergence " + cut),
+                          "wrong size");
+    expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 8 --kl-divergence " + base),
+                          "made from another model, text, context size or chunk count");
+    std::ofstream(cut, std::ios::binary) << "TQKVKLD9" << b.substr(8);
+    expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 16 --kl-divergence " + cut),
+                          "bad magic");
+  }
   r = run_cli("generate -m " + model + " -p aaa -n 5 --temp 0.8 --top-k 5 --top-p 0.9 --seed 3 --json");
   ASSERT_EQ(r.rc, 0) << r.err;
   j = nlohmann::json::parse(r.out);
