@@ -128,6 +128,10 @@ std::vector<Codebook> refit(std::vector<Codebook> passes, const std::vector<bool
     if (free[k]) n += static_cast<int>(passes[k].levels.size()) / 2;
   }
   if (n == 0) return passes;
+  // Bound the work: each iteration enumerates every cell (up to 2^(bits*passes) = 65536 for 4x4),
+  // and fine configurations converge to MSEs far below anything measurable in a few iterations.
+  const size_t n_cells = cells_of(passes, dm).size();
+  max_iter = static_cast<int>(std::min<size_t>(max_iter, std::max<size_t>(8, 2000000 / std::max<size_t>(n_cells, 1))));
   for (int it = 0; it < max_iter; ++it) {
     std::vector<Cell> cells = cells_of(passes, dm);
     std::vector<double> A(n * n, 0.0), rhs(n, 0.0);

@@ -65,7 +65,7 @@ void Rotation::forward(const float* x, float* y) const {
   if (x != y)
     for (int i = 0; i < dim_; ++i) y[i] = x[i];
   if (!enabled_) return;
-  std::vector<float> tmp;
+  thread_local std::vector<float> tmp;  // permutation scratch, reused across calls
   for (const Round& r : rounds_) {
     for (int i = 0; i < dim_; ++i) y[i] *= r.signs[i];
     if (!r.perm.empty()) {
@@ -80,7 +80,7 @@ void Rotation::inverse(const float* y, float* x) const {
   if (x != y)
     for (int i = 0; i < dim_; ++i) x[i] = y[i];
   if (!enabled_) return;
-  std::vector<float> tmp;
+  thread_local std::vector<float> tmp;
   for (auto it = rounds_.rbegin(); it != rounds_.rend(); ++it) {
     blocks_wht(blocks_, x);  // the normalized WHT is its own inverse
     if (!it->perm.empty()) {
