@@ -104,7 +104,7 @@ Status run(const Opts& o) {
     std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s\n", prompt.size(),
                  pre_tps, generated, gen_tps);
     const double wb = double(model->weight_bytes_per_token());
-    std::fprintf(stderr, "decode reads %.1f MB/token (f32 weights %.1f MB + KV cache %.1f MB): %.2f GB/s achieved\n",
+    std::fprintf(stderr, "decode reads %.1f MB/token (weights %.1f MB + KV cache %.1f MB): %.2f GB/s achieved\n",
                  (wb + kv) / 1e6, wb / 1e6, kv / 1e6, (wb + kv) * gen_tps / 1e9);
     std::fprintf(stderr, "KV cache (%s): %zu bytes resident vs %zu bytes as f16 (f16 / resident = %.2fx)\n",
                  describe_cache_config(cc).c_str(), kv, f16, kv ? double(f16) / kv : 0.0);

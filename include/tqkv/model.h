@@ -6,9 +6,10 @@
 //   (*ctx)->forward(tokens.data(), n, logits.data(), /*all_logits=*/false);  // prefill
 //   (*ctx)->forward(&next, 1, logits.data(), false);                         // decode
 //
-// Weights: F32 tensors are used in place from the mmap; F16 / BF16 / Q8_0 / Q4_0 tensors are
-// dequantized to f32 once at load (memory = 4 bytes per parameter; fine for the small models this
-// runtime targets). Matmuls use cblas_sgemm (OpenBLAS) for both prefill (m tokens) and decode.
+// Weights: F32, F16 and BF16 matrices are used in place from the mmap; Q8_0 / Q4_0 tensors (and
+// every 1-D tensor and the token embedding) are dequantized to f32 once at load. Matmuls: f32 via
+// OpenBLAS (sgemv for decode, sgemm for prefill); f16/bf16 via an AVX2+F16C row kernel for decode
+// and 64-row blocks widened to f32 + sgemm for prefill.
 // Attention of every layer goes through LayerKVCache (append K/V post-RoPE, then attend).
 //
 // Conventions (GGUF "llama"): q/k rows are stored so that RoPE rotates ADJACENT pairs
@@ -51,30 +52,36 @@ struct ModelConfig {
   bool tied_output = false;  // output head = token embedding
 };
 
-// All matrices row-major f32: W (out, in) so y = W x. Pointers either into the mmap (F32) or into
-// Model-owned buffers.
+// A weight matrix W (out, in), row-major, y = W x: f32 (in the mmap or Model-owned after
+// dequantization), or f16 / bf16 used in place from the mmap.
+struct Matrix {
+  const void* data = nullptr;
+  GgmlType type = GgmlType::kF32;  // kF32, kF16 or kBF16
+};
+
+// Vectors are f32, pointers either into the mmap (F32) or into Model-owned buffers.
 struct LayerWeights {
   const float* attn_norm = nullptr;  // (dim)
-  const float* wq = nullptr;         // (n_heads * head_dim, dim)
-  const float* wk = nullptr;         // (n_kv_heads * head_dim, dim)
-  const float* wv = nullptr;         // (n_kv_heads * head_dim, dim)
+  Matrix wq;                         // (n_heads * head_dim, dim)
+  Matrix wk;                         // (n_kv_heads * head_dim, dim)
+  Matrix wv;                         // (n_kv_heads * head_dim, dim)
   const float* bq = nullptr;         // (n_heads * head_dim) or null
   const float* bk = nullptr;         // (n_kv_heads * head_dim) or null
   const float* bv = nullptr;         // (n_kv_heads * head_dim) or null
   const float* q_norm = nullptr;     // (head_dim) or null (qwen3)
   const float* k_norm = nullptr;     // (head_dim) or null (qwen3)
-  const float* wo = nullptr;         // (dim, n_heads * head_dim)
+  Matrix wo;                         // (dim, n_heads * head_dim)
   const float* ffn_norm = nullptr;   // (dim)
-  const float* w_gate = nullptr;     // (hidden_dim, dim)  "w1"
-  const float* w_down = nullptr;     // (dim, hidden_dim)  "w2"
-  const float* w_up = nullptr;       // (hidden_dim, dim)  "w3"
+  Matrix w_gate;                     // (hidden_dim, dim)  "w1"
+  Matrix w_down;                     // (dim, hidden_dim)  "w2"
+  Matrix w_up;                       // (hidden_dim, dim)  "w3"
 };
 
 struct ModelWeights {
   const float* token_embd = nullptr;  // (vocab_size, dim)
   std::vector<LayerWeights> layers;   // (n_layers)
   const float* output_norm = nullptr; // (dim)
-  const float* output = nullptr;      // (vocab_size, dim); == token_embd when tied
+  Matrix output;                      // (vocab_size, dim); token_embd's data when tied
   const float* rope_freqs = nullptr;  // (rope_dim / 2) or null: per-pair divisors of the frequency (Llama 3.1)
 };
 
@@ -89,7 +96,7 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const GgufFile& gguf() const { return *file_; }
-  // Bytes of f32 weights one decoded token reads (every matrix and the output head; not the
+  // Bytes of weights one decoded token reads (every matrix and the output head; not the
   // embedding row): the numerator of the achieved-bandwidth figure.
   size_t weight_bytes_per_token() const;
 
@@ -97,6 +104,7 @@ class Model {
   Model() = default;
   Status init();
   StatusOr<const float*> tensor(const std::string& name, std::vector<int64_t> dims, bool required = true);
+  StatusOr<Matrix> matrix(const std::string& name, std::vector<int64_t> dims, bool required = true);
 
   std::unique_ptr<GgufFile> file_;
   ModelConfig config_;

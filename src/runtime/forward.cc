@@ -10,36 +10,14 @@
 
 #include <omp.h>
 
+#include "runtime/matmul.h"
 #include "tqkv/model.h"
 
 namespace tqkv {
 namespace {
 
-// y (m, out) = x (m, in) W^T, W: (out, in). One thread pool for everything: OpenMP splits the
-// output rows and each thread calls single-threaded OpenBLAS on its slice (OpenBLAS's own
-// pthreads and a spinning OpenMP team fight over the cores: measured 5x slower decode on 2 cores).
-void matmul(const float* x, const float* w, float* y, int m, int in, int out, int threads) {
-  auto slice = [&](int o0, int o1) {
-    if (o1 <= o0) return;
-    if (m == 1)
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, in, 1.0f, w + size_t(o0) * in, in, x, 1, 0.0f, y + o0, 1);
-    else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, o1 - o0, in, 1.0f, x, in, w + size_t(o0) * in, in,
-                  0.0f, y + o0, out);
-  };
-  const double work = double(m) * in * out;
-  if (threads <= 1 || work < double(1 << 22)) {  // below ~1 ms of work a team costs more than it saves
-    slice(0, out);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    const int per = (out + n - 1) / n;
-    const int o0 = std::min(out, ((t * per) + 15) / 16 * 16);
-    const int o1 = t == n - 1 ? out : std::min(out, (((t + 1) * per) + 15) / 16 * 16);
-    slice(o0, o1);
-  }
+void matmul(const float* x, const Matrix& w, float* y, int m, int in, int out, int threads) {
+  runtime::matmul(x, w.data, w.type, y, m, in, out, threads);
 }
 
 void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {

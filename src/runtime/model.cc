@@ -35,10 +35,12 @@ StatusOr<std::unique_ptr<Model>> Model::from_gguf(std::unique_ptr<GgufFile> file
   return m;
 }
 
-StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_t> dims, bool required) {
-  const GgufTensorInfo* t = file_->find_tensor(name);
+// The tensor `name` after checking its shape and type; nullptr when absent and not required.
+static StatusOr<const GgufTensorInfo*> checked_tensor(const GgufFile& f, const std::string& name,
+                                                      const std::vector<int64_t>& dims, bool required) {
+  const GgufTensorInfo* t = f.find_tensor(name);
   if (!t) {
-    if (!required) return static_cast<const float*>(nullptr);
+    if (!required) return static_cast<const GgufTensorInfo*>(nullptr);
     return not_found("missing tensor '" + name + "'");
   }
   // Trailing dims of 1 may be omitted by writers.
@@ -50,6 +52,21 @@ StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_
   if (!ggml_type_dequantizable(t->type))
     return unsupported("tensor '" + name + "' has type " + ggml_type_name(static_cast<uint32_t>(t->type)) +
                        " (supported: f32, f16, bf16, q8_0, q4_0)");
+  return t;
+}
+
+StatusOr<Matrix> Model::matrix(const std::string& name, std::vector<int64_t> dims, bool required) {
+  TQKV_ASSIGN_OR_RETURN(const GgufTensorInfo* t, checked_tensor(*file_, name, dims, required));
+  if (t && (t->type == GgmlType::kF16 || t->type == GgmlType::kBF16) &&
+      reinterpret_cast<uintptr_t>(t->data) % 2 == 0)
+    return Matrix{t->data, t->type};
+  TQKV_ASSIGN_OR_RETURN(const float* f, tensor(name, dims, required));
+  return Matrix{f, GgmlType::kF32};
+}
+
+StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_t> dims, bool required) {
+  TQKV_ASSIGN_OR_RETURN(const GgufTensorInfo* t, checked_tensor(*file_, name, dims, required));
+  if (!t) return static_cast<const float*>(nullptr);
   if (t->type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t->data) % alignof(float) == 0)
     return reinterpret_cast<const float*>(t->data);
   std::vector<float> out(t->n_elements);
@@ -66,8 +83,12 @@ StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_
 size_t Model::weight_bytes_per_token() const {
   const ModelConfig& c = config_;
   const size_t D = c.dim, H = c.hidden_dim, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
-  const size_t per_layer = QD * D + 2 * KD * D + D * QD + 3 * H * D + 2 * D;
-  return 4 * (c.n_layers * per_layer + size_t(c.vocab_size) * D + D);
+  auto b = [](const Matrix& m) -> size_t { return m.type == GgmlType::kF32 ? 4 : 2; };
+  size_t total = 4 * (D + size_t(c.n_layers) * 2 * D) + b(weights_.output) * size_t(c.vocab_size) * D;
+  for (const LayerWeights& L : weights_.layers)
+    total += b(L.wq) * QD * D + b(L.wk) * KD * D + b(L.wv) * KD * D + b(L.wo) * D * QD +
+             (b(L.w_gate) + b(L.w_up) + b(L.w_down)) * H * D;
+  return total;
 }
 
 Status Model::init() {
@@ -142,10 +163,12 @@ Status Model::init() {
   ModelWeights& w = weights_;
   TQKV_ASSIGN_OR_RETURN(w.token_embd, tensor("token_embd.weight", {D, V}));
   TQKV_ASSIGN_OR_RETURN(w.output_norm, tensor("output_norm.weight", {D}));
-  TQKV_ASSIGN_OR_RETURN(w.output, tensor("output.weight", {D, V}, false));
-  c.tied_output = w.output == nullptr;
+  TQKV_ASSIGN_OR_RETURN(w.output, matrix("output.weight", {D, V}, false));
+  c.tied_output = w.output.data == nullptr;
   TQKV_ASSIGN_OR_RETURN(w.rope_freqs, tensor("rope_freqs.weight", {c.rope_dim / 2}, false));
-  if (c.tied_output) w.output = w.token_embd;
+  if (c.tied_output) {
+    TQKV_ASSIGN_OR_RETURN(w.output, matrix("token_embd.weight", {D, V}));
+  }
   // Every layer has at least 9 tensors: bound block_count before allocating per-layer state.
   if (static_cast<size_t>(c.n_layers) * 9 > f.tensors().size())
     return corrupt("block_count " + std::to_string(c.n_layers) + " needs more tensors than the file's " +
@@ -155,19 +178,19 @@ Status Model::init() {
     LayerWeights& L = w.layers[l];
     const std::string p = "blk." + std::to_string(l) + ".";
     TQKV_ASSIGN_OR_RETURN(L.attn_norm, tensor(p + "attn_norm.weight", {D}));
-    TQKV_ASSIGN_OR_RETURN(L.wq, tensor(p + "attn_q.weight", {D, QD}));
-    TQKV_ASSIGN_OR_RETURN(L.wk, tensor(p + "attn_k.weight", {D, KD}));
-    TQKV_ASSIGN_OR_RETURN(L.wv, tensor(p + "attn_v.weight", {D, KD}));
-    TQKV_ASSIGN_OR_RETURN(L.wo, tensor(p + "attn_output.weight", {QD, D}));
+    TQKV_ASSIGN_OR_RETURN(L.wq, matrix(p + "attn_q.weight", {D, QD}));
+    TQKV_ASSIGN_OR_RETURN(L.wk, matrix(p + "attn_k.weight", {D, KD}));
+    TQKV_ASSIGN_OR_RETURN(L.wv, matrix(p + "attn_v.weight", {D, KD}));
+    TQKV_ASSIGN_OR_RETURN(L.wo, matrix(p + "attn_output.weight", {QD, D}));
     TQKV_ASSIGN_OR_RETURN(L.bq, tensor(p + "attn_q.bias", {QD}, c.qkv_bias));
     TQKV_ASSIGN_OR_RETURN(L.bk, tensor(p + "attn_k.bias", {KD}, c.qkv_bias));
     TQKV_ASSIGN_OR_RETURN(L.bv, tensor(p + "attn_v.bias", {KD}, c.qkv_bias));
     TQKV_ASSIGN_OR_RETURN(L.q_norm, tensor(p + "attn_q_norm.weight", {c.head_dim}, c.qk_norm));
     TQKV_ASSIGN_OR_RETURN(L.k_norm, tensor(p + "attn_k_norm.weight", {c.head_dim}, c.qk_norm));
     TQKV_ASSIGN_OR_RETURN(L.ffn_norm, tensor(p + "ffn_norm.weight", {D}));
-    TQKV_ASSIGN_OR_RETURN(L.w_gate, tensor(p + "ffn_gate.weight", {D, H}));
-    TQKV_ASSIGN_OR_RETURN(L.w_down, tensor(p + "ffn_down.weight", {H, D}));
-    TQKV_ASSIGN_OR_RETURN(L.w_up, tensor(p + "ffn_up.weight", {D, H}));
+    TQKV_ASSIGN_OR_RETURN(L.w_gate, matrix(p + "ffn_gate.weight", {D, H}));
+    TQKV_ASSIGN_OR_RETURN(L.w_down, matrix(p + "ffn_down.weight", {H, D}));
+    TQKV_ASSIGN_OR_RETURN(L.w_up, matrix(p + "ffn_up.weight", {D, H}));
   }
   return Status::Ok();
 }

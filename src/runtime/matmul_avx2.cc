@@ -1,0 +1,42 @@
+// AVX2 + F16C + FMA row kernel for f16 / bf16 weights (compiled with those flags; called only
+// after runtime detection).
+#include <immintrin.h>
+
+#include "runtime/matmul.h"
+
+namespace tqkv::runtime {
+
+void gemv_half_avx2(const uint16_t* w, bool bf16, const float* x, float* y, int rows, int in) {
+  for (int o = 0; o < rows; ++o) {
+    const uint16_t* r = w + static_cast<size_t>(o) * in;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= in; i += 16) {
+      const __m128i h0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i));
+      const __m128i h1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i + 8));
+      __m256 w0, w1;
+      if (bf16) {
+        w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h0), 16));
+        w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h1), 16));
+      } else {
+        w0 = _mm256_cvtph_ps(h0);
+        w1 = _mm256_cvtph_ps(h1);
+      }
+      a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+      a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    float acc = _mm_cvtss_f32(s);
+    for (; i < in; ++i) {
+      const float wf = bf16 ? _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(r[i]) << 16)))
+                            : _cvtsh_ss(r[i]);
+      acc += wf * x[i];
+    }
+    y[o] = acc;
+  }
+}
+
+}  // namespace tqkv::runtime
