@@ -52,7 +52,9 @@ void slice(const float* x, const void* w, GgmlType type, float* y, int m, int in
   buf.resize(size_t(kRows) * in);
   for (int r0 = o0; r0 < o1; r0 += kRows) {
     const int nr = std::min(kRows, o1 - r0);
-    dequantize_row(type, static_cast<const uint16_t*>(w) + size_t(r0) * in, buf.data(), int64_t(nr) * in);
+    const uint16_t* src = static_cast<const uint16_t*>(w) + size_t(r0) * in;
+    if (active_simd_level() >= SimdLevel::kAvx2) widen_half_avx2(src, bf16, buf.data(), int64_t(nr) * in);
+    else dequantize_row(type, src, buf.data(), int64_t(nr) * in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nr, in, 1.0f, x, in, buf.data(), in, 0.0f, y + r0, out);
   }
 }

@@ -15,5 +15,7 @@ void matmul(const float* x, const void* w, GgmlType type, float* y, int m, int i
 // Row kernels: y[o] = dot(W[o, :], x) for o in [0, rows). AVX2+F16C version and scalar reference.
 void gemv_half_scalar(const uint16_t* w, bool bf16, const float* x, float* y, int rows, int in);
 void gemv_half_avx2(const uint16_t* w, bool bf16, const float* x, float* y, int rows, int in);
+// dst[i] = float(src[i]) for n halves (f16 or bf16); exact conversions, identical to dequantize_row.
+void widen_half_avx2(const uint16_t* src, bool bf16, float* dst, int64_t n);
 
 }  // namespace tqkv::runtime

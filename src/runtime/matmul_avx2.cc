@@ -39,4 +39,15 @@ void gemv_half_avx2(const uint16_t* w, bool bf16, const float* x, float* y, int 
   }
 }
 
+void widen_half_avx2(const uint16_t* src, bool bf16, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m256 f = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+    _mm256_storeu_ps(dst + i, f);
+  }
+  for (; i < n; ++i)
+    dst[i] = bf16 ? _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(src[i]) << 16))) : _cvtsh_ss(src[i]);
+}
+
 }  // namespace tqkv::runtime

@@ -40,6 +40,25 @@ TEST(HalfMatmul, Avx2RowKernelMatchesScalar) {
   }
 }
 
+TEST(HalfMatmul, Avx2WidenIsExact) {
+  if (detected_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::vector<uint16_t> all(65536);
+  for (int i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> a(65536), b(65536);
+  for (bool bf16 : {false, true}) {
+    dequantize_row(bf16 ? GgmlType::kBF16 : GgmlType::kF16, all.data(), a.data(), 65536);
+    runtime::widen_half_avx2(all.data(), bf16, b.data(), 65533);  // odd tail too
+    b[65533] = a[65533]; b[65534] = a[65534]; b[65535] = a[65535];
+    for (int i = 0; i < 65536; ++i) {
+      if (std::isnan(a[i])) {  // F16C quiets signaling NaNs; NaN-ness is what matters
+        ASSERT_TRUE(std::isnan(b[i])) << "pattern " << i;
+        continue;
+      }
+      ASSERT_EQ(f32_bits(a[i]), f32_bits(b[i])) << "pattern " << i << " bf16 " << bf16;
+    }
+  }
+}
+
 TEST(HalfMatmul, PrefillAndDecodeMatchF32) {
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;
