@@ -44,7 +44,7 @@ enum class GgmlType : uint32_t {
 std::string ggml_type_name(uint32_t type);
 // Block size (elements) and bytes per block; false for an unknown id.
 bool ggml_type_layout(uint32_t type, int64_t* block_elems, int64_t* block_bytes);
-// True for the types dequantize_row() handles: f32, f16, bf16, q8_0, q4_0.
+// True for the types dequantize_row() handles: f32, f16, bf16, q8_0, q4_0, q4_K, q6_K.
 bool ggml_type_dequantizable(GgmlType t);
 // Converts n elements (n a multiple of the block size) of `type` at `src` to floats.
 // Precondition: ggml_type_dequantizable(type).

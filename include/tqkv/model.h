@@ -6,7 +6,7 @@
 //   (*ctx)->forward(tokens.data(), n, logits.data(), /*all_logits=*/false);  // prefill
 //   (*ctx)->forward(&next, 1, logits.data(), false);                         // decode
 //
-// Weights: F32, F16 and BF16 matrices are used in place from the mmap; Q8_0 / Q4_0 tensors (and
+// Weights: F32, F16 and BF16 matrices are used in place from the mmap; Q8_0 / Q4_0 / Q4_K / Q6_K tensors (and
 // every 1-D tensor and the token embedding) are dequantized to f32 once at load. Matmuls: f32 via
 // OpenBLAS (sgemv for decode, sgemm for prefill); f16/bf16 via an AVX2+F16C row kernel for decode
 // and 64-row blocks widened to f32 + sgemm for prefill.

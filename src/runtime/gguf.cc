@@ -208,8 +208,26 @@ std::string ggml_type_name(uint32_t type) {
 
 bool ggml_type_dequantizable(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16 ||
-         t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0;
+         t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0 || t == GgmlType::kQ4_K || t == GgmlType::kQ6_K;
 }
+
+namespace {
+// Q4_K's 6-bit (scale, min) pair j of the 12 packed bytes.
+void scale_min_k4(int j, const uint8_t* q, int* d, int* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+float f16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return half_to_float(h);
+}
+}  // namespace
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const uint8_t*>(src);
@@ -243,6 +261,45 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
         for (int j = 0; j < 16; ++j) {
           dst[blk * 32 + j] = d * static_cast<float>((p[2 + j] & 15) - 8);
           dst[blk * 32 + j + 16] = d * static_cast<float>((p[2 + j] >> 4) - 8);
+        }
+      }
+      break;
+    case GgmlType::kQ4_K:  // block of 256: f16 d, f16 dmin, scales[12] (8 x 6-bit scale+min), qs[128]
+      for (int64_t blk = 0; blk < n / 256; ++blk) {
+        const uint8_t* p = b + blk * 144;
+        const float d = f16_at(p), dmin = f16_at(p + 2);
+        const uint8_t* sc = p + 4;
+        const uint8_t* q = p + 16;
+        float* y = dst + blk * 256;
+        for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
+          int s1, m1, s2, m2;
+          scale_min_k4(is, sc, &s1, &m1);
+          scale_min_k4(is + 1, sc, &s2, &m2);
+          for (int l = 0; l < 32; ++l) *y++ = d * s1 * (q[l] & 0xF) - dmin * m1;
+          for (int l = 0; l < 32; ++l) *y++ = d * s2 * (q[l] >> 4) - dmin * m2;
+        }
+      }
+      break;
+    case GgmlType::kQ6_K:  // block of 256: ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16], f16 d
+      for (int64_t blk = 0; blk < n / 256; ++blk) {
+        const uint8_t* p = b + blk * 210;
+        const uint8_t* ql = p;
+        const uint8_t* qh = p + 128;
+        const auto* sc = reinterpret_cast<const int8_t*>(p + 192);
+        const float d = f16_at(p + 208);
+        float* y = dst + blk * 256;
+        for (int h = 0; h < 2; ++h, y += 128, ql += 64, qh += 32, sc += 8) {
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * sc[is] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+          }
         }
       }
       break;

@@ -51,7 +51,7 @@ static StatusOr<const GgufTensorInfo*> checked_tensor(const GgufFile& f, const s
                    " from the model's metadata");
   if (!ggml_type_dequantizable(t->type))
     return unsupported("tensor '" + name + "' has type " + ggml_type_name(static_cast<uint32_t>(t->type)) +
-                       " (supported: f32, f16, bf16, q8_0, q4_0)");
+                       " (supported: f32, f16, bf16, q8_0, q4_0, q4_K, q6_K)");
   return t;
 }
 

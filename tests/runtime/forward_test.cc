@@ -150,12 +150,12 @@ TEST(ModelLoad, Errors) {
   std::vector<std::string> toks(4, "x");
   toks[1] = "<s>"; toks[2] = "</s>"; toks[3] = "y";
   w.add_string_array("tokenizer.ggml.tokens", toks);
-  w.add_tensor("token_embd.weight", GgmlType::kQ4_K, {256, 4}, std::vector<uint8_t>(4 * 144));
+  w.add_tensor("token_embd.weight", GgmlType::kQ5_K, {256, 4}, std::vector<uint8_t>(4 * 176));
   auto f = GgufFile::parse(w.to_bytes());
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   st = Model::from_gguf(std::move(*f)).status();
   EXPECT_EQ(st.code(), StatusCode::kUnsupported);
-  EXPECT_NE(st.message().find("q4_K"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("q5_K"), std::string::npos) << st.message();
 
   // Missing tensors / wrong shapes: an extra layer announced by the metadata has no tensors.
   GgufWriter w2;

@@ -266,3 +266,59 @@ TEST(Gguf, DequantizeMatchesDefinitions) {
 
 }  // namespace
 }  // namespace tqkv
+
+namespace tqkv {
+namespace {
+
+// K-quants: blocks packed element by element from ggml's layout description, then decoded.
+TEST(Gguf, DequantizeQ4K) {
+  std::vector<uint8_t> blk(144, 0);
+  const float d = 0.5f, dmin = 0.25f;
+  const uint16_t hd = float_to_half(d), hm = float_to_half(dmin);
+  std::memcpy(blk.data(), &hd, 2);
+  std::memcpy(blk.data() + 2, &hm, 2);
+  int s[8], m[8];
+  for (int j = 0; j < 8; ++j) { s[j] = 8 * j + 5; m[j] = 63 - 7 * j; }
+  uint8_t* q = blk.data() + 4;  // 12 bytes: 6-bit scales and mins of 8 sub-blocks
+  for (int j = 0; j < 4; ++j) {
+    q[j] = static_cast<uint8_t>(s[j] | ((s[j + 4] >> 4) << 6));
+    q[j + 4] = static_cast<uint8_t>(m[j] | ((m[j + 4] >> 4) << 6));
+    q[j + 8] = static_cast<uint8_t>((s[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4));
+  }
+  uint8_t* qs = blk.data() + 16;
+  for (int e = 0; e < 256; ++e) {  // element e: byte 32*(e/64) + e%32, low nibble for the first 32 of 64
+    const int v = (e * 7) % 16;
+    uint8_t& byte = qs[32 * (e / 64) + e % 32];
+    byte = static_cast<uint8_t>((e % 64) < 32 ? (byte & 0xF0) | v : (byte & 0x0F) | (v << 4));
+  }
+  std::vector<float> y(256);
+  dequantize_row(GgmlType::kQ4_K, blk.data(), y.data(), 256);
+  for (int e = 0; e < 256; ++e) {
+    const int sb = e / 32;
+    EXPECT_FLOAT_EQ(y[e], d * s[sb] * ((e * 7) % 16) - dmin * m[sb]) << e;
+  }
+}
+
+TEST(Gguf, DequantizeQ6K) {
+  std::vector<uint8_t> blk(210, 0);
+  const float d = 0.125f;
+  const uint16_t hd = float_to_half(d);
+  std::memcpy(blk.data() + 208, &hd, 2);
+  auto* sc = reinterpret_cast<int8_t*>(blk.data() + 192);
+  for (int i = 0; i < 16; ++i) sc[i] = static_cast<int8_t>(i * 9 - 70);
+  uint8_t* ql = blk.data();
+  uint8_t* qh = blk.data() + 128;
+  auto scale_of = [](int e) { const int h = e / 128, r = e % 128; return h * 8 + (r % 32) / 16 + 2 * (r / 32); };
+  for (int e = 0; e < 256; ++e) {  // 6-bit value: low 4 bits in ql, high 2 bits in qh
+    const int v = (e * 5) % 64, h = e / 128, g = (e % 128) / 32, l = e % 32;
+    uint8_t& lo = ql[h * 64 + l + (g & 1) * 32];
+    lo = static_cast<uint8_t>(g < 2 ? (lo & 0xF0) | (v & 0xF) : (lo & 0x0F) | ((v & 0xF) << 4));
+    qh[h * 32 + l] |= static_cast<uint8_t>((v >> 4) << (2 * g));
+  }
+  std::vector<float> y(256);
+  dequantize_row(GgmlType::kQ6_K, blk.data(), y.data(), 256);
+  for (int e = 0; e < 256; ++e) EXPECT_FLOAT_EQ(y[e], d * sc[scale_of(e)] * ((e * 5) % 64 - 32)) << e;
+}
+
+}  // namespace
+}  // namespace tqkv
