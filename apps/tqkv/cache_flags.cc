@@ -1,5 +1,11 @@
 #include "cache_flags.h"
 
+#include <cblas.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
 #include "tqkv/codebook.h"
 #include "tqkv/format.h"
 
@@ -54,6 +60,20 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   if (!rc.ok()) return invalid_argument("invalid --residual-codebook: " + rc.status().message());
   c.base.quant.residual_codebook = *rc;
   return c;
+}
+
+void note_if_slow_blas() {
+  const char* core = openblas_get_corename();
+  if (!core || std::getenv("OPENBLAS_CORETYPE")) return;
+  static const char* kOld[] = {"Prescott", "Katmai", "Coppermine", "Northwood", "Core2", "Penryn", "Dunnington",
+                               "Nehalem", "Atom", "Banias"};
+  bool old = false;
+  for (const char* k : kOld) old = old || std::strcmp(core, k) == 0;
+  if (old && __builtin_cpu_supports("avx2"))
+    std::fprintf(stderr,
+                 "tqkv: note: OpenBLAS chose its '%s' kernels on this AVX2 CPU (unrecognized model); "
+                 "run with OPENBLAS_CORETYPE=%s for ~2x faster prefill\n",
+                 core, __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
 }
 
 std::string describe_cache_config(const ModelCacheConfig& c) {

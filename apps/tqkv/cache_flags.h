@@ -40,4 +40,9 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& flags);
 // "k=rvq1x2 v=tq2 (window 0, sinks 0, boundary 0)"
 std::string describe_cache_config(const ModelCacheConfig& c);
 
+// After a successful run: one note on stderr when OpenBLAS fell back to pre-AVX kernels on an AVX2
+// CPU it does not recognize (seen on this VM: "Prescott", 2x slower prefill), naming the fix
+// (OPENBLAS_CORETYPE=Haswell or SkylakeX). OpenBLAS reads that variable before main() runs.
+void note_if_slow_blas();
+
 }  // namespace tqkv::cli

@@ -108,6 +108,7 @@ Status run(const Opts& o) {
                  (wb + kv) / 1e6, wb / 1e6, kv / 1e6, (wb + kv) * gen_tps / 1e9);
     std::fprintf(stderr, "KV cache (%s): %zu bytes resident vs %zu bytes as f16 (f16 / resident = %.2fx)\n",
                  describe_cache_config(cc).c_str(), kv, f16, kv ? double(f16) / kv : 0.0);
+    note_if_slow_blas();
   }
   return Status::Ok();
 }

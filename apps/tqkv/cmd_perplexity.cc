@@ -70,6 +70,7 @@ Status run(Opts o) {
     std::printf("KLD: mean %.6f  median %.6f  p99 %.6f  max %.6f | RMS dp %.4f%% | same top-1 %.2f%%\n", r.kld_mean,
                 r.kld_median, r.kld_p99, r.kld_max, 100 * r.rms_dp, 100 * r.top1_agreement);
   if (!o.kld_base.empty()) std::printf("KLD base written to %s\n", o.kld_base.c_str());
+  note_if_slow_blas();
   return Status::Ok();
 }
 
