@@ -290,8 +290,9 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
       const uint8_t* vp = I.vfast ? I.vtile(hs, nc) : I.vcode(hs, nc);
       const size_t kb = I.kfast ? 4 * I.klay.tile_bytes : kBlock * I.ksz;
       const size_t vb = I.vfast ? 4 * I.vlay.tile_bytes : kBlock * I.vsz;
-      for (size_t o = 0; o < kb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(kp + o), _MM_HINT_T1);
-      for (size_t o = 0; o < vb; o += 64) _mm_prefetch(reinterpret_cast<const char*>(vp + o), _MM_HINT_T1);
+      // Every 4th line: the L2 streamer fetches the neighbours once a stream has started.
+      for (size_t o = 0; o < kb; o += 256) _mm_prefetch(reinterpret_cast<const char*>(kp + o), _MM_HINT_T1);
+      for (size_t o = 0; o < vb; o += 256) _mm_prefetch(reinterpret_cast<const char*>(vp + o), _MM_HINT_T1);
     }
     // 1. Scores.
     if (I.kfast) {

@@ -244,18 +244,39 @@ void value_weights_avx512(const float* p, int ns, const float* vscale, float* w,
 // Scores of NS states against n float rows: accumulators stay in registers (NS fixed).
 template <int NS>
 static void scores_ns(const float* q, int d, const float* k, int n, int s0, float* scores) {
+  // Two tokens per iteration: 2 * NS independent FMA chains hide the FMA latency.
   const int chunks = (d + 15) / 16;
-  for (int t = 0; t < n; ++t) {
-    if (t + 4 < n) _mm_prefetch(reinterpret_cast<const char*>(k + static_cast<size_t>(t + 4) * d), _MM_HINT_T0);
+  int t = 0;
+  for (; t + 2 <= n; t += 2) {
+    __m512 a0[NS], a1[NS];
+    for (int j = 0; j < NS; ++j) a0[j] = a1[j] = _mm512_setzero_ps();
+    const float* k0 = k + static_cast<size_t>(t) * d;
+    const float* k1 = k0 + d;
+    for (int c = 0; c < chunks; ++c) {
+      const __mmask16 m = tail_mask(d - 16 * c);
+      const __m512 kv0 = _mm512_maskz_loadu_ps(m, k0 + 16 * c);
+      const __m512 kv1 = _mm512_maskz_loadu_ps(m, k1 + 16 * c);
+      for (int j = 0; j < NS; ++j) {
+        const __m512 qv = _mm512_maskz_loadu_ps(m, q + static_cast<size_t>(s0 + j) * d + 16 * c);
+        a0[j] = _mm512_fmadd_ps(qv, kv0, a0[j]);
+        a1[j] = _mm512_fmadd_ps(qv, kv1, a1[j]);
+      }
+    }
+    for (int j = 0; j < NS; ++j) {
+      scores[(s0 + j) * kBlock + t] = _mm512_reduce_add_ps(a0[j]);
+      scores[(s0 + j) * kBlock + t + 1] = _mm512_reduce_add_ps(a1[j]);
+    }
+  }
+  for (; t < n; ++t) {
     __m512 acc[NS];
-    for (int k2 = 0; k2 < NS; ++k2) acc[k2] = _mm512_setzero_ps();
+    for (int j = 0; j < NS; ++j) acc[j] = _mm512_setzero_ps();
     for (int c = 0; c < chunks; ++c) {
       const __mmask16 m = tail_mask(d - 16 * c);
       const __m512 kv = _mm512_maskz_loadu_ps(m, k + static_cast<size_t>(t) * d + 16 * c);
-      for (int k2 = 0; k2 < NS; ++k2)
-        acc[k2] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + static_cast<size_t>(s0 + k2) * d + 16 * c), kv, acc[k2]);
+      for (int j = 0; j < NS; ++j)
+        acc[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + static_cast<size_t>(s0 + j) * d + 16 * c), kv, acc[j]);
     }
-    for (int k2 = 0; k2 < NS; ++k2) scores[(s0 + k2) * kBlock + t] = _mm512_reduce_add_ps(acc[k2]);
+    for (int j = 0; j < NS; ++j) scores[(s0 + j) * kBlock + t] = _mm512_reduce_add_ps(acc[j]);
   }
 }
 
@@ -265,13 +286,27 @@ static void accum_ns(const float* p, int d, const float* v, int n, int s0, float
   const int chunks = (d + 15) / 16;
   for (int c = 0; c < chunks; ++c) {
     const __mmask16 m = tail_mask(d - 16 * c);
-    __m512 acc[NS];
-    for (int k2 = 0; k2 < NS; ++k2) acc[k2] = _mm512_maskz_loadu_ps(m, o + static_cast<size_t>(s0 + k2) * d + 16 * c);
-    for (int t = 0; t < n; ++t) {
+    // Two independent accumulators per state (even / odd tokens) hide the FMA latency.
+    __m512 acc[NS], acc1[NS];
+    for (int k2 = 0; k2 < NS; ++k2) {
+      acc[k2] = _mm512_maskz_loadu_ps(m, o + static_cast<size_t>(s0 + k2) * d + 16 * c);
+      acc1[k2] = _mm512_setzero_ps();
+    }
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+      const __m512 v0 = _mm512_maskz_loadu_ps(m, v + static_cast<size_t>(t) * d + 16 * c);
+      const __m512 v1 = _mm512_maskz_loadu_ps(m, v + static_cast<size_t>(t + 1) * d + 16 * c);
+      for (int k2 = 0; k2 < NS; ++k2) {
+        acc[k2] = _mm512_fmadd_ps(_mm512_set1_ps(p[(s0 + k2) * kBlock + t]), v0, acc[k2]);
+        acc1[k2] = _mm512_fmadd_ps(_mm512_set1_ps(p[(s0 + k2) * kBlock + t + 1]), v1, acc1[k2]);
+      }
+    }
+    for (; t < n; ++t) {
       const __m512 vv = _mm512_maskz_loadu_ps(m, v + static_cast<size_t>(t) * d + 16 * c);
       for (int k2 = 0; k2 < NS; ++k2) acc[k2] = _mm512_fmadd_ps(_mm512_set1_ps(p[(s0 + k2) * kBlock + t]), vv, acc[k2]);
     }
-    for (int k2 = 0; k2 < NS; ++k2) _mm512_mask_storeu_ps(o + static_cast<size_t>(s0 + k2) * d + 16 * c, m, acc[k2]);
+    for (int k2 = 0; k2 < NS; ++k2)
+      _mm512_mask_storeu_ps(o + static_cast<size_t>(s0 + k2) * d + 16 * c, m, _mm512_add_ps(acc[k2], acc1[k2]));
   }
 }
 
