@@ -119,6 +119,15 @@ TEST(Gguf, HeaderBytesArePinned) {
   EXPECT_EQ(std::vector<uint8_t>(b.begin(), b.begin() + want.size()), want);
 }
 
+TEST(Gguf, Version2IsAccepted) {
+  auto b = sample_file();
+  b[4] = 2;  // v2 has the same layout as v3 (64-bit counts); v3 only adds big-endian files
+  auto f = GgufFile::parse(std::move(b));
+  ASSERT_TRUE(f.ok()) << f.status().to_string();
+  EXPECT_EQ((*f)->version(), 2u);
+  EXPECT_EQ((*f)->tensors().size(), 3u);
+}
+
 TEST(Gguf, CustomAlignment) {
   auto f = GgufFile::parse(sample_file(64));
   ASSERT_TRUE(f.ok()) << f.status().to_string();
