@@ -1,5 +1,5 @@
 // Llama / qwen2 forward pass over m tokens at a time (prefill and decode share the code).
-// Matmuls: cblas_sgemm with row-major activations (m, in) x W^T (in -> out).
+// Matmuls: runtime::matmul (matmul.cc) with row-major activations (m, in) x W^T (in -> out).
 // Attention: LayerKVCache::append (K, V after RoPE) then LayerKVCache::attend for the m queries.
 #include <cblas.h>
 
@@ -105,7 +105,11 @@ Status InferenceContext::forward(const int* tokens, int n, float* logits, bool a
     const int m = std::min(max_batch_, n - i);
     const bool last = i + m == n;
     float* lg = all_logits ? logits + size_t(i) * V : (last ? logits : nullptr);
-    TQKV_RETURN_IF_ERROR(forward_batch(tokens + i, m, lg, all_logits));
+    Status s = forward_batch(tokens + i, m, lg, all_logits);
+    if (!s.ok()) {  // leave every layer's cache at the last complete token
+      (void)cache_->truncate(0, n_past_);
+      return s;
+    }
   }
   return Status::Ok();
 }

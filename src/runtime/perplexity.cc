@@ -98,6 +98,7 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
   const ModelConfig& c = model.config();
   const Tokenizer& tok = model.tokenizer();
   if (o.ctx < 2) return invalid_argument("context size must be >= 2, got " + std::to_string(o.ctx));
+  if (o.max_chunks == 0 || o.max_chunks < -1) return invalid_argument("--chunks must be >= 1");
   if (o.ctx > c.context_length)
     return invalid_argument("context size " + std::to_string(o.ctx) + " exceeds the model's context length " +
                             std::to_string(c.context_length));
