@@ -6,7 +6,7 @@
 //   (*ctx)->forward(tokens.data(), n, logits.data(), /*all_logits=*/false);  // prefill
 //   (*ctx)->forward(&next, 1, logits.data(), false);                         // decode
 //
-// Weights: F32, F16 and BF16 matrices are used in place from the mmap; Q8_0 / Q4_0 / Q4_K / Q6_K tensors (and
+// Weights: F32, F16, BF16 and Q8_0 matrices are used in place from the mmap; Q4_0 / Q4_K / Q6_K tensors (and
 // every 1-D tensor and the token embedding) are dequantized to f32 once at load. Matmuls: f32 via
 // OpenBLAS (sgemv for decode, sgemm for prefill); f16/bf16 via an AVX2+F16C row kernel for decode
 // and 64-row blocks widened to f32 + sgemm for prefill.
@@ -53,10 +53,10 @@ struct ModelConfig {
 };
 
 // A weight matrix W (out, in), row-major, y = W x: f32 (in the mmap or Model-owned after
-// dequantization), or f16 / bf16 used in place from the mmap.
+// dequantization), or f16 / bf16 / q8_0 used in place from the mmap.
 struct Matrix {
   const void* data = nullptr;
-  GgmlType type = GgmlType::kF32;  // kF32, kF16 or kBF16
+  GgmlType type = GgmlType::kF32;  // kF32, kF16, kBF16 or kQ8_0
 };
 
 // Vectors are f32, pointers either into the mmap (F32) or into Model-owned buffers.

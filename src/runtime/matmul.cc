@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "core/half.h"
@@ -25,6 +26,22 @@ void gemv_half_scalar(const uint16_t* w, bool bf16, const float* x, float* y, in
   }
 }
 
+void gemv_q8_0_scalar(const uint8_t* w, const float* x, float* y, int rows, int in) {
+  const int nb = in / 32;
+  for (int o = 0; o < rows; ++o) {
+    const uint8_t* r = w + static_cast<size_t>(o) * nb * 34;
+    float acc = 0;
+    for (int b = 0; b < nb; ++b, r += 34) {
+      uint16_t hd;
+      std::memcpy(&hd, r, 2);
+      float s = 0;
+      for (int i = 0; i < 32; ++i) s += static_cast<float>(static_cast<int8_t>(r[2 + i])) * x[b * 32 + i];
+      acc += half_to_float(hd) * s;
+    }
+    y[o] = acc;
+  }
+}
+
 namespace {
 
 // Rows [o0, o1) of y for all m tokens.
@@ -36,6 +53,24 @@ void slice(const float* x, const void* w, GgmlType type, float* y, int m, int in
       cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, in, 1.0f, wf, in, x, 1, 0.0f, y + o0, 1);
     else
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, o1 - o0, in, 1.0f, x, in, wf, in, 0.0f, y + o0, out);
+    return;
+  }
+  if (type == GgmlType::kQ8_0) {
+    const size_t row_bytes = size_t(in / 32) * 34;
+    const uint8_t* wq = static_cast<const uint8_t*>(w) + size_t(o0) * row_bytes;
+    if (m == 1) {
+      if (active_simd_level() >= SimdLevel::kAvx2) gemv_q8_0_avx2(wq, x, y + o0, o1 - o0, in);
+      else gemv_q8_0_scalar(wq, x, y + o0, o1 - o0, in);
+      return;
+    }
+    constexpr int kRows = 64;
+    thread_local std::vector<float> qbuf;
+    qbuf.resize(size_t(kRows) * in);
+    for (int r0 = o0; r0 < o1; r0 += kRows) {
+      const int nr = std::min(kRows, o1 - r0);
+      dequantize_row(type, static_cast<const uint8_t*>(w) + size_t(r0) * row_bytes, qbuf.data(), int64_t(nr) * in);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nr, in, 1.0f, x, in, qbuf.data(), in, 0.0f, y + r0, out);
+    }
     return;
   }
   const bool bf16 = type == GgmlType::kBF16;

@@ -2,6 +2,8 @@
 // after runtime detection).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "runtime/matmul.h"
 
 namespace tqkv::runtime {
@@ -36,6 +38,31 @@ void gemv_half_avx2(const uint16_t* w, bool bf16, const float* x, float* y, int 
       acc += wf * x[i];
     }
     y[o] = acc;
+  }
+}
+
+void gemv_q8_0_avx2(const uint8_t* w, const float* x, float* y, int rows, int in) {
+  const int nb = in / 32;
+  for (int o = 0; o < rows; ++o) {
+    const uint8_t* r = w + static_cast<size_t>(o) * nb * 34;
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b, r += 34) {
+      uint16_t hd;
+      std::memcpy(&hd, r, 2);
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(hd));
+      const float* xb = x + b * 32;
+      __m256 s = _mm256_setzero_ps();
+      for (int k = 0; k < 4; ++k) {
+        const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(r + 2 + 8 * k));
+        const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+        s = _mm256_fmadd_ps(q, _mm256_loadu_ps(xb + 8 * k), s);
+      }
+      acc = _mm256_fmadd_ps(d, s, acc);
+    }
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    y[o] = _mm_cvtss_f32(t);
   }
 }
 

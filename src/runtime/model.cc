@@ -60,6 +60,7 @@ StatusOr<Matrix> Model::matrix(const std::string& name, std::vector<int64_t> dim
   if (t && (t->type == GgmlType::kF16 || t->type == GgmlType::kBF16) &&
       reinterpret_cast<uintptr_t>(t->data) % 2 == 0)
     return Matrix{t->data, t->type};
+  if (t && t->type == GgmlType::kQ8_0) return Matrix{t->data, t->type};  // byte-addressed blocks
   TQKV_ASSIGN_OR_RETURN(const float* f, tensor(name, dims, required));
   return Matrix{f, GgmlType::kF32};
 }
@@ -83,11 +84,13 @@ StatusOr<const float*> Model::tensor(const std::string& name, std::vector<int64_
 size_t Model::weight_bytes_per_token() const {
   const ModelConfig& c = config_;
   const size_t D = c.dim, H = c.hidden_dim, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
-  auto b = [](const Matrix& m) -> size_t { return m.type == GgmlType::kF32 ? 4 : 2; };
-  size_t total = 4 * (D + size_t(c.n_layers) * 2 * D) + b(weights_.output) * size_t(c.vocab_size) * D;
+  auto b = [](const Matrix& m, size_t n) -> size_t {  // bytes of n elements
+    return m.type == GgmlType::kF32 ? 4 * n : m.type == GgmlType::kQ8_0 ? n / 32 * 34 : 2 * n;
+  };
+  size_t total = 4 * (D + size_t(c.n_layers) * 2 * D) + b(weights_.output, size_t(c.vocab_size) * D);
   for (const LayerWeights& L : weights_.layers)
-    total += b(L.wq) * QD * D + b(L.wk) * KD * D + b(L.wv) * KD * D + b(L.wo) * D * QD +
-             (b(L.w_gate) + b(L.w_up) + b(L.w_down)) * H * D;
+    total += b(L.wq, QD * D) + b(L.wk, KD * D) + b(L.wv, KD * D) + b(L.wo, D * QD) + b(L.w_gate, H * D) +
+             b(L.w_up, H * D) + b(L.w_down, H * D);
   return total;
 }
 

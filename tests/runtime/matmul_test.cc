@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/half.h"
+#include "tqkv/gguf.h"
 #include "runtime/matmul.h"
 #include "tqkv/simd.h"
 
@@ -55,6 +56,34 @@ TEST(HalfMatmul, Avx2WidenIsExact) {
         continue;
       }
       ASSERT_EQ(f32_bits(a[i]), f32_bits(b[i])) << "pattern " << i << " bf16 " << bf16;
+    }
+  }
+}
+
+TEST(Q8Matmul, KernelsMatchWidenedF32) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  const int in = 96, out = 70, m = 3;
+  std::vector<float> wsrc(size_t(out) * in), x(size_t(m) * in), wf(size_t(out) * in);
+  for (auto& v : wsrc) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  std::vector<uint8_t> wq;
+  for (int o = 0; o < out; ++o) {
+    auto row = quantize_q8_0_row(wsrc.data() + size_t(o) * in, in);
+    wq.insert(wq.end(), row.begin(), row.end());
+    dequantize_row(GgmlType::kQ8_0, row.data(), wf.data() + size_t(o) * in, in);
+  }
+  std::vector<float> ref(size_t(m) * out), y(size_t(m) * out), a(out), b(out);
+  runtime::matmul(x.data(), wf.data(), GgmlType::kF32, ref.data(), m, in, out, 1);
+  runtime::matmul(x.data(), wq.data(), GgmlType::kQ8_0, y.data(), m, in, out, 1);  // prefill path
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4 * (1 + std::fabs(ref[i])));
+  for (int t = 0; t < m; ++t) {
+    runtime::gemv_q8_0_scalar(wq.data(), x.data() + t * in, a.data(), out, in);
+    if (detected_simd_level() >= SimdLevel::kAvx2) runtime::gemv_q8_0_avx2(wq.data(), x.data() + t * in, b.data(), out, in);
+    else b = a;
+    for (int o = 0; o < out; ++o) {
+      EXPECT_NEAR(a[o], ref[size_t(t) * out + o], 1e-4 * (1 + std::fabs(ref[size_t(t) * out + o])));
+      EXPECT_NEAR(b[o], a[o], 1e-4 * (1 + std::fabs(a[o])));
     }
   }
 }
