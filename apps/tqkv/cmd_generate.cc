@@ -115,7 +115,8 @@ Status run(const Opts& o) {
 
 Register reg("generate", "Generate text from a GGUF model with any KV cache format", [](CLI::App& app) {
   auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "GGUF model")->required();
+  o->model = TQKV_DEFAULT_MODEL;
+  app.add_option("-m,--model", o->model, "GGUF model (default: the shipped reference model)")->capture_default_str();
   app.add_option("-p,--prompt", o->prompt, "Prompt text");
   app.add_option("-n,--n-predict", o->n, "New tokens to generate (default 128)");
   app.add_option("--steps", o->steps, "llama2.c run.c steps: forward passes over BOS + prompt + generated tokens; overrides -n");

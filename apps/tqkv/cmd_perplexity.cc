@@ -76,8 +76,10 @@ Status run(Opts o) {
 
 Register reg("perplexity", "Perplexity and KL divergence (llama-perplexity semantics)", [](CLI::App& app) {
   auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "GGUF model")->required();
-  app.add_option("-f,--file", o->file, "Text file (plain or .xz)")->required();
+  o->model = TQKV_DEFAULT_MODEL;
+  o->file = TQKV_DEFAULT_EVAL_TEXT;
+  app.add_option("-m,--model", o->model, "GGUF model (default: the shipped reference model)")->capture_default_str();
+  app.add_option("-f,--file", o->file, "Text file, plain or .xz (default: the reference model's held-out text)")->capture_default_str();
   app.add_option("-c,--ctx-size", o->p.ctx, "Tokens per chunk (default 512)");
   app.add_option("--chunks", o->p.max_chunks, "Max chunks (default all)");
   app.add_option("-b,--batch-size", o->p.batch, "Tokens per forward call (default 512)");
