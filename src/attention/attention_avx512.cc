@@ -37,6 +37,23 @@ void prepare_q8_avx512(const TileLayout& L, Queries* Q) {
   // when it is small (fine formats need the extra precision to keep the kernel's error below
   // 5% of theirs; see docs/design.md).
   Q->digits = L.design_mse < 0.05 ? 2 : 1;
+  Q->combined = L.combined && Q->digits == 1;
+  if (Q->combined) {
+    // All planes fold into one byte per coordinate (u = sum_p mult_p * bit_p): one int8 query
+    // digit per coordinate, delta = max|qr| / 127, score part = delta * lambda * sum_i u_i q8_i.
+    Q->q8.assign(static_cast<size_t>(Q->ns) * gi, 0);
+    Q->delta.assign(Q->ns, 1.0f);
+    for (int s = 0; s < Q->ns; ++s) {
+      const float* qr = &Q->qr[static_cast<size_t>(s) * Q->d];
+      float amax = 0;
+      for (int i = 0; i < Q->d; ++i) amax = std::max(amax, std::fabs(qr[i]));
+      const float delta = amax > 0 ? amax / 127.0f : 1.0f;
+      Q->delta[s] = delta * L.lambda;
+      for (int i = 0; i < Q->d; ++i)
+        Q->q8[static_cast<size_t>(s) * gi + i] = static_cast<int8_t>(std::nearbyint(qr[i] / delta));
+    }
+    return;
+  }
   Q->q8.assign(static_cast<size_t>(Q->ns) * L.planes * gi, 0);
   Q->q8lo.assign(Q->digits == 2 ? Q->q8.size() : 0, 0);
   Q->delta.assign(static_cast<size_t>(Q->ns) * L.planes, 1.0f);
@@ -109,7 +126,67 @@ static void key_scores(const TileLayout& L, const uint8_t* tile, const Queries& 
   }
 }
 
+// Folds the bits of every plane for 64 (token, coordinate) pairs into bytes sum_p mult_p * bit_p.
+template <int PL>
+static inline __m512i fold_planes(const TileLayout& L, const uint8_t* base, size_t offset) {
+  __m512i u = _mm512_maskz_mov_epi8(load_mask64(base + offset), _mm512_set1_epi8(static_cast<char>(L.mult[0])));
+  const int planes = PL > 0 ? PL : L.planes;
+  for (int p = 1; p < planes; ++p)
+    u = _mm512_mask_add_epi8(u, load_mask64(base + p * L.plane_bytes + offset), u,
+                             _mm512_set1_epi8(static_cast<char>(L.mult[p])));
+  return u;
+}
+
+// Two accumulators per state (even / odd groups): vpdpbusd's latency is hidden by 2 * NS chains.
+template <int NS, int PL>
+static void key_scores_combined(const TileLayout& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
+  const int gi = L.groups * 4;
+  __m512i a0[NS], a1[NS];
+  for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
+  const uint8_t* planes = tile + 64;
+  const int8_t* qb[NS];
+  for (int k = 0; k < NS; ++k) qb[k] = &Q.q8[static_cast<size_t>(s0 + k) * gi];
+  int g = 0;
+  for (; g + 2 <= L.groups; g += 2) {
+    const __m512i u0 = fold_planes<PL>(L, planes, 8 * static_cast<size_t>(g));
+    const __m512i u1 = fold_planes<PL>(L, planes, 8 * static_cast<size_t>(g + 1));
+    for (int k = 0; k < NS; ++k) {
+      a0[k] = _mm512_dpbusd_epi32(a0[k], u0, _mm512_set1_epi32(load_i32(qb[k] + 4 * g)));
+      a1[k] = _mm512_dpbusd_epi32(a1[k], u1, _mm512_set1_epi32(load_i32(qb[k] + 4 * g + 4)));
+    }
+  }
+  if (g < L.groups) {
+    const __m512i u0 = fold_planes<PL>(L, planes, 8 * static_cast<size_t>(g));
+    for (int k = 0; k < NS; ++k) a0[k] = _mm512_dpbusd_epi32(a0[k], u0, _mm512_set1_epi32(load_i32(qb[k] + 4 * g)));
+  }
+  const __m512 sc = _mm512_loadu_ps(reinterpret_cast<const float*>(tile));
+  for (int k = 0; k < NS; ++k) {
+    const int s = s0 + k;
+    const __m512i acc = _mm512_add_epi32(a0[k], a1[k]);
+    __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(Q.delta[s]), _mm512_set1_ps(L.c0 * Q.qsum[s]));
+    _mm512_storeu_ps(scores + s * kTileTokens, _mm512_mul_ps(v, sc));
+  }
+}
+
+template <int PL>
+static void key_scores_combined_all(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  int s = 0;
+  for (; s + 4 <= Q.ns; s += 4) key_scores_combined<4, PL>(L, tile, Q, s, scores);
+  switch (Q.ns - s) {
+    case 3: key_scores_combined<3, PL>(L, tile, Q, s, scores); break;
+    case 2: key_scores_combined<2, PL>(L, tile, Q, s, scores); break;
+    case 1: key_scores_combined<1, PL>(L, tile, Q, s, scores); break;
+    default: break;
+  }
+}
+
 void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  if (Q.combined) {
+    if (L.planes == 2) key_scores_combined_all<2>(L, tile, Q, scores);
+    else if (L.planes == 1) key_scores_combined_all<1>(L, tile, Q, scores);
+    else key_scores_combined_all<0>(L, tile, Q, scores);
+    return;
+  }
   if (Q.digits == 2) key_scores<2>(L, tile, Q, scores);
   else key_scores<1>(L, tile, Q, scores);
 }
@@ -136,6 +213,51 @@ static void value_accum_ns(const TileLayout& L, const uint8_t* const* tiles, int
         _mm512_storeu_ps(dst, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[k]), f, _mm512_loadu_ps(dst)));
       }
     }
+  }
+}
+
+template <int NS, int PL>
+static void value_accum_combined(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+                                 const uint8_t* w8, const float* eps, int s0, float* o) {
+  const int dpad = 16 * L.groups;
+  const int quads = n_tiles * 4;
+  const uint8_t* qbase[16];
+  for (int qd = 0; qd < quads; ++qd) qbase[qd] = tiles[qd / 4] + 64 + static_cast<size_t>(qd % 4) * L.groups * 8;
+  for (int c = 0; c < L.groups; ++c) {
+    __m512i a0[NS], a1[NS];
+    for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
+    int qd = 0;
+    for (; qd + 2 <= quads; qd += 2) {
+      const __m512i u0 = fold_planes<PL>(L, qbase[qd], 8 * static_cast<size_t>(c));
+      const __m512i u1 = fold_planes<PL>(L, qbase[qd + 1], 8 * static_cast<size_t>(c));
+      for (int k = 0; k < NS; ++k) {
+        a0[k] = _mm512_dpbusd_epi32(a0[k], _mm512_set1_epi32(load_i32(w8 + (s0 + k) * kBlock + 4 * qd)), u0);
+        a1[k] = _mm512_dpbusd_epi32(a1[k], _mm512_set1_epi32(load_i32(w8 + (s0 + k) * kBlock + 4 * qd + 4)), u1);
+      }
+    }
+    if (qd < quads) {
+      const __m512i u0 = fold_planes<PL>(L, qbase[qd], 8 * static_cast<size_t>(c));
+      for (int k = 0; k < NS; ++k)
+        a0[k] = _mm512_dpbusd_epi32(a0[k], _mm512_set1_epi32(load_i32(w8 + (s0 + k) * kBlock + 4 * qd)), u0);
+    }
+    for (int k = 0; k < NS; ++k) {
+      float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
+      const __m512 f = _mm512_set1_ps(L.lambda * eps[s0 + k]);
+      _mm512_storeu_ps(dst, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0[k], a1[k])), f, _mm512_loadu_ps(dst)));
+    }
+  }
+}
+
+template <int PL>
+static void value_accum_combined_all(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+                                     const uint8_t* w8, const float* eps, int ns, float* o) {
+  int s = 0;
+  for (; s + 4 <= ns; s += 4) value_accum_combined<4, PL>(L, tiles, n_tiles, w8, eps, s, o);
+  switch (ns - s) {
+    case 3: value_accum_combined<3, PL>(L, tiles, n_tiles, w8, eps, s, o); break;
+    case 2: value_accum_combined<2, PL>(L, tiles, n_tiles, w8, eps, s, o); break;
+    case 1: value_accum_combined<1, PL>(L, tiles, n_tiles, w8, eps, s, o); break;
+    default: break;
   }
 }
 
@@ -168,6 +290,12 @@ void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, i
     }
   }
   int s = 0;
+  if (L.combined) {
+    if (L.planes == 2) value_accum_combined_all<2>(L, tiles, n_tiles, w8p, epsp, ns, o);
+    else if (L.planes == 1) value_accum_combined_all<1>(L, tiles, n_tiles, w8p, epsp, ns, o);
+    else value_accum_combined_all<0>(L, tiles, n_tiles, w8p, epsp, ns, o);
+    return;
+  }
   for (; s + 4 <= ns; s += 4) value_accum_ns<4>(L, tiles, n_tiles, w8p, epsp, s, o);
   switch (ns - s) {
     case 3: value_accum_ns<3>(L, tiles, n_tiles, w8p, epsp, s, o); break;

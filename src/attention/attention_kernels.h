@@ -26,6 +26,7 @@ struct Queries {
   std::vector<int8_t> q8lo;  // (ns, planes, groups * 4)
   std::vector<float> delta;  // (ns, planes) scale of each state's plane digits
   int digits = 1;            // 1: q8 only; 2: q8 + q8lo / 254
+  bool combined = false;     // planes folded into one byte (TileLayout::mult); q8: (ns, groups * 4)
   std::vector<float> klut;   // (ns, groups, 16) scalar key kernel: nibble partial sums of qr
   std::vector<int> valid;    // (ns,) scratch: valid tokens of the current block per state
 };

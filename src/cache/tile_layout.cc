@@ -1,6 +1,7 @@
 #include "cache/tile_layout.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "quant/rotated_quantizer.h"
@@ -31,6 +32,34 @@ bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out) {
     }
   }
   L.design_mse = rq->design_mse();
+  {
+    const int limit = is_value ? 127 : 255;
+    float amax = 0;
+    for (float a : L.alpha) amax = std::max(amax, std::fabs(a));
+    double best_err = 2e-3;  // accept at most 0.2% relative error per plane
+    for (int top = 1; top <= limit; ++top) {
+      const double lam = amax / top;
+      std::vector<uint8_t> m;
+      int sum = 0;
+      double err = 0;
+      bool ok = true;
+      for (float a : L.alpha) {
+        const long v = std::lround(a / lam);
+        if (v < 1 || v > limit) { ok = false; break; }
+        m.push_back(static_cast<uint8_t>(v));
+        sum += static_cast<int>(v);
+        err = std::max(err, std::fabs(v * lam - a) / std::fabs(a));
+      }
+      if (!ok || sum > limit) continue;
+      if (err < best_err) {
+        best_err = err;
+        L.combined = true;
+        L.mult = m;
+        L.lambda = static_cast<float>(lam);
+        if (err < 1e-4) break;
+      }
+    }
+  }
   L.groups = is_value ? (L.dim + 15) / 16 : (L.dim + 3) / 4;
   L.plane_bytes = is_value ? static_cast<size_t>(4) * L.groups * 8 : static_cast<size_t>(L.groups) * 8;
   L.tile_bytes = 64 + L.planes * L.plane_bytes;

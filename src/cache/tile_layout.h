@@ -31,6 +31,12 @@ struct TileLayout {
   int dim = 0, passes = 0, bits = 0, planes = 0;  // planes = passes * bits
   float c0 = 0;                   // C0
   double design_mse = 0;          // the codebooks' per-coordinate MSE (unit-variance source)
+  // Integer plane weights for the AVX-512 kernels: alpha_p ~ lambda * mult[p] with a relative
+  // error <= 0.2% for every plane and sum(mult) <= 255 (keys, unsigned bytes) or <= 127 (values,
+  // signed bytes), so all planes of a coordinate fold into ONE byte per vpdpbusd.
+  bool combined = false;
+  std::vector<uint8_t> mult;      // (planes,)
+  float lambda = 0;
   std::vector<float> alpha;       // (planes,) plane p = pass k * bits + bit j
   size_t plane_bytes = 0;         // bytes of one plane in one tile
   size_t tile_bytes = 0;          // 64 + planes * plane_bytes
