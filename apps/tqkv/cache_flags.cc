@@ -25,6 +25,8 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
   app.add_option("--kv-window", f->window, "Keep the W most recent tokens in f16");
   app.add_option("--kv-sinks", f->sinks, "Keep the first S tokens in f16");
   app.add_option("--residual-codebook", f->residual_codebook, "rvq pass design: joint, optimal, laplacian");
+  app.add_flag("--no-norm-correction", f->no_norm_correction,
+               "rvq/tq: store norm/sqrt(d) instead of the scale that preserves each vector's norm");
 }
 
 StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
@@ -59,6 +61,7 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   auto rc = parse_residual_codebook(f.residual_codebook);
   if (!rc.ok()) return invalid_argument("invalid --residual-codebook: " + rc.status().message());
   c.base.quant.residual_codebook = *rc;
+  c.base.quant.norm_correction = !f.no_norm_correction;
   return c;
 }
 

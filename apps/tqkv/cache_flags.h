@@ -33,6 +33,7 @@ struct CacheFlags {
   int window = 0;
   int sinks = 0;
   std::string residual_codebook = "joint";
+  bool no_norm_correction = false;
 };
 
 void add_cache_flags(CLI::App& app, CacheFlags* flags);
