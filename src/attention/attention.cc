@@ -185,10 +185,9 @@ void float_accum(const Ctx& C, const float* p, int ns, const float* v, int n, in
 
 // Runs the softmax step of one block for the states and rescales their accumulators.
 void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid, int d, int dpad) {
-  float corr[256];
-  std::vector<float> big;
-  float* cr = corr;
-  if (ns > 256) { big.resize(ns); cr = big.data(); }
+  thread_local std::vector<float> corr;  // scratch reused across blocks
+  corr.resize(ns);
+  float* cr = corr.data();
   if (C.avx512) attn::softmax_block_avx512(scores, ns, valid, P.m.data(), P.l.data(), cr);
   else if (C.avx2) attn::softmax_block_avx2(scores, ns, valid, P.m.data(), P.l.data(), cr);
   else attn::softmax_block_scalar(scores, ns, valid, P.m.data(), P.l.data(), cr);
@@ -240,6 +239,8 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
   scores.resize(static_cast<size_t>(ns) * kBlock);
   wts.resize(static_cast<size_t>(ns) * kBlock);
   kbuf.resize(static_cast<size_t>(kBlock) * d);
+  thread_local std::vector<float> tile_scores;  // (ns, 16) scores of one key tile
+  tile_scores.resize(static_cast<size_t>(ns) * kTileTokens);
   vbuf.resize(static_cast<size_t>(kBlock) * d);
   auto pos_limit = [&](int st) { return n - m + st % m; };  // last visible position of state st
   std::vector<int>& valid = Q.valid;
@@ -298,11 +299,8 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
     if (I.kfast) {
       const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
       for (int tl = 0; tl < n_tiles; ++tl) {
-        float tile_scores[64 * 16];
         const uint8_t* tile = I.ktile(hs, c0 + tl * kTileTokens);
-        float* dst = ns <= 64 ? tile_scores : nullptr;
-        std::vector<float> big;
-        if (!dst) { big.resize(static_cast<size_t>(ns) * kTileTokens); dst = big.data(); }
+        float* dst = tile_scores.data();
         if (C.avx512) attn::fast_key_scores_avx512(I.klay, tile, Q, dst);
         else attn::fast_key_scores_scalar(I.klay, tile, Q, dst);
         for (int st = 0; st < ns; ++st)

@@ -265,18 +265,12 @@ void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, i
                              const float* w, int ns, float* o) {
   // 8-bit weights per state and block: w8 = round(w / eps), eps = max w / 255 (unsigned operand
   // of vpdpbusd; the bits are the signed operand).
-  alignas(64) uint8_t w8[64 * kBlock];
-  float eps[64];
-  uint8_t* w8p = w8;
-  std::vector<uint8_t> w8big;
-  std::vector<float> epsbig;
-  float* epsp = eps;
-  if (ns > 64) {
-    w8big.resize(static_cast<size_t>(ns) * kBlock);
-    epsbig.resize(ns);
-    w8p = w8big.data();
-    epsp = epsbig.data();
-  }
+  thread_local std::vector<uint8_t> w8;  // (ns, 64) scratch reused across blocks
+  thread_local std::vector<float> eps;   // (ns,)
+  w8.resize(static_cast<size_t>(ns) * kBlock);
+  eps.resize(ns);
+  uint8_t* w8p = w8.data();
+  float* epsp = eps.data();
   for (int s = 0; s < ns; ++s) {
     const float* ws = w + s * kBlock;
     __m512 mx = _mm512_setzero_ps();
