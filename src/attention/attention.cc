@@ -170,6 +170,7 @@ struct Ctx {
   int n_q_heads, G, d, dpad;
   float scale;
   bool avx512, avx2;
+  bool vrot;  // per-vector rotated values accumulated in the rotated domain (AVX-512, d % 16 == 0)
 };
 
 void float_scores(const Ctx& C, const float* q, int ns, const float* k, int n, int d, float* scores) {
@@ -334,6 +335,10 @@ void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, cons
       attn::f16_accum_avx512(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
     } else if (vf16 && C.avx2) {
       attn::f16_accum_avx2(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
+    } else if (C.vrot) {
+      const auto& vq = static_cast<const RotatedQuantizer&>(*I.valq[w.head]);
+      attn::decode_rotated_domain_avx512(vq.params(), I.vcode(hs, c0), cnt, vbuf.data());
+      float_accum(C, scores.data(), ns, vbuf.data(), cnt, d, P.orot.data());
     } else {
       I.valq[w.head]->decode(I.vcode(hs, c0), cnt, vbuf.data());
       float_accum(C, scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
@@ -382,7 +387,9 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
   C.n_q_heads = n_q_heads;
   C.G = n_q_heads / I.n_kv_heads;
   C.d = I.head_dim;
-  C.dpad = I.vfast ? 16 * I.vlay.groups : 0;
+  C.avx512 = active_simd_level() == SimdLevel::kAvx512;
+  C.vrot = !I.vfast && I.opt.value_format.rotated() && C.avx512 && I.head_dim % 16 == 0;
+  C.dpad = I.vfast ? 16 * I.vlay.groups : C.vrot ? I.head_dim : 0;
   C.scale = options.scale > 0 ? options.scale : 1.0f / std::sqrt(static_cast<float>(I.head_dim));
   C.avx512 = active_simd_level() == SimdLevel::kAvx512;
   C.avx2 = active_simd_level() == SimdLevel::kAvx2;
@@ -436,8 +443,8 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
       const int g = st / r.m, j = st % r.m;
       float* dst = r.out.at(head * C.G + g, j);
       const float inv = P.l[st] > 0 ? 1.0f / P.l[st] : 0.0f;
-      if (I.vfast) {
-        const float c0 = I.vlay.c0;
+      if (I.vfast || C.vrot) {
+        const float c0 = I.vfast ? I.vlay.c0 : 0.0f;
         for (int i = 0; i < d; ++i) tmp[i] = P.orot[static_cast<size_t>(st) * C.dpad + i] + c0 * P.cw[st];
         static_cast<const RotatedQuantizer&>(*I.valq[head]).rotation().inverse(tmp.data(), tmp.data());
         for (int i = 0; i < d; ++i) dst[i] = (P.o[static_cast<size_t>(st) * d + i] + tmp[i]) * inv;

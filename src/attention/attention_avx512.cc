@@ -361,6 +361,37 @@ void value_weights_avx512(const float* p, int ns, const float* vscale, float* w,
   }
 }
 
+void decode_rotated_domain_avx512(const kernels::RotatedParams& p, const uint8_t* codes, int n, float* out) {
+  const int d = p.dim, L = 1 << p.bits;
+  __m512 lv[4];
+  for (int k = 0; k < p.passes; ++k) {
+    alignas(64) float tab[16] = {};
+    for (int i = 0; i < L; ++i) tab[i] = p.levels[k][i];
+    lv[k] = _mm512_load_ps(tab);
+  }
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* c = codes + static_cast<size_t>(t) * p.code_size;
+    float scale;
+    std::memcpy(&scale, c, 4);
+    const __m512 sv = _mm512_set1_ps(scale);
+    float* row = out + static_cast<size_t>(t) * d;
+    for (int ch = 0; ch < d / 16; ++ch) {
+      __m512 z = _mm512_setzero_ps();
+      for (int k = 0; k < p.passes; ++k) {
+        __m512i idx = _mm512_setzero_si512();
+        for (int j = 0; j < p.bits; ++j) {
+          uint16_t m;
+          std::memcpy(&m, c + 4 + (static_cast<size_t>(k) * p.bits + j) * p.plane_bytes + 2 * ch, 2);
+          idx = _mm512_mask_or_epi32(idx, m, idx, _mm512_set1_epi32(1 << j));
+        }
+        const __m512 l = _mm512_permutexvar_ps(idx, lv[k]);
+        z = k == 0 ? l : _mm512_add_ps(z, l);
+      }
+      _mm512_storeu_ps(row + 16 * ch, _mm512_mul_ps(z, sv));
+    }
+  }
+}
+
 // ---- float / f16 rows ----------------------------------------------------------------------
 
 // Scores of NS states against n float rows: accumulators stay in registers (NS fixed).

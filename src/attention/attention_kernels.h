@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cache/tile_layout.h"
+#include "quant/kernels.h"
 
 namespace tqkv::attn {
 
@@ -60,6 +61,10 @@ void float_accum_avx2(const float* p, int ns, const float* v, int n, int d, floa
 void f16_scores_avx2(const float* q, int ns, const uint16_t* k, int n, int d, float* scores);
 void f16_accum_avx2(const float* p, int ns, const uint16_t* v, int n, int d, float* o);
 void softmax_block_avx2(float* scores, int ns, const int* valid, float* m, float* l, float* corr);
+
+// Per-vector rotated codes (tq3/tq4, rvq with 3-4 bit passes) -> rows scale * z_hat in the
+// ROTATED domain (no inverse rotation; the accumulated output is un-rotated once). d % 16 == 0.
+void decode_rotated_domain_avx512(const kernels::RotatedParams& p, const uint8_t* codes, int n, float* out);
 
 // f16 rows straight from the cache (the baseline f16/f16 cache and the f16 windows).
 void f16_scores_avx512(const float* q, int ns, const uint16_t* k, int n, int d, float* scores);
