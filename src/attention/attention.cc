@@ -397,7 +397,6 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
 
   // Split the compressed range so that there are enough work items for the threads.
   std::vector<Work> work;
-  std::vector<int> first_work(reqs.size());
   size_t total_comp = 0;
   for (const Request& r : reqs) total_comp += I.seqs.at(r.seq).n_comp;
   const size_t items_wanted = static_cast<size_t>(threads) * 4;
@@ -410,7 +409,6 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
   for (size_t ri = 0; ri < reqs.size(); ++ri) {
     const SeqState& s = I.seqs.at(reqs[ri].seq);
     for (int h = 0; h < I.n_kv_heads; ++h) {
-      if (h == 0) first_work[ri] = static_cast<int>(work.size());
       int c = 0;
       bool first = true;
       do {
