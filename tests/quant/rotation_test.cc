@@ -70,9 +70,10 @@ TEST(Rotation, DisabledIsIdentityAndSeedsDiffer) {
   id->forward(x.data(), y.data());
   EXPECT_EQ(x, y);
   auto a = Rotation::make(128, 1), b = Rotation::make(128, 2);
-  std::vector<float> ya(128), yb(128);
-  a->forward(x.data(), ya.data());
-  b->forward(x.data(), yb.data());
+  std::vector<float> x128(128), ya(128), yb(128);
+  for (int i = 0; i < 128; ++i) x128[i] = static_cast<float>(i % 7) - 3;
+  a->forward(x128.data(), ya.data());
+  b->forward(x128.data(), yb.data());
   EXPECT_NE(ya, yb);
   EXPECT_FALSE(Rotation::make(0, 1).ok());
 }
