@@ -56,41 +56,23 @@ void accum_ns(const float* p, int d, const float* v, int n, int s0, float* o) {
 
 inline __m256 exp256(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpPoly[i]));
   const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 }  // namespace
 
-#define TQKV_BY_NS2(fn, ...)                                    \
-  {                                                             \
-    int s0 = 0;                                                 \
-    for (; s0 + 4 <= ns; s0 += 4) fn<4>(__VA_ARGS__, s0, out);  \
-    switch (ns - s0) {                                          \
-      case 3: fn<3>(__VA_ARGS__, s0, out); break;               \
-      case 2: fn<2>(__VA_ARGS__, s0, out); break;               \
-      case 1: fn<1>(__VA_ARGS__, s0, out); break;               \
-      default: break;                                           \
-    }                                                           \
-  }
-
 void float_scores_avx2(const float* q, int ns, const float* k, int n, int d, float* scores) {
-  float* out = scores;
-  TQKV_BY_NS2(scores_ns, q, d, k, n)
+  by_state_groups(ns, [&](auto NS, int s0) { scores_ns<decltype(NS)::value>(q, d, k, n, s0, scores); });
 }
 void float_accum_avx2(const float* p, int ns, const float* v, int n, int d, float* o) {
-  float* out = o;
-  TQKV_BY_NS2(accum_ns, p, d, v, n)
+  by_state_groups(ns, [&](auto NS, int s0) { accum_ns<decltype(NS)::value>(p, d, v, n, s0, o); });
 }
 
 static void f16_to_f32_avx2(const uint16_t* src, size_t count, float* dst) {

@@ -116,14 +116,7 @@ static void key_scores_ns(const TileLayout& L, const uint8_t* tile, const Querie
 
 template <int DIGITS>
 static void key_scores(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
-  int s = 0;
-  for (; s + 4 <= Q.ns; s += 4) key_scores_ns<4, DIGITS>(L, tile, Q, s, scores);
-  switch (Q.ns - s) {
-    case 3: key_scores_ns<3, DIGITS>(L, tile, Q, s, scores); break;
-    case 2: key_scores_ns<2, DIGITS>(L, tile, Q, s, scores); break;
-    case 1: key_scores_ns<1, DIGITS>(L, tile, Q, s, scores); break;
-    default: break;
-  }
+  by_state_groups(Q.ns, [&](auto NS, int s0) { key_scores_ns<decltype(NS)::value, DIGITS>(L, tile, Q, s0, scores); });
 }
 
 // Folds the bits of every plane for 64 (token, coordinate) pairs into bytes sum_p mult_p * bit_p.
@@ -170,14 +163,7 @@ static void key_scores_combined(const TileLayout& L, const uint8_t* tile, const 
 
 template <int PL>
 static void key_scores_combined_all(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
-  int s = 0;
-  for (; s + 4 <= Q.ns; s += 4) key_scores_combined<4, PL>(L, tile, Q, s, scores);
-  switch (Q.ns - s) {
-    case 3: key_scores_combined<3, PL>(L, tile, Q, s, scores); break;
-    case 2: key_scores_combined<2, PL>(L, tile, Q, s, scores); break;
-    case 1: key_scores_combined<1, PL>(L, tile, Q, s, scores); break;
-    default: break;
-  }
+  by_state_groups(Q.ns, [&](auto NS, int s0) { key_scores_combined<decltype(NS)::value, PL>(L, tile, Q, s0, scores); });
 }
 
 void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
@@ -251,14 +237,9 @@ static void value_accum_combined(const TileLayout& L, const uint8_t* const* tile
 template <int PL>
 static void value_accum_combined_all(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
                                      const uint8_t* w8, const float* eps, int ns, float* o) {
-  int s = 0;
-  for (; s + 4 <= ns; s += 4) value_accum_combined<4, PL>(L, tiles, n_tiles, w8, eps, s, o);
-  switch (ns - s) {
-    case 3: value_accum_combined<3, PL>(L, tiles, n_tiles, w8, eps, s, o); break;
-    case 2: value_accum_combined<2, PL>(L, tiles, n_tiles, w8, eps, s, o); break;
-    case 1: value_accum_combined<1, PL>(L, tiles, n_tiles, w8, eps, s, o); break;
-    default: break;
-  }
+  by_state_groups(ns, [&](auto NS, int s0) {
+    value_accum_combined<decltype(NS)::value, PL>(L, tiles, n_tiles, w8, eps, s0, o);
+  });
 }
 
 void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
@@ -283,20 +264,13 @@ void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, i
       _mm_storeu_si128(reinterpret_cast<__m128i*>(w8p + s * kBlock + t), _mm512_cvtusepi32_epi8(q));
     }
   }
-  int s = 0;
   if (L.combined) {
     if (L.planes == 2) value_accum_combined_all<2>(L, tiles, n_tiles, w8p, epsp, ns, o);
     else if (L.planes == 1) value_accum_combined_all<1>(L, tiles, n_tiles, w8p, epsp, ns, o);
     else value_accum_combined_all<0>(L, tiles, n_tiles, w8p, epsp, ns, o);
     return;
   }
-  for (; s + 4 <= ns; s += 4) value_accum_ns<4>(L, tiles, n_tiles, w8p, epsp, s, o);
-  switch (ns - s) {
-    case 3: value_accum_ns<3>(L, tiles, n_tiles, w8p, epsp, s, o); break;
-    case 2: value_accum_ns<2>(L, tiles, n_tiles, w8p, epsp, s, o); break;
-    case 1: value_accum_ns<1>(L, tiles, n_tiles, w8p, epsp, s, o); break;
-    default: break;
-  }
+  by_state_groups(ns, [&](auto NS, int s0) { value_accum_ns<decltype(NS)::value>(L, tiles, n_tiles, w8p, epsp, s0, o); });
 }
 
 // ---- softmax -----------------------------------------------------------------------------
@@ -305,16 +279,12 @@ void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, i
 // degree-6 polynomial, then 2^n by vscalefps. Relative error ~2e-7.
 static inline __m512 exp512(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[i]));
   const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(y, n);
 }
@@ -463,25 +433,11 @@ static void accum_ns(const float* p, int d, const float* v, int n, int s0, float
   }
 }
 
-#define TQKV_BY_NS(fn, ...)                                     \
-  {                                                             \
-    int s0 = 0;                                                 \
-    for (; s0 + 4 <= ns; s0 += 4) fn<4>(__VA_ARGS__, s0, out);  \
-    switch (ns - s0) {                                          \
-      case 3: fn<3>(__VA_ARGS__, s0, out); break;               \
-      case 2: fn<2>(__VA_ARGS__, s0, out); break;               \
-      case 1: fn<1>(__VA_ARGS__, s0, out); break;               \
-      default: break;                                           \
-    }                                                           \
-  }
-
 void float_scores_avx512(const float* q, int ns, const float* k, int n, int d, float* scores) {
-  float* out = scores;
-  TQKV_BY_NS(scores_ns, q, d, k, n)
+  by_state_groups(ns, [&](auto NS, int s0) { scores_ns<decltype(NS)::value>(q, d, k, n, s0, scores); });
 }
 void float_accum_avx512(const float* p, int ns, const float* v, int n, int d, float* o) {
-  float* out = o;
-  TQKV_BY_NS(accum_ns, p, d, v, n)
+  by_state_groups(ns, [&](auto NS, int s0) { accum_ns<decltype(NS)::value>(p, d, v, n, s0, o); });
 }
 
 // f16 rows: convert the block once (sequential, prefetch-friendly) into an L1-resident float

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cache/tile_layout.h"
@@ -14,6 +15,28 @@
 namespace tqkv::attn {
 
 inline constexpr int kBlock = 64;  // tokens per softmax block (4 tiles)
+
+// Calls f(std::integral_constant<int, NS>{}, s0) for groups of NS = 4 states and the remainder
+// (NS = 3, 2, 1), so kernels keep NS accumulators in registers with NS known at compile time.
+template <typename F>
+inline void by_state_groups(int ns, F&& f) {
+  int s = 0;
+  for (; s + 4 <= ns; s += 4) f(std::integral_constant<int, 4>{}, s);
+  switch (ns - s) {
+    case 3: f(std::integral_constant<int, 3>{}, s); break;
+    case 2: f(std::integral_constant<int, 2>{}, s); break;
+    case 1: f(std::integral_constant<int, 1>{}, s); break;
+    default: break;
+  }
+}
+
+// exp(x) = 2^n * p(r), x = n ln2 + r: Cephes-style split of ln2 and degree-6 polynomial, shared by
+// the AVX2 and AVX-512 softmax kernels (relative error ~2e-7).
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2Hi = 0.693359375f;
+inline constexpr float kLn2Lo = -2.12194440e-4f;
+inline constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                      4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
 // Queries of one work item, prepared once.
 struct Queries {
