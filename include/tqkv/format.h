@@ -7,6 +7,9 @@
 //                            (rvq1x2 = 1-bit Gaussian pass + 1 residual pass), b in 1..4, p in 1..4
 //   tq{b}                    single-stage TurboQuant-MSE: rotation + one b-bit Lloyd-Max pass
 //   kivi{b}                  KIVI-style per-token asymmetric groups of 32 (fp16 scale + fp16 min), b in {2,4}
+//   pk{b}                    keys only: pre-RoPE keys with per-channel bit allocation, b = average coded
+//                            bits per element in (0, 8], fractional allowed (pk2, pk2.5, pk3.125);
+//                            per-sequence statistics, so no stateless Quantizer (tqkv/prerope_keys.h)
 // The byte layout of every format is written down in docs/format.md. code_size() is computed in
 // ONE place (format.cc) and every consumer (quantizers, cache, accounting) calls it.
 #pragma once
@@ -19,17 +22,21 @@
 
 namespace tqkv {
 
-enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi };
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk };
 
 struct FormatSpec {
   FormatKind kind = FormatKind::kF16;
   int bits = 16;   // bits per code per pass (rvq, tq, kivi); 32/16/8/4 for the baselines
   int passes = 1;  // rvq only: total passes (first pass + residual passes)
+  double avg_bits = 0;  // pk only: average coded bits per element (bits = its ceiling)
 
   // Canonical name, e.g. "rvq1x2", "tq2", "q8_0".
   std::string name() const;
   // True for formats stored in the Hadamard-rotated domain (rvq, tq).
   bool rotated() const { return kind == FormatKind::kRvq || kind == FormatKind::kTq; }
+  // True for key formats that store keys before RoPE (pk): the cache receives pre-RoPE keys and
+  // attention applies RoPE per position.
+  bool pre_rope() const { return kind == FormatKind::kPk; }
   bool operator==(const FormatSpec&) const = default;
 };
 
@@ -41,7 +48,8 @@ StatusOr<FormatSpec> parse_format(std::string_view name);
 Status validate_format(const FormatSpec& spec, int head_dim);
 
 // Bytes one encoded vector of `head_dim` elements takes, everything included (scales, norms,
-// padding). Precondition: validate_format(spec, head_dim).ok().
+// padding; for pk the per-sequence statistics block of 9 * head_dim bytes per kv head comes on
+// top and is counted by the cache). Precondition: validate_format(spec, head_dim).ok().
 size_t code_size(const FormatSpec& spec, int head_dim);
 
 // 8 * code_size / head_dim: the honest storage cost per element.

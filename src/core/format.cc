@@ -1,6 +1,8 @@
 #include "tqkv/format.h"
 
 #include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "core/check.h"
@@ -17,6 +19,9 @@ bool parse_int(std::string_view s, int* out) {
 
 size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
 
+// pk: coded bits of one vector (the same rule as tqkv::prerope_total_bits).
+long pk_total_bits(double avg_bits, int head_dim) { return std::lround(avg_bits * head_dim); }
+
 }  // namespace
 
 std::string FormatSpec::name() const {
@@ -28,13 +33,19 @@ std::string FormatSpec::name() const {
     case FormatKind::kRvq: return "rvq" + std::to_string(bits) + "x" + std::to_string(passes);
     case FormatKind::kTq: return "tq" + std::to_string(bits);
     case FormatKind::kKivi: return "kivi" + std::to_string(bits);
+    case FormatKind::kPk: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "pk%.6g", avg_bits);
+      return buf;
+    }
   }
   return "?";
 }
 
 StatusOr<FormatSpec> parse_format(std::string_view name) {
   const std::string known =
-      "known formats: f32, f16, q8_0, q4_0, rvq{1-4}x{1-4} (e.g. rvq1x2), tq{1-4}, kivi2, kivi4";
+      "known formats: f32, f16, q8_0, q4_0, rvq{1-4}x{1-4} (e.g. rvq1x2), tq{1-4}, kivi2, kivi4, "
+      "pk{b} (keys only, b in (0, 8], e.g. pk2, pk2.5)";
   if (name == "f32") return FormatSpec{FormatKind::kF32, 32, 1};
   if (name == "f16") return FormatSpec{FormatKind::kF16, 16, 1};
   if (name == "q8_0") return FormatSpec{FormatKind::kQ8_0, 8, 1};
@@ -54,6 +65,17 @@ StatusOr<FormatSpec> parse_format(std::string_view name) {
     if (b < 1 || b > 4)
       return invalid_argument("format '" + std::string(name) + "': tq bits must be in 1..4");
     return FormatSpec{FormatKind::kTq, b, 1};
+  } else if (name.starts_with("pk") && name.size() > 2) {
+    std::string_view num = name.substr(2);
+    double avg = 0;
+    auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), avg);
+    if (ec == std::errc() && ptr == num.data() + num.size() && (num[0] >= '0' && num[0] <= '9')) {
+      if (!(avg > 0 && avg <= 8))
+        return invalid_argument("format '" + std::string(name) + "': pk average bits must be in (0, 8]");
+      FormatSpec s{FormatKind::kPk, static_cast<int>(std::ceil(avg)), 1};
+      s.avg_bits = avg;
+      return s;
+    }
   } else if (name.starts_with("kivi") && parse_int(name.substr(4), &b)) {
     if (b != 2 && b != 4)
       return invalid_argument("format '" + std::string(name) + "': kivi bits must be 2 or 4");
@@ -77,6 +99,14 @@ Status validate_format(const FormatSpec& spec, int head_dim) {
     case FormatKind::kKivi:
       if (spec.bits != 2 && spec.bits != 4) return invalid_argument("kivi bits must be 2 or 4");
       break;
+    case FormatKind::kPk: {
+      const long total = pk_total_bits(spec.avg_bits, head_dim);
+      if (!std::isfinite(spec.avg_bits) || total < 1 || total > 8L * head_dim)
+        return invalid_argument(spec.name() + " at head_dim " + std::to_string(head_dim) + " gives " +
+                                std::to_string(total) + " coded bits per vector; need 1.." +
+                                std::to_string(8L * head_dim));
+      break;
+    }
     default: break;
   }
   return Status::Ok();
@@ -97,6 +127,9 @@ size_t code_size(const FormatSpec& spec, int head_dim) {
     case FormatKind::kKivi:
       // per group of 32: fp16 scale, fp16 min, then `bits` bit-planes of 4 bytes.
       return div_up(d, kKiviGroup) * kivi_group_bytes(spec.bits);
+    case FormatKind::kPk:
+      // bf16 scale, then the code stream of round(avg_bits * d) bits (docs/format.md "pk{b}").
+      return 2 + div_up(static_cast<size_t>(pk_total_bits(spec.avg_bits, head_dim)), 8);
   }
   TQKV_CHECK(false);
   return 0;

@@ -86,6 +86,9 @@ StatusOr<std::unique_ptr<Quantizer>> make_quantizer(const FormatSpec& spec, int 
       TQKV_ASSIGN_OR_RETURN(auto q, RotatedQuantizer::make(spec, dim, options));
       return std::unique_ptr<Quantizer>(std::move(q));
     }
+    case FormatKind::kPk:
+      return unsupported(spec.name() + " codes need per-sequence statistics: use tqkv::PreRopeKeyCodec "
+                         "(tqkv/prerope_keys.h) or a KV cache with that key format");
   }
   return internal_error("unhandled format kind");
 }

@@ -9,9 +9,35 @@
 #include <random>
 
 #include "tqkv/codebook.h"
+#include "tqkv/format.h"
+#include "tqkv/quantizer.h"
 
 namespace tqkv {
 namespace {
+
+TEST(PreRopeKeys, FormatNamesAndSizes) {
+  auto f = parse_format("pk2.5");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->kind, FormatKind::kPk);
+  EXPECT_EQ(f->name(), "pk2.5");
+  EXPECT_TRUE(f->pre_rope());
+  EXPECT_FALSE(f->rotated());
+  EXPECT_EQ(code_size(*f, 128), 2u + 40u);
+  EXPECT_EQ(parse_format("pk2")->name(), "pk2");
+  EXPECT_EQ(parse_format("pk3.125")->name(), "pk3.125");
+  EXPECT_EQ(code_size(*parse_format("pk2"), 128), 34u);
+  EXPECT_EQ(code_size(*parse_format("pk2"), 64), 18u);
+  EXPECT_EQ(code_size(*parse_format("pk2.5"), 7), 2u + 3u);  // round(17.5) = 18 bits
+  EXPECT_DOUBLE_EQ(bits_per_element(*parse_format("pk2"), 128), 2.125);
+  for (const char* bad : {"pk", "pk0", "pk-1", "pk8.5", "pkx", "pk2x", "pk.5", "pknan", "pkinf"})
+    EXPECT_FALSE(parse_format(bad).ok()) << bad;
+  EXPECT_TRUE(validate_format(*parse_format("pk0.01"), 128).ok());  // 1 bit per vector
+  EXPECT_FALSE(validate_format(*parse_format("pk0.01"), 8).ok());   // 0 bits
+  auto q = make_quantizer(*f, 128);
+  EXPECT_FALSE(q.ok());
+  EXPECT_EQ(q.status().code(), StatusCode::kUnsupported);
+  EXPECT_FALSE(parse_format("tq2")->pre_rope());
+}
 
 TEST(PreRopeKeys, DistortionTable) {
   EXPECT_EQ(gaussian_lloyd_max_distortion(0), 1.0);
@@ -242,7 +268,9 @@ TEST(PreRopeKeys, MseMatchesLloydMaxTablePerChannel) {
       EXPECT_NEAR(mse, expect, 5 * se + bf16) << "avg bits " << avg << " channel " << i << " bits " << b;
       zero_bit_channels += b == 0;
     }
-    if (avg == 2.0) EXPECT_GT(zero_bit_channels, 0) << "the 2-bit case should cover 0-bit channels";
+    if (avg == 2.0) {
+      EXPECT_GT(zero_bit_channels, 0) << "the 2-bit case should cover 0-bit channels";
+    }
   }
 }
 
