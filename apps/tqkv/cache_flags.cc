@@ -25,6 +25,8 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
   app.add_option("--kv-window", f->window, "Keep the W most recent tokens in f16");
   app.add_option("--kv-sinks", f->sinks, "Keep the first S tokens in f16");
   app.add_option("--residual-codebook", f->residual_codebook, "rvq pass design: joint, optimal, laplacian");
+  app.add_option("--pk-calib", f->pk_calib,
+                 "pk{b} keys: per-head key statistics from each sequence's first N tokens, which wait in f16 until then");
   app.add_flag("--no-norm-correction", f->no_norm_correction,
                "rvq/tq: store norm/sqrt(d) instead of the scale that preserves each vector's norm");
 }
@@ -62,6 +64,13 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   if (!rc.ok()) return invalid_argument("invalid --residual-codebook: " + rc.status().message());
   c.base.quant.residual_codebook = *rc;
   c.base.quant.norm_correction = !f.no_norm_correction;
+  if (f.pk_calib != -1) {
+    if (f.pk_calib < 1) return invalid_argument("--pk-calib must be >= 1, got " + std::to_string(f.pk_calib));
+    c.base.pk_calib_tokens = f.pk_calib;
+  }
+  if (c.boundary_key_format.kind == FormatKind::kPk)
+    return invalid_argument("--kv-boundary-type " + c.boundary_key_format.name() +
+                            ": boundary layers use one format for K and V, and pk{b} is a key-only format");
   return c;
 }
 
@@ -86,6 +95,7 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (c.boundary_layers)
     s += " boundary=" + std::to_string(c.boundary_layers) + "x" + c.boundary_key_format.name();
   if (!c.base.quant.use_hadamard) s += " no-hadamard";
+  if (c.base.key_format.kind == FormatKind::kPk) s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
   return s;
 }
 

@@ -20,6 +20,10 @@ struct KVCacheOptions {
   // Keys are appended (and stored) BEFORE RoPE; attention applies RoPE on the fly
   // (AttentionOptions::rope). Also forced on by key formats whose table row says so.
   bool keys_pre_rope = false;
+  // pk{b} key formats: the sequence's first N tokens (N = pk_calib_tokens >= 1) give each kv
+  // head's key statistics; until then tokens that would be compressed wait in f16 ("pending").
+  // The statistics are fixed afterwards (no refresh). docs/design.md "Pre-RoPE keys".
+  int pk_calib_tokens = 256;
 };
 
 // Cache configuration for a whole model: the seed's style (method, bits, residuals, value bits,

@@ -92,7 +92,6 @@ class PreRopeKeyCodec {
   PreRopeKeyStats stats_;
   int total_bits_ = 0;
   bool norm_correction_ = true;
-  std::vector<uint32_t> offset_;  // (d,) bit offset of channel i's code in the code stream
   const Codebook* codebook_[9] = {};  // [b]: the b-bit Gaussian Lloyd-Max codebook (b >= 1)
 };
 

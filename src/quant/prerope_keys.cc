@@ -82,12 +82,6 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
   c.stats_ = std::move(stats);
   c.total_bits_ = total;
   c.norm_correction_ = norm_correction;
-  c.offset_.resize(d);
-  uint32_t o = 0;
-  for (size_t i = 0; i < d; ++i) {
-    c.offset_[i] = o;
-    o += c.stats_.bits[i];
-  }
   for (int b = 1; b <= 8; ++b) c.codebook_[b] = &lloyd_max(Density::kGaussian, b);
   return c;
 }
@@ -178,6 +172,7 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
     const double sc = std::sqrt(zz / d);  // RMS of z: u = z / sc has ||u||^2 = d
     double cc = 0;                        // ||c||^2 of the chosen levels
     uint8_t* stream = out + 2;
+    uint32_t offset = 0;  // stream bit of channel i's code: bits[0] + ... + bits[i-1]
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
       if (b == 0) continue;
@@ -188,9 +183,10 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
       const double lv = cb.levels[code];
       cc += lv * lv;
       for (int k = 0; k < b; ++k) {
-        const uint32_t bit = offset_[i] + k;
+        const uint32_t bit = offset + k;
         if ((code >> k) & 1u) stream[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
       }
+      offset += b;
     }
     // Norm correction: decoded whitened vector s * c has norm ||z||. Without: s = RMS of z.
     const double s = norm_correction_ ? std::sqrt(zz / cc) : sc;
@@ -210,6 +206,7 @@ void PreRopeKeyCodec::decode(const uint8_t* codes, size_t n, float* y, size_t y_
     std::memcpy(&sb, in, 2);
     const float s = bf16_to_float(sb);
     const uint8_t* stream = in + 2;
+    uint32_t offset = 0;
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
       if (b == 0) {
@@ -218,9 +215,10 @@ void PreRopeKeyCodec::decode(const uint8_t* codes, size_t n, float* y, size_t y_
       }
       uint32_t code = 0;
       for (int k = 0; k < b; ++k) {
-        const uint32_t bit = offset_[i] + k;
+        const uint32_t bit = offset + k;
         code |= static_cast<uint32_t>((stream[bit / 8] >> (bit % 8)) & 1u) << k;
       }
+      offset += b;
       const float lv = codebook_[b]->levels[code];
       out[i] = stats_.mean[i] + (s * stats_.sd[i]) * lv;
     }
