@@ -40,16 +40,24 @@ StatusOr<std::vector<uint8_t>> allocate_channel_bits(const std::vector<double>& 
                             " for " + std::to_string(d) + " channels");
   for (double v : variance)
     if (!std::isfinite(v) || v < 0) return invalid_argument("channel variances must be finite and >= 0");
-  double D[10];
-  for (int b = 0; b <= 8; ++b) D[b] = gaussian_lloyd_max_distortion(b);
-  D[9] = D[8];
+  // D(b) on demand: the 7- and 8-bit codebooks take seconds to design and are rarely reached.
+  double D[9];
+  bool have[9] = {};
+  auto dist = [&](int b) {
+    if (!have[b]) {
+      D[b] = gaussian_lloyd_max_distortion(b);
+      have[b] = true;
+    }
+    return D[b];
+  };
   std::vector<uint8_t> bits(d, 0);
   for (int step = 0; step < total_bits; ++step) {
     int best = -1;
     double best_gain = -1;
     for (int i = 0; i < d; ++i) {
       if (bits[i] >= 8) continue;
-      const double gain = variance[i] * (D[bits[i]] - D[bits[i] + 1]);
+      if (variance[i] == 0 && best_gain >= 0) continue;  // gain 0 cannot beat a found channel
+      const double gain = variance[i] * (dist(bits[i]) - dist(bits[i] + 1));
       if (gain > best_gain) {  // strict: ties go to the lowest index
         best_gain = gain;
         best = i;
@@ -82,7 +90,10 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
   c.stats_ = std::move(stats);
   c.total_bits_ = total;
   c.norm_correction_ = norm_correction;
-  for (int b = 1; b <= 8; ++b) c.codebook_[b] = &lloyd_max(Density::kGaussian, b);
+  for (size_t i = 0; i < d; ++i) {  // only the widths in use (8-bit design takes seconds)
+    const int b = c.stats_.bits[i];
+    if (b > 0 && c.codebook_[b] == nullptr) c.codebook_[b] = &lloyd_max(Density::kGaussian, b);
+  }
   return c;
 }
 
