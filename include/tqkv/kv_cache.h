@@ -39,12 +39,15 @@ struct MutableHeadTokenView {
   float* at(int64_t h, int64_t t) const { return data + h * head_stride + t * token_stride; }
 };
 
+inline constexpr int kMaxWindowTokens = 1 << 24;
+
 struct KVCacheOptions {
   FormatSpec key_format{FormatKind::kF16, 16, 1};
   FormatSpec value_format{FormatKind::kF16, 16, 1};
   QuantOptions quant;        // rotation on/off, base seed, residual codebook, norm correction
   int recent_window = 0;     // most recent W tokens per sequence kept in f16 (0 = none)
   int sink_tokens = 0;       // first S tokens per sequence kept in f16 (0 = none)
+                             // (both <= kMaxWindowTokens: the f16 rings are allocated whole on first use)
   int page_tokens = 64;      // tokens per page (multiple of 64); small pages keep short sequences compact
 };
 
