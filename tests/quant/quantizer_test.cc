@@ -178,11 +178,13 @@ TEST_P(FormatQuality, GaussianRoundTripMatchesDerivedMse) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, FormatQuality,
-                         ::testing::Values(QualityCase{"rvq1x2", 0.95, 1.01}, QualityCase{"rvq2x2", 0.95, 1.01},
-                                           QualityCase{"rvq1x3", 0.95, 1.01}, QualityCase{"tq1", 0.95, 1.01},
-                                           QualityCase{"tq2", 0.95, 1.01}, QualityCase{"tq4", 0.95, 1.01},
-                                           QualityCase{"q8_0", 0.98, 1.02}, QualityCase{"q4_0", 0.95, 1.05},
-                                           QualityCase{"kivi4", 0.95, 1.05}, QualityCase{"kivi2", 0.8, 1.1}),
+                         // Measured (seed 3): rvq1x2 0.983, rvq2x2 0.963, rvq1x3 0.973, tq1 0.995, tq2 0.983,
+                         // tq4 0.963, q8_0 1.0015, q4_0 1.027, kivi4 1.0018, kivi2 1.009.
+                         ::testing::Values(QualityCase{"rvq1x2", 0.94, 1.01}, QualityCase{"rvq2x2", 0.94, 1.01},
+                                           QualityCase{"rvq1x3", 0.94, 1.01}, QualityCase{"tq1", 0.94, 1.01},
+                                           QualityCase{"tq2", 0.94, 1.01}, QualityCase{"tq4", 0.94, 1.01},
+                                           QualityCase{"q8_0", 0.99, 1.01}, QualityCase{"q4_0", 0.98, 1.05},
+                                           QualityCase{"kivi4", 0.98, 1.02}, QualityCase{"kivi2", 0.95, 1.05}),
                          [](const ::testing::TestParamInfo<QualityCase>& i) { return std::string(i.param.format); });
 
 TEST(RotatedQuantizer, MeasuredMseMatchesDesignWithoutNormCorrection) {
