@@ -91,7 +91,7 @@ TEST(FormatBytes, Rvq1x2Pinned) {
   auto q = make("rvq1x2", 8, o);
   auto* rq = dynamic_cast<RotatedQuantizer*>(q.get());
   ASSERT_NE(rq, nullptr);
-  const float a = rq->codebooks().passes[0].levels[1], c2 = rq->codebooks().passes[1].levels[1];
+  const float a = rq->codebooks()->passes[0].levels[1], c2 = rq->codebooks()->passes[1].levels[1];
   ASSERT_LT(a, 1.0f);
   std::vector<float> x = {3, -3, 3, -3, 3, -3, 3, -3};
   std::vector<uint8_t> c(q->code_size());
@@ -111,7 +111,7 @@ TEST(FormatBytes, Rvq1x2Pinned) {
 // Relative MSE (mean ||x - x_hat||^2 / ||x||^2) on N(0, I) data at d = 128 against a prediction
 // derived from each format's arithmetic, not from a previous run:
 //  - rotated (rvq, tq): with norm correction the reconstruction has the input's norm and cosine
-//    c = sqrt(1 - D) for a codebook of per-coordinate MSE D (design_mse(), itself checked against
+//    c = sqrt(1 - D) for codebooks of per-coordinate MSE D (codebooks()->mse, itself checked against
 //    Max's table and an independent integration in codebook_test.cc), so the relative MSE is
 //    2 (1 - sqrt(1 - D)).
 //  - q8_0 / q4_0 / kivi: round-to-nearest on a uniform grid of step s per block of 32 has error
@@ -135,7 +135,7 @@ struct QualityCase {
 double predicted_rel_mse(const Quantizer& q, const std::vector<float>& x, int n, int d) {
   const FormatSpec f = q.format();
   if (f.rotated()) {
-    const double D = dynamic_cast<const RotatedQuantizer&>(q).design_mse();
+    const double D = q.codebooks()->mse;
     return 2 * (1 - std::sqrt(1 - D));
   }
   double err = 0, norm = 0;
