@@ -68,9 +68,6 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
     if (f.pk_calib < 1) return invalid_argument("--pk-calib must be >= 1, got " + std::to_string(f.pk_calib));
     c.base.pk_calib_tokens = f.pk_calib;
   }
-  if (c.boundary_key_format.kind == FormatKind::kPk)
-    return invalid_argument("--kv-boundary-type " + c.boundary_key_format.name() +
-                            ": boundary layers use one format for K and V, and pk{b} is a key-only format");
   return c;
 }
 
@@ -95,7 +92,8 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (c.boundary_layers)
     s += " boundary=" + std::to_string(c.boundary_layers) + "x" + c.boundary_key_format.name();
   if (!c.base.quant.use_hadamard) s += " no-hadamard";
-  if (c.base.key_format.kind == FormatKind::kPk) s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
+  if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk)
+    s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
   return s;
 }
 

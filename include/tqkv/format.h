@@ -7,7 +7,8 @@
 //                            (rvq1x2 = 1-bit Gaussian pass + 1 residual pass), b in 1..4, p in 1..4
 //   tq{b}                    single-stage TurboQuant-MSE: rotation + one b-bit Lloyd-Max pass
 //   kivi{b}                  KIVI-style per-token asymmetric groups of 32 (fp16 scale + fp16 min), b in {2,4}
-//   pk{b}                    keys only: pre-RoPE keys with per-channel bit allocation, b = average coded
+//   pk{b}                    pre-RoPE keys with per-channel bit allocation (also usable for values,
+//                            where no RoPE is involved), b = average coded
 //                            bits per element in (0, 8], fractional allowed (pk2, pk2.5, pk3.125);
 //                            per-sequence statistics, so no stateless Quantizer (tqkv/prerope_keys.h)
 // The byte layout of every format is written down in docs/format.md. code_size() is computed in

@@ -246,10 +246,27 @@ void decode_rows(const StreamLayout& s, const StreamPages& sp, int head, int c0,
 }
 
 // Runs the softmax step of one block for the states and rescales their accumulators.
-void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid) {
+// NaN scores (a NaN key, or a NaN from a corrupt quantization scale) have ONE behaviour at every
+// SIMD level: the token gets weight 0, as if masked. The kernels' max/exp differ in how they treat
+// NaN (vmaxps returns its second operand, std::max its first), so NaN never reaches them: it is
+// replaced by -inf here, and a row whose visible scores are all -inf is passed as fully masked
+// (exp(-inf - -inf) would be NaN). A query that sees only such tokens gets a zero output.
+void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid_in) {
   const int d = C.d, dpad = C.dpad;
   thread_local std::vector<float> corr;  // scratch reused across blocks
+  thread_local std::vector<int> valid_buf;
   corr.resize(ns);
+  valid_buf.assign(valid_in, valid_in + ns);
+  int* valid = valid_buf.data();
+  for (int s = 0; s < ns; ++s) {
+    float* sc = scores + s * kBlock;
+    bool any = false;
+    for (int t = 0; t < valid[s]; ++t) {
+      if (std::isnan(sc[t])) sc[t] = kNegInf;
+      any |= sc[t] != kNegInf;
+    }
+    if (!any) valid[s] = 0;
+  }
   float* cr = corr.data();
   if (C.avx512) attn::softmax_block_avx512(scores, ns, valid, P.m.data(), P.l.data(), cr);
   else if (C.avx2) attn::softmax_block_avx2(scores, ns, valid, P.m.data(), P.l.data(), cr);
@@ -260,7 +277,8 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
     P.cw[s] *= c;
     float* o = &P.o[static_cast<size_t>(s) * d];
     for (int i = 0; i < d; ++i) o[i] *= c;
-    float* orr = &P.orot[static_cast<size_t>(s) * dpad];
+    if (dpad == 0) continue;  // no rotated-domain accumulator (P.orot is empty)
+    float* orr = P.orot.data() + static_cast<size_t>(s) * dpad;
     for (int i = 0; i < dpad; ++i) orr[i] *= c;
   }
 }
@@ -447,6 +465,9 @@ class WorkRunner {
       const kernels::RotatedParams rp = rotated_params(V, w_.head, d_);
       attn::decode_rotated_domain_avx512(rp, V.code(hp_.value.pages, c0), cnt, S_.vbuf.data());
       float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.orot.data());
+    } else if (V.format.kind == FormatKind::kPk) {  // per-channel values: this sequence's codec
+      hp_.value.prerope->decode(V.code(hp_.value.pages, c0), cnt, S_.vbuf.data());
+      float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.o.data());
     } else {
       decode_rows(V, hp_.value, w_.head, c0, cnt, S_.vbuf.data(), d_);
       float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.o.data());
@@ -503,10 +524,11 @@ Status validate(const LayerView& L, const AttentionParams& p) {
                               std::to_string(n) + " tokens (append first)");
     if (r.q.data == nullptr || r.out.data == nullptr) return invalid_argument("attend: null q or out");
     if (r.seq.heads == nullptr) return invalid_argument("attend: sequence view without heads");
-    if (L.key.format.kind == FormatKind::kPk && r.seq.n_compressed > 0)
+    if (r.seq.n_compressed > 0)
       for (int h = 0; h < L.n_kv_heads; ++h)
-        if (r.seq.heads[h].key.prerope == nullptr)
-          return invalid_argument("attend: pk keys are compressed but kv head " + std::to_string(h) +
+        if ((L.key.format.kind == FormatKind::kPk && r.seq.heads[h].key.prerope == nullptr) ||
+            (L.value.format.kind == FormatKind::kPk && r.seq.heads[h].value.prerope == nullptr))
+          return invalid_argument("attend: pk codes are compressed but kv head " + std::to_string(h) +
                                   " has no statistics in the sequence view");
   }
   const RopeParams& rope = p.options.rope;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cache/layer_cache_impl.h"
+#include "tqkv/cache_seed.h"
 #include "core/check.h"
 #include "core/half.h"
 
@@ -43,12 +44,6 @@ void StreamStore::keep_pages(size_t n) {
 
 namespace {
 
-uint64_t mix_seed(uint64_t seed, int layer, int head, int which) {
-  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 + head * 2 + which + 1));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  return z ^ (z >> 31);
-}
-
 void to_f16(const float* x, int d, uint16_t* out) {
   for (int i = 0; i < d; ++i) out[i] = float_to_half(x[i]);
 }
@@ -57,6 +52,14 @@ void from_f16(const uint16_t* x, int d, float* out) {
 }
 
 }  // namespace
+
+uint64_t cache_rotation_seed(uint64_t seed, int layer, int head, CacheStream stream) {
+  const uint64_t which = stream == CacheStream::kValue ? 1 : 0;
+  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 +
+                                                static_cast<uint64_t>(head) * 2 + which + 1));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  return z ^ (z >> 31);
+}
 
 LayerKVCache::LayerKVCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LayerKVCache::~LayerKVCache() = default;
@@ -105,7 +108,7 @@ void refresh_views(SeqState& s) {
                             ss.sink.empty() ? nullptr : ss.sink.data(),
                             ss.win.empty() ? nullptr : ss.win.data(),
                             ss.pend.empty() ? nullptr : ss.pend.data(),
-                            k == kKeys ? s.heads[h].pk.get() : nullptr};
+                            s.heads[h].pk[k].get()};
     }
   }
 }
@@ -121,9 +124,10 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
     return invalid_argument("page_tokens must be a positive multiple of 64, got " + std::to_string(options.page_tokens));
   if (options.recent_window < 0 || options.sink_tokens < 0)
     return invalid_argument("recent_window and sink_tokens must be >= 0");
-  if (options.value_format.kind == FormatKind::kPk)
-    return invalid_argument(options.value_format.name() + " is a key format (pre-RoPE keys); values cannot use it");
-  if (options.key_format.kind == FormatKind::kPk && options.pk_calib_tokens < 1)
+  if (options.recent_window > kMaxWindowTokens || options.sink_tokens > kMaxWindowTokens)  // rings are allocated whole
+    return invalid_argument("recent_window and sink_tokens must be <= " + std::to_string(kMaxWindowTokens));
+  if ((options.key_format.kind == FormatKind::kPk || options.value_format.kind == FormatKind::kPk) &&
+      options.pk_calib_tokens < 1)
     return invalid_argument("pk_calib_tokens must be >= 1, got " + std::to_string(options.pk_calib_tokens));
   auto impl = std::make_unique<Impl>();
   impl->n_kv_heads = n_kv_heads;
@@ -134,7 +138,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
   for (int h = 0; h < n_kv_heads; ++h)
     for (int k = 0; k < kStreams; ++k) {
       QuantOptions qo = options.quant;
-      qo.seed = mix_seed(options.quant.seed, layer, h, k);
+      qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
       if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
         impl->st[k].q.push_back(nullptr);
         continue;
@@ -210,8 +214,6 @@ void put_compressed(const StreamConfig& sc, int P, int d, StreamStore& ss, int h
 Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenView& k, const HeadTokenView& v) {
   Impl& I = *this;
   const int d = I.head_dim, S = I.sinks(), W = I.window(), P = I.page(), N = I.opt.pk_calib_tokens;
-  const StreamConfig& KC = I.st[kKeys];
-  const StreamConfig& VC = I.st[kValues];
   const HeadTokenView* in[kStreams] = {&k, &v};
   const int n0 = s.n;
   std::vector<uint8_t> tmp;
@@ -223,11 +225,17 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
     pend = s.n_pend;
     // The token at position S + comp + pend leaves the f16 window (or skips it): compress or pend.
     auto leave = [&](const float* kx, const float* vx) {
-      if (hs.pk) {
-        StreamStore& ks = hs.s[kKeys];
-        while (static_cast<int>(ks.pages.size()) <= comp / P) ks.add_page(KC.page_bytes);
-        hs.pk->encode(kx, 1, ks.pages[comp / P] + static_cast<size_t>(comp % P) * KC.code_size);
-        put_compressed(VC, P, d, hs.s[kValues], h, comp, vx, 1, d, tmp);
+      if (hs.fitted) {
+        const float* x[kStreams] = {kx, vx};
+        for (int st = 0; st < kStreams; ++st) {
+          StreamStore& ss = hs.s[st];
+          if (I.st[st].pk) {
+            while (static_cast<int>(ss.pages.size()) <= comp / P) ss.add_page(I.st[st].page_bytes);
+            hs.pk[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
+          } else {
+            put_compressed(I.st[st], P, d, ss, h, comp, x[st], 1, d, tmp);
+          }
+        }
         ++comp;
       } else {
         const float* x[kStreams] = {kx, vx};
@@ -239,9 +247,9 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
         ++pend;
       }
     };
-    // f16 copy of the key of stored position t (t < N, before the statistics: nothing compressed).
-    auto stored_key = [&](int t, float* out) {
-      const StreamStore& ks = hs.s[kKeys];
+    // f16 copy of stream st at stored position t (t < N, before the statistics: nothing compressed).
+    auto stored_row = [&](int st, int t, float* out) {
+      const StreamStore& ks = hs.s[st];
       if (t < S) from_f16(&ks.sink[static_cast<size_t>(t) * d], d, out);
       else if (t < S + pend) from_f16(&ks.pend[static_cast<size_t>(t - S) * d], d, out);
       else from_f16(&ks.win[static_cast<size_t>(t % W) * d], d, out);
@@ -268,12 +276,16 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
         for (int st = 0; st < kStreams; ++st)
           to_f16(in[st]->at(h, i), d, &hs.s[st].win[static_cast<size_t>(t % W) * d]);
       }
-      if (!hs.pk && t + 1 == N) {  // N tokens stored: fit the statistics, compress the pending rows
+      if (!hs.fitted && t + 1 == N) {  // N tokens stored: fit the statistics, compress the pending rows
         std::vector<float> calib(static_cast<size_t>(N) * d);
-        for (int u = 0; u < N; ++u) stored_key(u, &calib[static_cast<size_t>(u) * d]);
-        auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, KC.format.avg_bits, I.opt.quant.norm_correction);
-        if (!codec.ok()) return codec.status();
-        hs.pk = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
+        for (int st = 0; st < kStreams; ++st) {
+          if (!I.st[st].pk) continue;
+          for (int u = 0; u < N; ++u) stored_row(st, u, &calib[static_cast<size_t>(u) * d]);
+          auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits, I.opt.quant.norm_correction);
+          if (!codec.ok()) return codec.status();
+          hs.pk[st] = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
+        }
+        hs.fitted = true;
         const int np = pend;
         std::vector<uint16_t> pk = std::move(hs.s[kKeys].pend), pv = std::move(hs.s[kValues].pend);
         hs.s[kKeys].pend = {};
@@ -300,7 +312,7 @@ Status LayerKVCache::append(int seq, int n, const HeadTokenView& k, const HeadTo
   if (k.data == nullptr || v.data == nullptr) return invalid_argument("append: null K or V");
   SeqState& s = I.seqs[seq];
   if (s.heads.empty()) s.heads.resize(I.n_kv_heads);
-  if (I.st[kKeys].pk) {
+  if (I.st[kKeys].pk || I.st[kValues].pk) {
     TQKV_RETURN_IF_ERROR(I.append_prerope(s, n, k, v));
     refresh_views(s);
     return Status::Ok();
@@ -389,7 +401,8 @@ size_t LayerKVCache::bytes_resident() const {
         b += (ss.sink.capacity() + ss.win.capacity() + ss.pend.capacity()) * sizeof(uint16_t);
       }
       // pk statistics block (docs/format.md) and the codec object holding it.
-      if (hs.pk) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
+      for (int st = 0; st < kStreams; ++st)
+        if (hs.pk[st]) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
     }
   }
   return b;
@@ -417,7 +430,7 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
         const int c = t - S;
         const uint8_t* page = ss.pages[c / P];
         if (sc.pk) {
-          hs.pk->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
+          hs.pk[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         } else if (sc.tiled) {
           sc.lay.gather(page + static_cast<size_t>((c % P) / kTileTokens) * sc.lay.tile_bytes, c % kTileTokens,
                         code.data());

@@ -4,8 +4,8 @@
 // Per sequence and kv head, token position t lives in exactly one of three places:
 //   sinks      t < S                           f16, (S, head_dim)
 //   compressed S <= t < S + n_comp             key/value formats, pages of P tokens
-//   pending    S + n_comp <= t < S + n_comp + n_pend   f16 rows (pk{b} keys only: tokens that
-//              would be compressed but wait for the sequence's key statistics; K and V alike)
+//   pending    S + n_comp <= t < S + n_comp + n_pend   f16 rows (layers with a pk{b} stream only:
+//              tokens that would be compressed but wait for the sequence's statistics; K and V alike)
 //   window     S + n_comp + n_pend <= t < n     f16 ring of W slots, slot t % W
 // With W = 0 every token >= S is compressed on append. With W > 0 a token is compressed (from its
 // f16 copy) when it leaves the window. Compressed codes of rotated formats are in the rotated
@@ -47,7 +47,10 @@ struct StreamStore {
 
 struct HeadStore {
   StreamStore s[kStreams];
-  std::unique_ptr<PreRopeKeyCodec> pk;  // pk{b} keys: this sequence's statistics (null until fitted)
+  // pk{b} streams (keys: pre-RoPE; values may use the same codec): this sequence's statistics,
+  // null until fitted (all pk streams of a head are fitted together, at N tokens).
+  std::unique_ptr<PreRopeKeyCodec> pk[kStreams];
+  bool fitted = false;
 };
 
 struct SeqState {
@@ -63,7 +66,7 @@ struct StreamConfig {
   FormatSpec format;
   size_t code_size = 0;   // per-vector code size
   bool tiled = false;     // bit-sliced tiles (tile_layout.h) instead of per-vector codes
-  bool pk = false;        // pk{b} keys: per-sequence codecs (HeadStore::pk), q holds nulls
+  bool pk = false;        // pk{b}: per-sequence codecs (HeadStore::pk), q holds nulls
   TileLayout lay;
   size_t page_bytes = 0;
   std::vector<std::unique_ptr<Quantizer>> q;  // (n_kv_heads,)
@@ -80,7 +83,7 @@ struct LayerKVCache::Impl {
   int sinks() const { return opt.sink_tokens; }
   int window() const { return opt.recent_window; }
   int page() const { return opt.page_tokens; }
-  // append() of layers with a pk{b} key format (kv_cache.cc).
+  // append() of layers with a pk{b} key or value format (kv_cache.cc).
   Status append_prerope(SeqState& s, int n, const HeadTokenView& k, const HeadTokenView& v);
 };
 

@@ -45,7 +45,7 @@ std::string FormatSpec::name() const {
 StatusOr<FormatSpec> parse_format(std::string_view name) {
   const std::string known =
       "known formats: f32, f16, q8_0, q4_0, rvq{1-4}x{1-4} (e.g. rvq1x2), tq{1-4}, kivi2, kivi4, "
-      "pk{b} (keys only, b in (0, 8], e.g. pk2, pk2.5)";
+      "pk{b} (pre-RoPE keys, also values; b in (0, 8], e.g. pk2, pk2.5)";
   if (name == "f32") return FormatSpec{FormatKind::kF32, 32, 1};
   if (name == "f16") return FormatSpec{FormatKind::kF16, 16, 1};
   if (name == "q8_0") return FormatSpec{FormatKind::kQ8_0, 8, 1};

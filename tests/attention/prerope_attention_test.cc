@@ -51,10 +51,10 @@ struct Case {
 };
 
 std::string name(const Case& c) {
-  std::string k = c.kfmt;
+  std::string k = std::string(c.kfmt) + "_" + c.vfmt;
   for (char& ch : k)
     if (ch == '.') ch = 'p';
-  return k + "_" + c.vfmt + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.n) + "_kv" + std::to_string(c.n_kv) +
+  return k + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.n) + "_kv" + std::to_string(c.n_kv) +
          "_g" + std::to_string(c.gqa) + "_m" + std::to_string(c.m) + "_w" + std::to_string(c.window) + "_s" +
          std::to_string(c.sinks) + "_N" + std::to_string(c.calib) + "_r" + std::to_string(c.rotary) +
          (c.style == RopeStyle::kNeox ? "_neox" : "");
@@ -233,6 +233,7 @@ const Case kCases[] = {
     {"pk2.5", "f16", 96, 290, 1, 3, 5, 32, 0, 64, 64, RopeStyle::kNeox},      // partial rotary
     {"pk3", "f16", 64, 97, 1, 2, 4, 16, 2, 200, 64, RopeStyle::kAdjacent},   // shorter than N
     {"pk1.5", "q8_0", 40, 260, 3, 1, 2, 0, 5, 33, 40, RopeStyle::kAdjacent}, // odd sizes
+    {"pk3", "pk2.5", 64, 300, 2, 2, 3, 24, 2, 128, 64, RopeStyle::kAdjacent}, // per-channel values too
 };
 INSTANTIATE_TEST_SUITE_P(All, PreRopeAttention, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return name(info.param); });
@@ -266,11 +267,7 @@ TEST(PreRopeCache, AccountingTruncateAndErrors) {
   // Attention without RoPE parameters is refused for pre-RoPE keys.
   std::vector<float> q(d), out(d);
   EXPECT_FALSE((*c)->attend(0, 1, 1, {q.data(), d, d}, {out.data(), d, d}).ok());
-  // pk is a key format only.
   KVCacheOptions bad = o;
-  bad.value_format = *parse_format("pk2");
-  EXPECT_FALSE(LayerKVCache::make(1, d, bad, 0).ok());
-  bad = o;
   bad.pk_calib_tokens = 0;
   EXPECT_FALSE(LayerKVCache::make(1, d, bad, 0).ok());
 }
