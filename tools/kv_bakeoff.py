@@ -152,7 +152,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tqkv", default="./build/tqkv")
     ap.add_argument("--model", action="append", help="GGUF model(s) (default: the shipped d128 model)")
-    ap.add_argument("--text", help="evaluation text (default: tqkv's default held-out text)")
+    ap.add_argument("--text", help="evaluation text (default: models/eval/heldout.txt)")
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--chunks", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
@@ -170,8 +170,7 @@ def main():
     for model in models:
         name = os.path.splitext(os.path.basename(model))[0]
         common = [a.tqkv, "perplexity", "-m", model, "-c", str(a.ctx), "--chunks", str(a.chunks), "-t", str(a.threads), "--json"]
-        if a.text:
-            common += ["-f", a.text]
+        common += ["-f", a.text or os.path.join(repo, "models", "eval", "heldout.txt")]
         base_file = os.path.join(a.out_dir, ".kld-base-%s-c%d-n%d.bin" % (name, a.ctx, a.chunks))
         print("[%s] f16 base" % name, file=sys.stderr, flush=True)
         base_cmd = common + ["--kl-divergence-base", base_file]

@@ -25,6 +25,8 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
   app.add_option("--kv-window", f->window, "Keep the W most recent tokens in f16");
   app.add_option("--kv-sinks", f->sinks, "Keep the first S tokens in f16");
   app.add_option("--residual-codebook", f->residual_codebook, "rvq pass design: joint, optimal, laplacian");
+  app.add_option("--kv-preset", f->preset,
+                 "Recommended K+V configuration by average bits: " + cache_preset_names() + " (measured, docs/results.md)");
   app.add_option("--pk-calib", f->pk_calib,
                  "pk{b} keys: per-head key statistics from each sequence's first N tokens, which wait in f16 until then");
   app.add_flag("--no-norm-correction", f->no_norm_correction,
@@ -33,7 +35,12 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
 
 StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   ModelCacheConfig c;
-  if (!f.method.empty()) {
+  if (!f.preset.empty() && !f.method.empty())
+    return invalid_argument("--kv-preset and --method both choose the cache formats; give one");
+  if (!f.preset.empty()) {
+    TQKV_ASSIGN_OR_RETURN(c, cache_config_from_preset(f.preset));
+    c.base.quant.use_hadamard = !f.no_hadamard;
+  } else if (!f.method.empty()) {
     TQKV_ASSIGN_OR_RETURN(c, cache_config_from_method(f.method, f.key_bits, f.residuals, f.value_bits,
                                                       !f.no_hadamard));
   } else {
