@@ -143,9 +143,29 @@ def write_results_md(path, out_dir):
             lines.append("| %s | %.3f | %.4f | %+.2f%% | %.5f | %.4f | %.2f%% | %s |" % (
                 r["label"], r["bits"], r["ppl"], 100 * (r["ppl"] / base["ppl"] - 1), r["kld_mean"], r["kld_p99"],
                 100 * r["top1_agreement"], "yes" if r["label"] in front else ""))
+        if "llamacpp" in d:
+            lc = d["llamacpp"]
+            lines += ["", "llama.cpp rows: %s, ctx %d, %d chunks, its f16 PPL %.4f. %s." % (lc["tool"], lc["ctx"], lc["chunks"], lc["f16_ppl"], lc["note"])]
         lines += ["", "Commands:", "```", d["base_command"]] + [r["command"] for r in d["rows"]] + ["```", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def merge_llamacpp(doc, path):
+    """Adds the rows of a llamacpp_kld.mjs run (KLD vs llama.cpp's OWN f16 cache; bits from the type sizes)."""
+    lj = json.load(open(path))
+    doc["rows"] = [r for r in doc["rows"] if not r["label"].startswith("llama.cpp")]
+    base_ppl = next(r["ppl"] for r in lj["rows"] if r["label"] == "llama.cpp f16/f16")
+    for r in lj["rows"]:
+        if r["label"] == "llama.cpp f16/f16":
+            continue
+        doc["rows"].append({"label": r["label"], "bits": r["bits"], "ppl": r["ppl"] * doc["base"]["ppl"] / base_ppl,
+                            "ppl_llamacpp": r["ppl"], "dppl_pct": 100 * (r["ppl"] / base_ppl - 1), "kld_mean": r["kld_mean"],
+                            "kld_p99": r["kld_p99"], "top1_agreement": r["top1_agreement"], "seconds": None,
+                            "cache": r["label"] + " (" + lj["rotation_note"] + ")",
+                            "command": "cd bench/llamacpp && node llamacpp_kld.mjs --model ../../%s --text ../../models/eval/heldout.txt --ctx %d --chunks %d --types ..." % (doc["model"], lj["ctx"], lj["chunks"])})
+    doc["llamacpp"] = {"tool": lj["tool"], "f16_ppl": base_ppl, "chunks": lj["chunks"], "ctx": lj["ctx"],
+                       "note": lj["rotation_note"] + "; KLD against llama.cpp's own f16 cache; PPL column scaled to tqkv's f16 PPL by the ratio to llama.cpp's f16 PPL"}
 
 
 def main():
@@ -161,6 +181,8 @@ def main():
     ap.add_argument("--out-dir", default="bench/results")
     ap.add_argument("--md", default="docs/results.md")
     ap.add_argument("--merge", action="store_true", help="keep rows of an existing eval-<model>.json not re-run")
+    ap.add_argument("--llamacpp", help="JSON of bench/llamacpp/llamacpp_kld.mjs for the (single) model: its rows join the table/plot")
+    ap.add_argument("--report-only", action="store_true", help="run nothing: merge --llamacpp and rewrite the SVG and docs/results.md")
     a = ap.parse_args()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     models = a.model or [os.path.join(repo, "models", "tqkv-ref-d128.gguf")]
@@ -169,13 +191,21 @@ def main():
     os.makedirs(a.out_dir, exist_ok=True)
     for model in models:
         name = os.path.splitext(os.path.basename(model))[0]
+        out_json = os.path.join(a.out_dir, "eval-%s.json" % name)
+        if a.report_only:
+            doc = json.load(open(out_json))
+            if a.llamacpp:
+                merge_llamacpp(doc, a.llamacpp)
+                with open(out_json, "w") as f:
+                    json.dump(doc, f, indent=1)
+            write_svg(os.path.splitext(out_json)[0] + ".svg", "%s: KLD vs K+V bits/elem (ctx %d, %d chunks)" % (name, doc["ctx"], doc["chunks"]), doc["rows"])
+            continue
         common = [a.tqkv, "perplexity", "-m", model, "-c", str(a.ctx), "--chunks", str(a.chunks), "-t", str(a.threads), "--json"]
         common += ["-f", a.text or os.path.join(repo, "models", "eval", "heldout.txt")]
         base_file = os.path.join(a.out_dir, ".kld-base-%s-c%d-n%d.bin" % (name, a.ctx, a.chunks))
         print("[%s] f16 base" % name, file=sys.stderr, flush=True)
         base_cmd = common + ["--kl-divergence-base", base_file]
         base = run_json(base_cmd)
-        out_json = os.path.join(a.out_dir, "eval-%s.json" % name)
         rows = []
         if a.merge and os.path.exists(out_json):
             old = json.load(open(out_json))
@@ -195,6 +225,8 @@ def main():
                "ctx": a.ctx, "chunks": a.chunks, "commit": commit,
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "base": base, "base_command": " ".join(base_cmd).replace(base_file, "BASE"), "rows": rows}
+        if a.llamacpp:
+            merge_llamacpp(doc, a.llamacpp)
         with open(out_json, "w") as f:
             json.dump(doc, f, indent=1)
         write_svg(os.path.splitext(out_json)[0] + ".svg", "%s: KLD vs K+V bits/elem (ctx %d, %d chunks)" % (name, a.ctx, a.chunks), rows)
