@@ -16,7 +16,7 @@ size_t page_alloc_bytes(size_t bytes) { return (bytes + 63) / 64 * 64; }
 }  // namespace
 
 StreamStore::StreamStore(StreamStore&& o) noexcept
-    : pages(std::move(o.pages)), sink(std::move(o.sink)), win(std::move(o.win)), pend(std::move(o.pend)) {
+    : pages(std::move(o.pages)), sink(std::move(o.sink)), win(std::move(o.win)) {
   o.pages.clear();
 }
 StreamStore& StreamStore::operator=(StreamStore&& o) noexcept {
@@ -26,7 +26,6 @@ StreamStore& StreamStore::operator=(StreamStore&& o) noexcept {
     o.pages.clear();
     sink = std::move(o.sink);
     win = std::move(o.win);
-    pend = std::move(o.pend);
   }
   return *this;
 }
@@ -104,11 +103,12 @@ void refresh_views(SeqState& s) {
     StreamPages* out[kStreams] = {&s.views[h].key, &s.views[h].value};
     for (int k = 0; k < kStreams; ++k) {
       const StreamStore& ss = s.heads[h].s[k];
+      const PkHead* pk = s.heads[h].pk.get();
       *out[k] = StreamPages{ss.pages.data(), static_cast<int>(ss.pages.size()),
                             ss.sink.empty() ? nullptr : ss.sink.data(),
                             ss.win.empty() ? nullptr : ss.win.data(),
-                            ss.pend.empty() ? nullptr : ss.pend.data(),
-                            s.heads[h].pk[k].get()};
+                            pk && !pk->pend[k].empty() ? pk->pend[k].data() : nullptr,
+                            pk ? pk->codec[k].get() : nullptr};
     }
   }
 }
@@ -221,17 +221,19 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
   int comp = s.n_comp, pend = s.n_pend;
   for (int h = 0; h < I.n_kv_heads; ++h) {
     HeadStore& hs = s.heads[h];
+    if (!hs.pk) hs.pk = std::make_unique<PkHead>();
+    PkHead& ph = *hs.pk;
     comp = s.n_comp;
     pend = s.n_pend;
     // The token at position S + comp + pend leaves the f16 window (or skips it): compress or pend.
     auto leave = [&](const float* kx, const float* vx) {
-      if (hs.fitted) {
+      if (ph.fitted) {
         const float* x[kStreams] = {kx, vx};
         for (int st = 0; st < kStreams; ++st) {
           StreamStore& ss = hs.s[st];
           if (I.st[st].pk) {
             while (static_cast<int>(ss.pages.size()) <= comp / P) ss.add_page(I.st[st].page_bytes);
-            hs.pk[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
+            ph.codec[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
           } else {
             put_compressed(I.st[st], P, d, ss, h, comp, x[st], 1, d, tmp);
           }
@@ -240,7 +242,7 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
       } else {
         const float* x[kStreams] = {kx, vx};
         for (int st = 0; st < kStreams; ++st) {
-          std::vector<uint16_t>& pb = hs.s[st].pend;
+          std::vector<uint16_t>& pb = ph.pend[st];
           pb.resize(static_cast<size_t>(pend + 1) * d);
           to_f16(x[st], d, &pb[static_cast<size_t>(pend) * d]);
         }
@@ -251,7 +253,7 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
     auto stored_row = [&](int st, int t, float* out) {
       const StreamStore& ks = hs.s[st];
       if (t < S) from_f16(&ks.sink[static_cast<size_t>(t) * d], d, out);
-      else if (t < S + pend) from_f16(&ks.pend[static_cast<size_t>(t - S) * d], d, out);
+      else if (t < S + pend) from_f16(&ph.pend[st][static_cast<size_t>(t - S) * d], d, out);
       else from_f16(&ks.win[static_cast<size_t>(t % W) * d], d, out);
     };
     for (int i = 0; i < n; ++i) {
@@ -276,20 +278,20 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
         for (int st = 0; st < kStreams; ++st)
           to_f16(in[st]->at(h, i), d, &hs.s[st].win[static_cast<size_t>(t % W) * d]);
       }
-      if (!hs.fitted && t + 1 == N) {  // N tokens stored: fit the statistics, compress the pending rows
+      if (!ph.fitted && t + 1 == N) {  // N tokens stored: fit the statistics, compress the pending rows
         std::vector<float> calib(static_cast<size_t>(N) * d);
         for (int st = 0; st < kStreams; ++st) {
           if (!I.st[st].pk) continue;
           for (int u = 0; u < N; ++u) stored_row(st, u, &calib[static_cast<size_t>(u) * d]);
           auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits, I.opt.quant.norm_correction);
           if (!codec.ok()) return codec.status();
-          hs.pk[st] = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
+          ph.codec[st] = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
         }
-        hs.fitted = true;
+        ph.fitted = true;
         const int np = pend;
-        std::vector<uint16_t> pk = std::move(hs.s[kKeys].pend), pv = std::move(hs.s[kValues].pend);
-        hs.s[kKeys].pend = {};
-        hs.s[kValues].pend = {};
+        std::vector<uint16_t> pk = std::move(ph.pend[kKeys]), pv = std::move(ph.pend[kValues]);
+        ph.pend[kKeys] = {};
+        ph.pend[kValues] = {};
         pend = 0;
         for (int r = 0; r < np; ++r) {
           from_f16(&pk[static_cast<size_t>(r) * d], d, row.data());
@@ -377,8 +379,10 @@ Status LayerKVCache::truncate(int seq, int n) {
   for (HeadStore& hs : s.heads)
     for (StreamStore& ss : hs.s) {
       ss.keep_pages(std::min(ss.pages.size(), pages));
-      ss.pend.resize(std::min(ss.pend.size(), static_cast<size_t>(s.n_pend) * I.head_dim));
     }
+  for (HeadStore& hs : s.heads)
+    if (hs.pk)
+      for (auto& pb : hs.pk->pend) pb.resize(std::min(pb.size(), static_cast<size_t>(s.n_pend) * I.head_dim));
   if (n == 0) I.seqs.erase(it);
   else refresh_views(s);
   return Status::Ok();
@@ -398,11 +402,16 @@ size_t LayerKVCache::bytes_resident() const {
         const StreamStore& ss = hs.s[st];
         b += ss.pages.size() * page_alloc_bytes(I.st[st].page_bytes);
         b += ss.pages.capacity() * sizeof(uint8_t*);
-        b += (ss.sink.capacity() + ss.win.capacity() + ss.pend.capacity()) * sizeof(uint16_t);
+        b += (ss.sink.capacity() + ss.win.capacity()) * sizeof(uint16_t);
       }
       // pk statistics block (docs/format.md) and the codec object holding it.
-      for (int st = 0; st < kStreams; ++st)
-        if (hs.pk[st]) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
+      if (hs.pk) {  // pending rows, statistics blocks (docs/format.md) and the codec objects
+        b += sizeof(PkHead);
+        for (int st = 0; st < kStreams; ++st) {
+          b += hs.pk->pend[st].capacity() * sizeof(uint16_t);
+          if (hs.pk->codec[st]) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
+        }
+      }
     }
   }
   return b;
@@ -430,7 +439,7 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
         const int c = t - S;
         const uint8_t* page = ss.pages[c / P];
         if (sc.pk) {
-          hs.pk[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
+          hs.pk->codec[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         } else if (sc.tiled) {
           sc.lay.gather(page + static_cast<size_t>((c % P) / kTileTokens) * sc.lay.tile_bytes, c % kTileTokens,
                         code.data());
@@ -439,7 +448,7 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
           sc.q[head]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         }
       } else if (t < S + s.n_comp + s.n_pend) {
-        from_f16(&ss.pend[static_cast<size_t>(t - S - s.n_comp) * d], d, o);
+        from_f16(&hs.pk->pend[st][static_cast<size_t>(t - S - s.n_comp) * d], d, o);
       } else {
         from_f16(&ss.win[static_cast<size_t>(t % W) * d], d, o);
       }

@@ -33,7 +33,6 @@ struct StreamStore {
   std::vector<uint8_t*> pages;   // each page: StreamConfig::page_bytes
   std::vector<uint16_t> sink;    // (S, head_dim) f16, allocated on first use
   std::vector<uint16_t> win;     // (W, head_dim) f16 ring, allocated on first use
-  std::vector<uint16_t> pend;    // (n_pend, head_dim) f16 rows (pk layers before the statistics)
 
   StreamStore() = default;
   StreamStore(const StreamStore&) = delete;
@@ -45,12 +44,19 @@ struct StreamStore {
   void keep_pages(size_t n);  // frees pages n..
 };
 
+// Per (sequence, kv head) state of layers with a pk{b} stream (allocated only for those layers, so
+// other layers' bookkeeping does not grow).
+struct PkHead {
+  // pk{b} streams (keys: pre-RoPE; values may use the same codec): this sequence's statistics,
+  // null until fitted (all pk streams of a head are fitted together, at N tokens) and for non-pk streams.
+  std::unique_ptr<PreRopeKeyCodec> codec[kStreams];
+  std::vector<uint16_t> pend[kStreams];  // (n_pend, head_dim) f16 rows before the statistics exist
+  bool fitted = false;
+};
+
 struct HeadStore {
   StreamStore s[kStreams];
-  // pk{b} streams (keys: pre-RoPE; values may use the same codec): this sequence's statistics,
-  // null until fitted (all pk streams of a head are fitted together, at N tokens).
-  std::unique_ptr<PreRopeKeyCodec> pk[kStreams];
-  bool fitted = false;
+  std::unique_ptr<PkHead> pk;  // layers with a pk{b} stream only
 };
 
 struct SeqState {
