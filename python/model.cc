@@ -19,13 +19,9 @@ py::str utf8(const std::string& bytes) {
                                                              "replace"));
 }
 
+// Validated by TextGenerator::make (the CLI's checks).
 GenerateOptions generate_options(int max_tokens, float temperature, int top_k, float top_p, uint64_t seed,
                                  int steps) {
-  if (max_tokens < 0) throw py::value_error("max_tokens must be >= 0, got " + std::to_string(max_tokens));
-  if (steps < 0) throw py::value_error("steps must be >= 0, got " + std::to_string(steps));
-  if (top_k < 0) throw py::value_error("top_k must be >= 0, got " + std::to_string(top_k));
-  if (!(top_p > 0 && top_p <= 1)) throw py::value_error("top_p must be in (0, 1], got " + std::to_string(top_p));
-  if (!(temperature >= 0)) throw py::value_error("temperature must be >= 0, got " + std::to_string(temperature));
   GenerateOptions o;
   o.max_tokens = max_tokens;
   o.steps = steps;
@@ -99,11 +95,11 @@ class TokenStream {
         break;
       }
       pending_ += t.text;
-      py::str s = decoder_(py::bytes(pending_), false);
+      py::str s = decoder_.attr("decode")(py::bytes(pending_), false);
       pending_.clear();
       if (py::len(s) > 0) return s;
     }
-    py::str rest = decoder_(py::bytes(pending_), true);
+    py::str rest = decoder_.attr("decode")(py::bytes(pending_), true);
     pending_.clear();
     if (py::len(rest) > 0) return rest;
     throw py::stop_iteration();

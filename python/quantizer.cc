@@ -55,8 +55,12 @@ py::tuple to_tuple(const Shape& s) {
   return t;
 }
 
+// Any array-like as a numpy array (no copy for an ndarray).
+py::array as_array(const py::object& x) { return py::module_::import("numpy").attr("asarray")(x); }
+
 // float32 view of `x` (float32 as is; float16 converted); anything else is a TypeError.
-py::array as_float32(const py::array& x, const char* what) {
+py::array as_float32(const py::object& x_obj, const char* what) {
+  py::array x = as_array(x_obj);
   if (x.dtype().is(py::dtype::of<float>())) return x;
   if (x.dtype().kind() == 'f' && x.dtype().itemsize() == 2) return x.attr("astype")(py::dtype::of<float>());
   throw py::type_error(std::string(what) + ": expected a float32 or float16 array, got " +
@@ -121,10 +125,10 @@ class PyQuantizer {
   const Quantizer& q() const { return *q_; }
   const QuantParams& params() const { return params_; }
 
-  Encoded encode(const py::array& x_in) const {
+  Encoded encode(const py::object& x_obj) const {
     const int dim = q_->dim();
-    if (x_in.ndim() < 1) throw py::value_error("encode: expected an array [..., head_dim], got a 0-d array");
-    py::array x = as_float32(x_in, "encode");
+    py::array x = as_float32(x_obj, "encode");
+    if (x.ndim() < 1) throw py::value_error("encode: expected an array [..., head_dim], got a 0-d array");
     if (x.shape(x.ndim() - 1) != dim)
       throw py::value_error("encode: the last axis has " + std::to_string(x.shape(x.ndim() - 1)) +
                             " elements, the quantizer's head_dim is " + std::to_string(dim));
@@ -244,7 +248,7 @@ class PyTurboQuantRVQ : public PyQuantizer {
 };
 
 // Rows of two same-shaped float arrays, C-contiguous float32.
-std::pair<py::array, py::array> paired_rows(const py::array& a_in, const py::array& b_in, const char* what) {
+std::pair<py::array, py::array> paired_rows(const py::object& a_in, const py::object& b_in, const char* what) {
   py::array a = as_float32(a_in, what), b = as_float32(b_in, what);
   if (a.ndim() < 1) throw py::value_error(std::string(what) + ": expected arrays [..., head_dim]");
   if (Shape(a.shape(), a.shape() + a.ndim()) != Shape(b.shape(), b.shape() + b.ndim()))
@@ -318,7 +322,7 @@ void bind_quantizer(py::module_& m) {
            py::arg("bits") = 1, py::arg("num_residuals") = 2, py::arg("use_hadamard") = true,
            py::arg("head_dim") = 128, py::arg("value_bits") = 2, py::arg("seed") = kSeed,
            py::arg("residual_codebook") = "joint", py::arg("norm_correction") = true)
-      .def("encode_values", [](const PyTurboQuantRVQ& q, const py::array& v) { return q.values().encode(v); },
+      .def("encode_values", [](const PyTurboQuantRVQ& q, const py::object& v) { return q.values().encode(v); },
            py::arg("values"))
       .def("decode_values", [](const PyTurboQuantRVQ& q, const Encoded& e, std::optional<py::array> out) {
              return q.values().decode(e, out);
@@ -350,7 +354,7 @@ void bind_quantizer(py::module_& m) {
         py::arg("format"), py::arg("head_dim") = 128, "Bytes of one encoded vector of `format` at `head_dim`.");
 
   m.def("cosine",
-        [](const py::array& x, const py::array& y) -> py::object {
+        [](const py::object& x, const py::object& y) -> py::object {
           auto [a, b] = paired_rows(x, y, "cosine");
           const int dim = static_cast<int>(a.shape(a.ndim() - 1));
           Shape lead(a.shape(), a.shape() + a.ndim() - 1);
@@ -370,7 +374,7 @@ void bind_quantizer(py::module_& m) {
         "Cosine similarity of each vector (last axis) of x and y: float64 array of x.shape[:-1] (a float for 1-D "
         "input). Two zero vectors give 1, one zero vector 0.");
   m.def("quality",
-        [](const py::array& x, const py::array& x_hat, uint64_t seed) {
+        [](const py::object& x, const py::object& x_hat, uint64_t seed) {
           auto [a, b] = paired_rows(x, x_hat, "quality");
           const int dim = static_cast<int>(a.shape(a.ndim() - 1));
           const size_t n = static_cast<size_t>(a.size() / dim);

@@ -63,10 +63,14 @@ def test_steps_match_llama2c_semantics_of_the_cli(tqkv, model):
 
 
 def test_generate_errors(tqkv, model):
-    with pytest.raises(ValueError, match="max_tokens must be >= 0"):
+    with pytest.raises(ValueError, match="max_tokens .* must be >= 0"):
         model.generate(PROMPT, max_tokens=-1)
     with pytest.raises(ValueError, match="top_p"):
         model.generate(PROMPT, top_p=0)
+    with pytest.raises(ValueError, match="temperature .* finite"):
+        model.generate(PROMPT, temperature=float("nan"))
+    with pytest.raises(ValueError, match="steps"):
+        list(model.stream(PROMPT, steps=-1))
     with pytest.raises(ValueError, match="longer than the context"):
         model.generate("word " * 3000, max_tokens=1)
     with pytest.raises((FileNotFoundError, OSError)):
@@ -76,7 +80,7 @@ def test_generate_errors(tqkv, model):
 def test_tokenize_round_trip(tqkv, model):
     ids = model.tokenize("Hello world", add_bos=False)
     assert all(isinstance(i, int) for i in ids)
-    assert model.detokenize(ids) == "Hello world"
+    assert model.detokenize(ids) == " Hello world"  # SentencePiece: the text's leading space prefix
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model.detokenize([model.config["vocab_size"]])
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 
 namespace tqkv {
 namespace {
@@ -34,7 +36,14 @@ StatusOr<std::unique_ptr<TextGenerator>> TextGenerator::make(const Model& model,
   if (ctx == nullptr) return invalid_argument("generate: no inference context");
   if (options.max_tokens < 0)
     return invalid_argument("max_tokens (-n) must be >= 0, got " + std::to_string(options.max_tokens));
-  if (options.steps < 0) return invalid_argument("steps must be >= 0, got " + std::to_string(options.steps));
+  if (options.steps < 0) return invalid_argument("steps (--steps) must be >= 0, got " + std::to_string(options.steps));
+  const SamplerOptions& so = options.sampler;
+  // NaN compares false with everything: check that the value is in range, not that it is out.
+  if (!(std::isfinite(so.temperature) && so.temperature >= 0))
+    return invalid_argument("temperature (--temp) must be a finite number >= 0, got " + std::to_string(so.temperature));
+  if (!(so.top_p > 0 && so.top_p <= 1))
+    return invalid_argument("top_p (--top-p) must be in (0, 1], got " + std::to_string(so.top_p));
+  if (so.top_k < 0) return invalid_argument("top_k (--top-k) must be >= 0, got " + std::to_string(so.top_k));
   const Tokenizer& tok = model.tokenizer();
   std::unique_ptr<TextGenerator> g(new TextGenerator());
   g->model_ = &model;
@@ -48,7 +57,9 @@ StatusOr<std::unique_ptr<TextGenerator>> TextGenerator::make(const Model& model,
                             std::to_string(ctx->max_tokens()));
   g->n_new_ = options.max_tokens;
   // run.c runs `steps` forward passes (positions 0..steps-1) and prints the token each one yields.
-  if (options.steps > 0) g->n_new_ = std::max(0, options.steps + 1 - n_prompt);
+  // (in 64 bits: steps = INT_MAX would overflow steps + 1)
+  if (options.steps > 0)
+    g->n_new_ = static_cast<int>(std::max<int64_t>(0, int64_t{options.steps} + 1 - n_prompt));
   for (int i = 1; i < n_prompt; ++i) g->prompt_text_ += printed_piece(tok, g->prompt_[i - 1], g->prompt_[i]);
   // Tokenizers without BOS: the first piece is printed too.
   if (g->prompt_[0] != tok.bos()) g->prompt_text_ = printed_piece(tok, -1, g->prompt_[0]) + g->prompt_text_;
