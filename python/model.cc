@@ -78,13 +78,16 @@ class TokenStream {
   }
 
   py::str next() {
+    if (running_) throw std::runtime_error("this stream is being advanced by another thread");
     while (gen_) {
       GeneratedToken t;
       StatusOr<bool> more = false;
+      running_ = true;
       {
         py::gil_scoped_release nogil;
         more = gen_->next(&t);
       }
+      running_ = false;
       if (!more.ok()) {
         finish();
         raise_status(more.status());
@@ -117,6 +120,7 @@ class TokenStream {
   py::object decoder_;
   std::string pending_;
   int generated_ = 0;
+  bool running_ = false;  // next() is running without the GIL
 };
 
 py::object ppl_value(bool has, double v) { return has ? py::object(py::float_(v)) : py::object(py::none()); }
