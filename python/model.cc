@@ -33,7 +33,9 @@ GenerateOptions generate_options(int max_tokens, float temperature, int top_k, f
 }
 
 void set_threads(int threads) {
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all), got " + std::to_string(threads));
+  if (threads < 0 || threads > kMaxThreads)
+    throw py::value_error("threads must be between 0 (all) and " + std::to_string(kMaxThreads) + ", got " +
+                          std::to_string(threads));
   if (threads > 0) set_runtime_threads(threads);
 }
 
@@ -271,7 +273,9 @@ void bind_model(py::module_& m) {
   m.def("read_text_file", [](const std::string& path) { return utf8(check(read_text_file(path))); },
         py::arg("path"), "A text file as str; files ending in .xz are decompressed.");
   m.def("set_threads", [](int t) {
-        if (t < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(t));
+        if (t < 1 || t > kMaxThreads)
+          throw py::value_error("threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                                std::to_string(t));
         set_runtime_threads(t);
       }, py::arg("threads"), "Threads of the runtime (OpenMP) for every later call.");
   // mlx_lm-style helpers, so the seed's quickstart keeps its shape: load(path) -> (model, tokenizer).

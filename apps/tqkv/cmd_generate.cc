@@ -27,10 +27,12 @@ struct Opts {
 };
 
 Status run(const Opts& o) {
+  TQKV_RETURN_IF_ERROR(check_threads(o.threads));
+  // Before loading the model: bad sampling settings fail fast.
+  TQKV_RETURN_IF_ERROR(validate_generate_options(o.gen));
   if (o.threads > 0) set_runtime_threads(o.threads);
   TQKV_ASSIGN_OR_RETURN(ModelCacheConfig cc, make_cache_config(o.cache));
   TQKV_ASSIGN_OR_RETURN(auto model, Model::load(o.model));
-  if (o.gen.max_tokens < 0) return invalid_argument("-n must be >= 0");
   TQKV_ASSIGN_OR_RETURN(auto ctx, InferenceContext::make(*model, cc, 256, model->config().context_length));
   ctx->set_threads(o.threads);
   TQKV_ASSIGN_OR_RETURN(auto gen, TextGenerator::make(*model, ctx.get(), o.prompt, o.gen));

@@ -31,6 +31,10 @@ struct GenerateOptions {
   SamplerOptions sampler;  // greedy by default
 };
 
+// Checks max_tokens >= 0, steps >= 0, a finite temperature >= 0, top_p in (0, 1], top_k >= 0;
+// errors name the option in both spellings ("temperature (--temp)"). make() calls it too.
+Status validate_generate_options(const GenerateOptions& options);
+
 struct GeneratedToken {
   int id = 0;
   std::string text;        // the bytes printed for this token (may be empty, may be part of a UTF-8 character)

@@ -30,10 +30,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<TextGenerator>> TextGenerator::make(const Model& model, InferenceContext* ctx,
-                                                             const std::string& prompt,
-                                                             const GenerateOptions& options) {
-  if (ctx == nullptr) return invalid_argument("generate: no inference context");
+Status validate_generate_options(const GenerateOptions& options) {
   if (options.max_tokens < 0)
     return invalid_argument("max_tokens (-n) must be >= 0, got " + std::to_string(options.max_tokens));
   if (options.steps < 0) return invalid_argument("steps (--steps) must be >= 0, got " + std::to_string(options.steps));
@@ -44,6 +41,14 @@ StatusOr<std::unique_ptr<TextGenerator>> TextGenerator::make(const Model& model,
   if (!(so.top_p > 0 && so.top_p <= 1))
     return invalid_argument("top_p (--top-p) must be in (0, 1], got " + std::to_string(so.top_p));
   if (so.top_k < 0) return invalid_argument("top_k (--top-k) must be >= 0, got " + std::to_string(so.top_k));
+  return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<TextGenerator>> TextGenerator::make(const Model& model, InferenceContext* ctx,
+                                                             const std::string& prompt,
+                                                             const GenerateOptions& options) {
+  if (ctx == nullptr) return invalid_argument("generate: no inference context");
+  TQKV_RETURN_IF_ERROR(validate_generate_options(options));
   const Tokenizer& tok = model.tokenizer();
   std::unique_ptr<TextGenerator> g(new TextGenerator());
   g->model_ = &model;

@@ -91,7 +91,7 @@ TEST(FormatBytes, Rvq1x2Pinned) {
   auto q = make("rvq1x2", 8, o);
   auto* rq = dynamic_cast<RotatedQuantizer*>(q.get());
   ASSERT_NE(rq, nullptr);
-  const float a = rq->codebooks().passes[0].levels[1], c2 = rq->codebooks().passes[1].levels[1];
+  const float a = rq->codebooks()->passes[0].levels[1], c2 = rq->codebooks()->passes[1].levels[1];
   ASSERT_LT(a, 1.0f);
   std::vector<float> x = {3, -3, 3, -3, 3, -3, 3, -3};
   std::vector<uint8_t> c(q->code_size());
