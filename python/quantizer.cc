@@ -10,6 +10,7 @@
 //    docs/format.md, vector i at byte i * code_size, and nothing else (nbytes is honest).
 //  - decode writes float32 [..., head_dim] into a new array or into `out` (same layout rules).
 //  - The GIL is released while the C++ encode/decode runs.
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -285,7 +286,8 @@ void bind_quantizer(py::module_& m) {
       .def_property_readonly("format", [](const Encoded& e) { return e.params.format; })
       .def_property_readonly("head_dim", [](const Encoded& e) { return e.params.head_dim; })
       .def_property_readonly("code_size", [](const Encoded& e) { return e.code_size; })
-      .def_property_readonly("n_vectors", [](const Encoded& e) { return e.codes.size() / std::max<size_t>(e.code_size, 1); })
+      .def_property_readonly("n_vectors",
+                             [](const Encoded& e) { return e.codes.size() / std::max<size_t>(e.code_size, 1); })
       .def_property_readonly("bits_per_element", [](const Encoded& e) { return 8.0 * e.code_size / e.params.head_dim; })
       .def("__repr__", [](const Encoded& e) {
         return "<tqkv.Encoded " + e.params.format + " shape=" + py::str(to_tuple(e.shape)).cast<std::string>() +

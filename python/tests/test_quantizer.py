@@ -132,8 +132,10 @@ def test_strided_inputs_read_in_place_give_the_same_codes(tqkv):
         "every other token (one row stride)": base[:, :, ::2, :],
         "transposed heads/tokens (4-D strides)": base.transpose(0, 2, 1, 3),
         "3-D transposed (copied)": base[0].transpose(1, 0, 2),
-        "reversed rows (copied)": base[:, :, ::-1, :],
+        "reversed tokens (4-D, negative strides)": base[:, :, ::-1, :],
         "padded rows": np.pad(base, ((0, 0), (0, 0), (0, 0), (0, 16)))[..., :128],
+        "broadcast heads (4-D, stride 0)": np.broadcast_to(base[:, :1], base.shape),
+        "strided last axis (copied)": np.repeat(base, 2, axis=-1)[..., ::2],
     }
     for name, v in views.items():
         got = q.encode(v)
