@@ -10,7 +10,7 @@
 
 #include <string>
 
-#include "tqkv/kv_cache.h"
+#include "tqkv/cache_config.h"
 #include "tqkv/status.h"
 
 namespace tqkv {
