@@ -278,3 +278,14 @@ def test_contiguous_and_4d_inputs_are_not_copied(tqkv):
     enc = q.encode(base)
     out = np.empty(base.shape, np.float32)
     assert peak(lambda: q.decode(enc, out=out)) < base.nbytes / 8
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_decode_of_arbitrary_bytes_is_safe(tqkv, fmt):
+    # Codes are plain bytes a user can edit or load from anywhere: any bytes decode (non-finite
+    # scales give non-finite vectors), nothing reads or writes outside the arrays.
+    for d in (64, 97):
+        q = tqkv.Quantizer(fmt, head_dim=d)
+        codes = np.random.default_rng(13).integers(0, 256, (50, q.code_size), dtype=np.uint8)
+        y = q.decode(codes)
+        assert y.shape == (50, d) and y.dtype == np.float32
