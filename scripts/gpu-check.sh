@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One command for an H100/H200 machine: build tqkv with CUDA, run the GPU tests (codes
+# bit-identical to the CPU, attention vs float64 within the derived bound), compute-sanitizer
+# memcheck on a small case, then the benchmark (bench/gpu_bench.py -> one JSON).
+#
+#   scripts/gpu-check.sh [DEBS_DIR] [OUT_DIR]
+#
+# DEBS_DIR (optional): Debian 12 .debs of the -dev packages tqkv builds with, for machines that
+# lack them (docs/gpu.md lists them); they are unpacked into /opt/deps. OUT_DIR (default
+# gpu-results/, or $OUT when set) receives test logs and gpu-bench.json.
+# Environment: GPU_CHECK_QUICK=1 runs small benchmark shapes only; GPU_CHECK_SKIP_BENCH=1 skips it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEBS=${1:-}
+OUTDIR=${2:-${OUT:-gpu-results}}
+mkdir -p "$OUTDIR"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUTDIR/nvidia-smi.txt" || true
+
+PREFIX_ARGS=()
+if [ -n "$DEBS" ]; then
+  mkdir -p /opt/deps
+  for f in "$DEBS"/*.deb; do dpkg -x "$f" /opt/deps; done
+  P=/opt/deps/usr
+  export LD_LIBRARY_PATH=$P/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}
+  # dpkg -x runs no maintainer scripts: point at the libraries the alternatives would have linked.
+  LZMA=$(ls /lib/x86_64-linux-gnu/liblzma.so.5 /usr/lib/x86_64-linux-gnu/liblzma.so.5 2>/dev/null | head -1)
+  PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=$P
+    -DBLAS_LIBRARIES=$P/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so
+    -DLIBLZMA_INCLUDE_DIR=$P/include -DLIBLZMA_LIBRARY=$LZMA)
+fi
+JOBS=$(nproc)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTQKV_CUDA=ON -DTQKV_BUILD_BENCH=OFF "${PREFIX_ARGS[@]}" \
+  > "$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
+cmake --build build-gpu -j "$JOBS" --target tqkv_tests tqkv_capi > "$OUTDIR/build.log" 2>&1 || { grep -B3 -A20 -m3 "error" "$OUTDIR/build.log"; tail -20 "$OUTDIR/build.log"; exit 1; }
+echo "build ok"
+
+status=0
+# 1. GPU tests (fresh random inputs every run; outputs poisoned before every kernel).
+./build-gpu/tqkv_tests --gtest_filter='*Cuda*' > "$OUTDIR/gpu-tests.log" 2>&1 || status=1
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |worst error|^\[  FAILED|Failure" "$OUTDIR/gpu-tests.log" | head -60
+grep -E "tests? from .* ran|PASSED|FAILED" "$OUTDIR/gpu-tests.log" | tail -3
+
+# 2. compute-sanitizer memcheck on a small case (encode + pages + decode + prefill attention).
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$SAN" ]; then
+  "$SAN" --tool memcheck --error-exitcode 3 ./build-gpu/tqkv_tests \
+    --gtest_filter='Formats/CudaCache.CodesAndAttention/tq2_tq2_d64_g2:Formats/CudaCache.CodesAndAttention/q4_0_q4_0_d64_g3:Formats/CudaEncode.BitIdenticalToCpu/rvq1x2_d80' \
+    > "$OUTDIR/memcheck.log" 2>&1 && echo "memcheck: clean" || { echo "memcheck: FAILED"; tail -30 "$OUTDIR/memcheck.log"; status=1; }
+  grep -E "ERROR SUMMARY" "$OUTDIR/memcheck.log" || true
+else
+  echo "compute-sanitizer not found: memcheck skipped"
+fi
+
+# 3. benchmark
+if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+  export TQKV_COMMIT=${TQKV_COMMIT:-$(cat COMMIT 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)}
+  Q=(); [ "${GPU_CHECK_QUICK:-0}" = 1 ] && Q=(--quick)
+  PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --lib build-gpu/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" \
+    2>&1 | tee "$OUTDIR/bench.log" || status=1
+fi
+exit $status
