@@ -29,21 +29,22 @@ if [ -n "$DEBS" ]; then
     -DLIBLZMA_INCLUDE_DIR=$P/include -DLIBLZMA_LIBRARY=$LZMA)
 fi
 JOBS=$(nproc)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTQKV_CUDA=ON -DTQKV_BUILD_BENCH=OFF "${PREFIX_ARGS[@]}" \
+B=${GPU_CHECK_BUILD:-build-gpu}
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTQKV_CUDA=ON -DTQKV_BUILD_BENCH=OFF "${PREFIX_ARGS[@]}" \
   > "$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
-cmake --build build-gpu -j "$JOBS" --target tqkv_tests tqkv_capi > "$OUTDIR/build.log" 2>&1 || { grep -B3 -A20 -m3 "error" "$OUTDIR/build.log"; tail -20 "$OUTDIR/build.log"; exit 1; }
+cmake --build "$B" -j "$JOBS" --target tqkv_tests tqkv_capi > "$OUTDIR/build.log" 2>&1 || { grep -B3 -A20 -m3 "error" "$OUTDIR/build.log"; tail -20 "$OUTDIR/build.log"; exit 1; }
 echo "build ok"
 
 status=0
 # 1. GPU tests (fresh random inputs every run; outputs poisoned before every kernel).
-./build-gpu/tqkv_tests --gtest_filter='*Cuda*' > "$OUTDIR/gpu-tests.log" 2>&1 || status=1
+timeout 300 "$B"/tqkv_tests --gtest_filter='*Cuda*' 2>&1 | head -c 4000000 > "$OUTDIR/gpu-tests.log" || status=1
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |worst error|^\[  FAILED|Failure" "$OUTDIR/gpu-tests.log" | head -60
 grep -E "tests? from .* ran|PASSED|FAILED" "$OUTDIR/gpu-tests.log" | tail -3
 
 # 2. compute-sanitizer memcheck on a small case (encode + pages + decode + prefill attention).
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
-  "$SAN" --tool memcheck --error-exitcode 3 ./build-gpu/tqkv_tests \
+  timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$B"/tqkv_tests \
     --gtest_filter='Formats/CudaCache.CodesAndAttention/tq2_tq2_d64_g2:Formats/CudaCache.CodesAndAttention/q4_0_q4_0_d64_g3:Formats/CudaEncode.BitIdenticalToCpu/rvq1x2_d80' \
     > "$OUTDIR/memcheck.log" 2>&1 && echo "memcheck: clean" || { echo "memcheck: FAILED"; tail -30 "$OUTDIR/memcheck.log"; status=1; }
   grep -E "ERROR SUMMARY" "$OUTDIR/memcheck.log" || true
@@ -55,7 +56,7 @@ fi
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   export TQKV_COMMIT=${TQKV_COMMIT:-$(cat COMMIT 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)}
   Q=(); [ "${GPU_CHECK_QUICK:-0}" = 1 ] && Q=(--quick)
-  PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --lib build-gpu/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" \
+  PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --lib "$B"/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" \
     2>&1 | tee "$OUTDIR/bench.log" || status=1
 fi
 exit $status

@@ -372,10 +372,8 @@ template <int S, class T>
 cudaError_t launch_encode_t(const EncodeSide* sides, const EncodeJob* jobs, int n_jobs, cudaStream_t st) {
   const size_t smem = 4 * 16 * 8 * S * sizeof(uint16_t) + 4 * 4 * 8 * S * sizeof(float);
   auto* k = encode_kernel<S, T>;
-  if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
-  }
+  const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (e != cudaSuccess) return e;
   const int blocks = (n_jobs + 3) / 4;
   k<<<blocks, 128, smem, st>>>(sides, jobs, n_jobs);
   return cudaGetLastError();
