@@ -205,6 +205,9 @@ def main():
                 row["error"] = str(e)
                 print(f"  {kf}/{vf}: ERROR {e}", flush=True)
             rows.append(row)
+            res["attention"] = rows
+            with open(args.out, "w") as f:  # partial results survive a time limit
+                json.dump(res, f, indent=1)
     res["attention"] = rows
     # ---- encode throughput: B=16, L=32768 bf16 K and V in one append ----
     enc = []

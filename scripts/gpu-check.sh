@@ -33,7 +33,7 @@ B=${GPU_CHECK_BUILD:-build-gpu}
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTQKV_CUDA=ON -DTQKV_BUILD_BENCH=OFF "${PREFIX_ARGS[@]}" \
   > "$OUTDIR/cmake.log" 2>&1 || { tail -30 "$OUTDIR/cmake.log"; exit 1; }
 cmake --build "$B" -j "$JOBS" --target tqkv_tests tqkv_capi > "$OUTDIR/build.log" 2>&1 || { grep -B3 -A20 -m3 "error" "$OUTDIR/build.log"; tail -20 "$OUTDIR/build.log"; exit 1; }
-echo "build ok"
+echo "build ok ($SECONDS s)"
 
 status=0
 # 1. GPU tests (fresh random inputs every run; outputs poisoned before every kernel).
@@ -41,6 +41,7 @@ timeout 300 "$B"/tqkv_tests --gtest_filter='*Cuda*' 2>&1 | head -c 4000000 > "$O
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |worst error|^\[  FAILED|Failure" "$OUTDIR/gpu-tests.log" | head -60
 grep -E "tests? from .* ran|PASSED|FAILED" "$OUTDIR/gpu-tests.log" | tail -3
 
+echo "tests done ($SECONDS s)"
 # 2. compute-sanitizer memcheck on a small case (encode + pages + decode + prefill attention).
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
@@ -56,7 +57,9 @@ fi
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   export TQKV_COMMIT=${TQKV_COMMIT:-$(cat COMMIT 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)}
   Q=(); [ "${GPU_CHECK_QUICK:-0}" = 1 ] && Q=(--quick)
-  PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --lib "$B"/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" \
+  LEFT=$(( ${GPU_CHECK_DEADLINE:-100000} - SECONDS ))
+  echo "benchmark (time left $LEFT s)"
+  PYTHONUNBUFFERED=1 timeout $LEFT python3 bench/gpu_bench.py --lib "$B"/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" \
     2>&1 | tee "$OUTDIR/bench.log" || status=1
 fi
 exit $status
