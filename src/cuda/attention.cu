@@ -91,7 +91,19 @@ struct Chunk {
 // Pair p of a chunk -> f16x2. lut: per-lane table base; sc: f16x2 scale of the pair (q4/q8).
 template <int C, int NW>
 __device__ __forceinline__ uint32_t decode_pair(const Chunk<NW>& ch, int p, const uint32_t* lut, uint32_t sc) {
-  if constexpr (C == kLut2 || C == kLut4) {
+  if constexpr (C == kLut2) {
+    // Table at a 2 KiB-aligned shared address: entry e of lane l at base | e << 7 | l << 2, so
+    // the address is one shift and one AND-OR (lut carries base | l << 2 as an integer).
+    const int bit = p * 4;
+    const uint32_t wv = ch.word(bit / 32);
+    constexpr int kShift = 7;
+    const int sh = bit % 32;
+    const uint32_t moved = sh >= kShift ? (wv >> (sh - kShift)) : (wv << (kShift - sh));
+    const uint32_t addr = (moved & 0x780u) | static_cast<uint32_t>(reinterpret_cast<uintptr_t>(lut));
+    uint32_t r;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(addr));
+    return r;
+  } else if constexpr (C == kLut4) {
     constexpr int w = CodecTraits<C>::w;
     const int bit = p * 2 * w;
     const uint32_t idx = (ch.word(bit / 32) >> (bit % 32)) & ((1u << (2 * w)) - 1u);
@@ -119,11 +131,13 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
   constexpr int KNW = D * CodecTraits<KC>::w / 64;  // words per lane chunk
   constexpr int VNW = D * CodecTraits<VC>::w / 64;
   constexpr int KLUT = CodecTraits<KC>::lut, VLUT = CodecTraits<VC>::lut;
-  constexpr size_t kLutBytes = static_cast<size_t>(KLUT + VLUT) * 32 * 4;
+  constexpr size_t kLutBytes = static_cast<size_t>(KLUT + VLUT) * 32 * 4 + 2048;  // + alignment slack
   constexpr size_t kMergeBytes = static_cast<size_t>(4) * (8 * D + 16) * 4;
   constexpr size_t kRegion0 = kLutBytes > kMergeBytes ? kLutBytes : kMergeBytes;
   extern __shared__ __align__(16) unsigned char smem[];
-  uint32_t* klut_s = reinterpret_cast<uint32_t*>(smem);
+  const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t lut_off = (2048u - (sbase & 2047u)) & 2047u;  // lut2 tables on a 2 KiB boundary
+  uint32_t* klut_s = reinterpret_cast<uint32_t*>(smem + lut_off);
   uint32_t* vlut_s = klut_s + KLUT * 32;
   float* merge_s = reinterpret_cast<float*>(smem);
   float* qbuf = reinterpret_cast<float*>(smem + kRegion0);  // [8][D]
@@ -185,8 +199,12 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
   }
   __syncthreads();  // tables and qbuf complete
 
-  const uint32_t* klut = klut_s + lane;
-  const uint32_t* vlut = vlut_s + lane;
+  // lut2: the tables' shared addresses | lane * 4 (integers cast to pointers, decoded in
+  // decode_pair); other lut formats: ordinary pointers to the lane's column.
+  const uint32_t* klut = KC == kLut2 ? reinterpret_cast<const uint32_t*>(static_cast<uintptr_t>(sbase + lut_off + lane * 4))
+                                     : klut_s + lane;
+  const uint32_t* vlut = VC == kLut2 ? reinterpret_cast<const uint32_t*>(static_cast<uintptr_t>(sbase + lut_off + KLUT * 128 + lane * 4))
+                                     : vlut_s + lane;
   const int* btab = p.block_table + static_cast<size_t>(seq) * p.max_pages_per_seq;
   const int tiles_per_page = p.page_tokens / 16;
   constexpr int KNB = (KC == kQ4 || KC == kQ8) ? ((D / 4) > 32 ? (D / 4) / 32 : 1) : 1;
@@ -197,22 +215,31 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
 #pragma unroll
   for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 
-  for (int ti = tile0 + warp; ti < tile1; ti += 4) {
+  // One tile's registers: packed chunks and scales. The next tile of the warp is loaded while
+  // the current one is computed (register double buffering), so HBM latency overlaps the math.
+  struct TileRegs {
+    Chunk<KNW> kch;
+    Chunk<VNW> vch;
+    float ks0, ks1, vs0, vs1;
+    uint32_t ksc[2][KNB];
+    uint32_t vsc[2];
+  };
+  auto load_tile = [&](int ti, TileRegs& R) {
     const int page = ti / tiles_per_page, lt = ti % tiles_per_page;
     const size_t pid = static_cast<size_t>(__ldg(btab + page)) * p.n_kv_heads + h;
     const uint8_t* kbase = p.k.pool + pid * p.k.page_head_bytes;
     const uint8_t* vbase = p.v.pool + pid * p.v.page_head_bytes;
-    Chunk<KNW> kch;
-    Chunk<VNW> vch;
-    kch.load(kbase + p.k.meta_region + static_cast<size_t>(lt) * (16 * D * CodecTraits<KC>::w / 8) + lane * (KNW * 4));
-    vch.load(vbase + p.v.meta_region + static_cast<size_t>(lt) * (16 * D * CodecTraits<VC>::w / 8) + lane * (VNW * 4));
+    R.kch.load(kbase + p.k.meta_region + static_cast<size_t>(lt) * (16 * D * CodecTraits<KC>::w / 8) + lane * (KNW * 4));
+    R.vch.load(vbase + p.v.meta_region + static_cast<size_t>(lt) * (16 * D * CodecTraits<VC>::w / 8) + lane * (VNW * 4));
     const int T0 = ti * 16 + g, T1 = T0 + 8;
-    // key meta
-    float ks0 = 1.f, ks1 = 1.f;
-    uint32_t ksc[2][KNB];
+    R.ks0 = R.ks1 = 1.f;
+    R.vs0 = R.vs1 = 0.f;
+    R.vsc[0] = R.vsc[1] = 0;
+#pragma unroll
+    for (int bb = 0; bb < KNB; ++bb) R.ksc[0][bb] = R.ksc[1][bb] = 0;
     if constexpr (KC == kLut2 || KC == kLut4) {
-      ks0 = __ldg(reinterpret_cast<const float*>(kbase) + lt * 16 + g);
-      ks1 = __ldg(reinterpret_cast<const float*>(kbase) + lt * 16 + g + 8);
+      R.ks0 = __ldg(reinterpret_cast<const float*>(kbase) + lt * 16 + g);
+      R.ks1 = __ldg(reinterpret_cast<const float*>(kbase) + lt * 16 + g + 8);
     } else if constexpr (KC == kQ4 || KC == kQ8) {
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf)
@@ -220,15 +247,12 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
         for (int bb = 0; bb < KNB; ++bb) {
           const int blk = (c * (D / 4)) / 32 + bb;
           const uint32_t d16 = load_h<KC>(kbase + (static_cast<size_t>(lt * 16 + g + 8 * hf) * knb + blk) * 2);
-          ksc[hf][bb] = d16 | (d16 << 16);
+          R.ksc[hf][bb] = d16 | (d16 << 16);
         }
     }
-    // value meta
-    float vs0 = 0.f, vs1 = 0.f;
-    uint32_t vsc[2] = {0, 0};
     if constexpr (VC == kLut2 || VC == kLut4) {
-      vs0 = T0 < len ? __ldg(reinterpret_cast<const float*>(vbase) + lt * 16 + g) : 0.f;
-      vs1 = T1 < len ? __ldg(reinterpret_cast<const float*>(vbase) + lt * 16 + g + 8) : 0.f;
+      R.vs0 = T0 < len ? __ldg(reinterpret_cast<const float*>(vbase) + lt * 16 + g) : 0.f;
+      R.vs1 = T1 < len ? __ldg(reinterpret_cast<const float*>(vbase) + lt * 16 + g + 8) : 0.f;
     } else if constexpr (VC == kQ4 || VC == kQ8) {
       const int blk = (g * (D / 8)) / 32;
 #pragma unroll
@@ -236,9 +260,20 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
         const int t = lt * 16 + 2 * c + 8 * hf;
         const uint32_t lo = load_h<VC>(vbase + (static_cast<size_t>(t) * knb + blk) * 2);
         const uint32_t hi = load_h<VC>(vbase + (static_cast<size_t>(t + 1) * knb + blk) * 2);
-        vsc[hf] = lo | (hi << 16);
+        R.vsc[hf] = lo | (hi << 16);
       }
     }
+  };
+
+  // Values of lut formats: P' = p * vscale / vref with vref the running maximum of the value
+  // scales seen by this warp (so P' <= 1 fits f16); when vref grows, O is rescaled like the
+  // softmax maximum, and the true O is vref * O.
+  float vref = 0.f;
+  TileRegs cur, nxt;
+  if (tile0 + warp < tile1) load_tile(tile0 + warp, cur);
+  for (int ti = tile0 + warp; ti < tile1; ti += 4) {
+    if (ti + 4 < tile1) load_tile(ti + 4, nxt);
+    const int T0 = ti * 16 + g, T1 = T0 + 8;
 
     // ---- S = K Q^T ----
     float s[4] = {0.f, 0.f, 0.f, 0.f};
@@ -246,16 +281,35 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
     for (int kk = 0; kk < KS; ++kk) {
       uint32_t a[4];
       const int bb = (KNB > 1) ? (4 * kk) / 32 : 0;  // block of this k-step inside the chunk
-      a[0] = decode_pair<KC>(kch, 2 * kk, klut, ksc[0][bb]);
-      a[1] = decode_pair<KC>(kch, D / 8 + 2 * kk, klut, ksc[1][bb]);
-      a[2] = decode_pair<KC>(kch, 2 * kk + 1, klut, ksc[0][bb]);
-      a[3] = decode_pair<KC>(kch, D / 8 + 2 * kk + 1, klut, ksc[1][bb]);
+      a[0] = decode_pair<KC>(cur.kch, 2 * kk, klut, cur.ksc[0][bb]);
+      a[1] = decode_pair<KC>(cur.kch, D / 8 + 2 * kk, klut, cur.ksc[1][bb]);
+      a[2] = decode_pair<KC>(cur.kch, 2 * kk + 1, klut, cur.ksc[0][bb]);
+      a[3] = decode_pair<KC>(cur.kch, D / 8 + 2 * kk + 1, klut, cur.ksc[1][bb]);
       mma16816(s, a, qf[kk][0], qf[kk][1]);
     }
-    s[0] = T0 <= lim[0] ? s[0] * ks0 : kNegInf;
-    s[1] = T0 <= lim[1] ? s[1] * ks0 : kNegInf;
-    s[2] = T1 <= lim[0] ? s[2] * ks1 : kNegInf;
-    s[3] = T1 <= lim[1] ? s[3] * ks1 : kNegInf;
+    s[0] = T0 <= lim[0] ? s[0] * cur.ks0 : kNegInf;
+    s[1] = T0 <= lim[1] ? s[1] * cur.ks0 : kNegInf;
+    s[2] = T1 <= lim[0] ? s[2] * cur.ks1 : kNegInf;
+    s[3] = T1 <= lim[1] ? s[3] * cur.ks1 : kNegInf;
+
+    // ---- value scale reference (lut values) ----
+    float rf = 1.f, w0 = 1.f, w1 = 1.f;
+    if constexpr (VC == kLut2 || VC == kLut4) {
+      float vm = fmaxf(cur.vs0, cur.vs1);
+      vm = fmaxf(vm, __shfl_xor_sync(0xffffffffu, vm, 4));
+      vm = fmaxf(vm, __shfl_xor_sync(0xffffffffu, vm, 8));
+      vm = fmaxf(vm, __shfl_xor_sync(0xffffffffu, vm, 16));
+      const float vnew = fmaxf(vref, vm);
+      if (vnew > 0.f) {
+        const float inv = 1.f / vnew;
+        rf = vref * inv;
+        w0 = cur.vs0 * inv;
+        w1 = cur.vs1 * inv;
+      } else {
+        w0 = w1 = 0.f;
+      }
+      vref = vnew;
+    }
 
     // ---- online softmax per column ----
     float pr[4];
@@ -272,25 +326,16 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
       pr[j + 2] = fast_exp2(s[j + 2] - mu);
       l_run[j] = l_run[j] * alpha + pr[j] + pr[j + 2];
       m_run[j] = mn;
+      const float oa = alpha * rf;
 #pragma unroll
       for (int mm = 0; mm < KS; ++mm) {
-        o[mm][j] *= alpha;
-        o[mm][j + 2] *= alpha;
+        o[mm][j] *= oa;
+        o[mm][j + 2] *= oa;
       }
     }
-    // ---- P' = p * vscale / vmax in f16, moved to the B layout ----
-    float vmax = 1.f;
-    if constexpr (VC == kLut2 || VC == kLut4) {
-      vmax = fmaxf(vs0, vs1);
-      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 4));
-      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 8));
-      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 16));
-      const float inv = vmax > 0.f ? 1.f / vmax : 0.f;
-      const float w0 = vs0 * inv, w1 = vs1 * inv;
-      pr[0] *= w0; pr[1] *= w0; pr[2] *= w1; pr[3] *= w1;
-    }
-    const uint32_t X0 = pack_half2(pr[0], pr[1]);  // token g,   columns 2c, 2c+1
-    const uint32_t X1 = pack_half2(pr[2], pr[3]);  // token g+8
+    // ---- P' in f16, moved from the C layout to the B layout ----
+    const uint32_t X0 = pack_half2(pr[0] * w0, pr[1] * w0);  // token g,   columns 2c, 2c+1
+    const uint32_t X1 = pack_half2(pr[2] * w1, pr[3] * w1);  // token g+8
     const int la = 4 * (2 * c) + (g >> 1), lb = la + 4;
     const uint32_t Y0a = __shfl_sync(0xffffffffu, X0, la), Y0b = __shfl_sync(0xffffffffu, X0, lb);
     const uint32_t Y1a = __shfl_sync(0xffffffffu, X1, la), Y1b = __shfl_sync(0xffffffffu, X1, lb);
@@ -301,19 +346,19 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
 #pragma unroll
     for (int mm = 0; mm < KS; ++mm) {
       uint32_t a[4];
-      a[0] = decode_pair<VC>(vch, 4 * mm + 0, vlut, vsc[0]);
-      a[1] = decode_pair<VC>(vch, 4 * mm + 1, vlut, vsc[0]);
-      a[2] = decode_pair<VC>(vch, 4 * mm + 2, vlut, vsc[1]);
-      a[3] = decode_pair<VC>(vch, 4 * mm + 3, vlut, vsc[1]);
-      if constexpr (VC == kLut2 || VC == kLut4) {
-        float t[4] = {0.f, 0.f, 0.f, 0.f};
-        mma16816(t, a, pb0, pb1);
-#pragma unroll
-        for (int r = 0; r < 4; ++r) o[mm][r] += vmax * t[r];
-      } else {
-        mma16816(o[mm], a, pb0, pb1);
-      }
+      a[0] = decode_pair<VC>(cur.vch, 4 * mm + 0, vlut, cur.vsc[0]);
+      a[1] = decode_pair<VC>(cur.vch, 4 * mm + 1, vlut, cur.vsc[0]);
+      a[2] = decode_pair<VC>(cur.vch, 4 * mm + 2, vlut, cur.vsc[1]);
+      a[3] = decode_pair<VC>(cur.vch, 4 * mm + 3, vlut, cur.vsc[1]);
+      mma16816(o[mm], a, pb0, pb1);
     }
+    cur = nxt;
+  }
+  if constexpr (VC == kLut2 || VC == kLut4) {
+#pragma unroll
+    for (int mm = 0; mm < KS; ++mm)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) o[mm][r] *= vref;
   }
 
   // ---- merge the 4 warps ----
@@ -402,7 +447,7 @@ __global__ void __launch_bounds__(D) merge_kernel(const AttnParams p) {
 
 template <int KC, int VC, int D>
 cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
-  constexpr size_t kLutBytes = static_cast<size_t>(CodecTraits<KC>::lut + CodecTraits<VC>::lut) * 32 * 4;
+  constexpr size_t kLutBytes = static_cast<size_t>(CodecTraits<KC>::lut + CodecTraits<VC>::lut) * 32 * 4 + 2048;
   constexpr size_t kMergeBytes = static_cast<size_t>(4) * (8 * D + 16) * 4;
   constexpr size_t smem = (kLutBytes > kMergeBytes ? kLutBytes : kMergeBytes) + 8 * D * 4;
   auto* k = attn_kernel<KC, VC, D>;

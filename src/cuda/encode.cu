@@ -82,6 +82,54 @@ __device__ __forceinline__ void for_word_fields(int codec, int wd, F&& f) {
   }
 }
 
+// Packs a tile from the staged fields with head_dim and codec known at compile time (index
+// arithmetic by constants); each lane writes its chunk with 16-byte stores where it can.
+template <int D, int CODEC>
+__device__ __forceinline__ void pack_tile_fixed(bool value, const uint16_t* fields, uint8_t* tile, int lane) {
+  constexpr int w = codec_field_bits(CODEC);
+  constexpr int cb = D * w / 16;  // chunk bytes
+  constexpr int nw = cb / 4;
+  uint32_t words[nw];
+#pragma unroll
+  for (int wd = 0; wd < nw; ++wd) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int k = 0; k < 32 / w; ++k) {
+      int p, s;
+      if (CODEC == kQ4) {
+        p = wd * 4 + (k % 4);
+        s = k / 4;
+      } else {
+        const int bit = 32 * wd + k * w;
+        p = bit / (2 * w);
+        s = (bit / w) % 2;
+      }
+      int t, i;
+      slot_element(value, D, lane, p, s, &t, &i);
+      word |= (static_cast<uint32_t>(fields[t * D + i]) & ((1u << w) - 1u)) << (field_bit(CODEC, p, s) % 32);
+    }
+    words[wd] = word;
+  }
+  if constexpr (nw % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < nw / 4; ++q)
+      reinterpret_cast<uint4*>(tile + lane * cb)[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
+  } else {
+#pragma unroll
+    for (int q = 0; q < nw; ++q) reinterpret_cast<uint32_t*>(tile + lane * cb)[q] = words[q];
+  }
+}
+template <int D>
+__device__ __forceinline__ bool pack_tile_dispatch(int codec, bool value, const uint16_t* fields, uint8_t* tile, int lane) {
+  switch (codec) {
+    case kLut2: pack_tile_fixed<D, kLut2>(value, fields, tile, lane); return true;
+    case kLut4: pack_tile_fixed<D, kLut4>(value, fields, tile, lane); return true;
+    case kQ4: pack_tile_fixed<D, kQ4>(value, fields, tile, lane); return true;
+    case kQ8: pack_tile_fixed<D, kQ8>(value, fields, tile, lane); return true;
+    default: return false;  // f16 chunks are large: the generic loop below
+  }
+}
+
 template <int S, class T>
 __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restrict__ sides,
                                                      const EncodeJob* __restrict__ jobs, int n_jobs) {
@@ -105,7 +153,7 @@ __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restric
   const int d = P.dim;
   const bool value = J.side == 1;
 
-  if (J.tile) {
+  if (J.tile && !(J.s0 == 0 && J.s1 == 16)) {  // a full tile overwrites every field
     for (int idx = lane; idx < 16 * d; idx += 32) fields[idx] = 0;
     __syncwarp();
     if (J.merge) {  // unpack the tile's existing fields (slots outside [s0, s1) are kept)
@@ -354,6 +402,7 @@ __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restric
   }
   if (J.tile) {
     __syncwarp();
+    if (d == 8 * S && pack_tile_dispatch<8 * S>(P.codec, value, fields, J.tile, lane)) return;
     const int cb = static_cast<int>(chunk_bytes(P.codec, d));
     uint32_t* chunk = reinterpret_cast<uint32_t*>(J.tile + lane * cb);
     for (int wd = 0; wd < cb / 4; ++wd) {

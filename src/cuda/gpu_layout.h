@@ -35,7 +35,7 @@ namespace tqkv::gpu {
 
 enum Codec : int { kLut2 = 0, kLut4 = 1, kQ4 = 2, kQ8 = 3, kF16 = 4, kNumCodecs = 5 };
 
-TQKV_HD int codec_field_bits(int codec) {
+constexpr TQKV_HD int codec_field_bits(int codec) {
   return codec == kLut2 ? 2 : codec == kLut4 ? 4 : codec == kQ4 ? 4 : codec == kQ8 ? 8 : 16;
 }
 TQKV_HD int codec_meta_bytes(int codec, int dim) {
@@ -51,7 +51,7 @@ TQKV_HD size_t page_head_bytes(int codec, int dim, int page_tokens) {
 }
 
 // Element (token t in 0..15, element i) -> (lane, pair p, sub s) of a tile.
-TQKV_HD void element_slot(bool value, int dim, int t, int i, int* lane, int* p, int* s) {
+constexpr TQKV_HD void element_slot(bool value, int dim, int t, int i, int* lane, int* p, int* s) {
   if (!value) {
     const int q = dim / 4, c = i / q, e = i % q, g = t % 8, half = t / 8;
     *lane = 4 * g + c;
@@ -79,7 +79,7 @@ TQKV_HD void slot_element(bool value, int dim, int lane, int p, int s, int* t, i
   }
 }
 // Bit offset of field (p, s) inside a lane's chunk.
-TQKV_HD int field_bit(int codec, int p, int s) {
+constexpr TQKV_HD int field_bit(int codec, int p, int s) {
   if (codec == kQ4) return (p / 4) * 32 + (p % 4) * 4 + s * 16;
   const int w = codec_field_bits(codec);
   return p * 2 * w + s * w;

@@ -334,6 +334,7 @@ TEST(CudaCacheErrors, ReportsProblemsAsStatus) {
   REQUIRE_GPU();
   CudaCacheConfig cfg;
   cfg.max_pages = 2;
+  cfg.max_pages_per_seq = 16;  // the pool (2 pages), not the per-sequence limit, runs out first
   cfg.max_seqs = 1;
   cfg.head_dim = 100;
   EXPECT_FALSE(CudaLayerCache::make(cfg).ok());
