@@ -233,6 +233,7 @@ struct CudaLayerCache::Impl {
   std::vector<int> seq_len;
   std::vector<int> table_host;
   int last_jobs = 0;
+  int ctas_per_sm = 0;
   std::map<std::vector<int>, CudaBuffer> item_lists;
 
   gpu::AttnSide attn_side(bool value) const {
@@ -476,8 +477,11 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
     int sms = 132;
     int dev = 0;
     if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    // Fill exactly one wave of resident CTAs: a second, partial wave would double the time.
+    if (I.ctas_per_sm <= 0) I.ctas_per_sm = gpu::attention_ctas_per_sm(I.hk.codec, I.hv.codec, c.head_dim);
+    const long slots = static_cast<long>(sms) * I.ctas_per_sm;
     const long ctas = static_cast<long>(batch) * c.n_kv_heads * qchunks;
-    n_splits = static_cast<int>(std::max<long>(1, (4L * sms + ctas - 1) / ctas));
+    n_splits = static_cast<int>(std::max<long>(1, slots / ctas));
     n_splits = std::min(n_splits, std::max(1, ntiles / 8));  // at least 2 tiles per warp
   }
   n_splits = std::max(1, std::min(n_splits, ntiles));

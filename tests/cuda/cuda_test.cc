@@ -172,7 +172,7 @@ TEST_P(CudaCache, CodesAndAttention) {
   CudaLayerCache& C = **cache;
   const int H = cfg.n_kv_heads, D = c.dim;
   const std::vector<int> seqs = {2, 0, 3};
-  const std::vector<int> target = {1000 + static_cast<int>(rng.uniform(700)), 37, 1 + static_cast<int>(rng.uniform(300))};
+  const std::vector<int> target = {1000 + static_cast<int>(rng.uniform(700)), 37, 30 + static_cast<int>(rng.uniform(300))};  // >= the 29 tokens of the shared chunks
   // host copies of what was appended: [seq][head][t][D]
   std::vector<std::vector<float>> K(4), V(4);
   for (int s : seqs) K[s].reserve(2000 * H * D), V[s].reserve(2000 * H * D);
