@@ -2,7 +2,7 @@
 //
 // Grid: x = KV split, y = kv head x query chunk, z = batch item. A CTA (4 warps) owns one kv head
 // of one item, so every K/V tile is read once per GQA group; its 8 "columns" are (q head of the
-// group, query token) pairs. Warp w walks tiles w, w+4, ... of the split with its own online
+// group, query token) pairs. Warp w walks its own contiguous quarter of the split with its own online
 // softmax state; the 4 warps are merged in shared memory and the split's (m, l, O) goes to a
 // workspace that merge_kernel combines (and rotates back for rotated values).
 //
@@ -207,6 +207,12 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
                                      : vlut_s + lane;
   const int* btab = p.block_table + static_cast<size_t>(seq) * p.max_pages_per_seq;
   const int tiles_per_page = p.page_tokens / 16;
+  const bool tpp_pow2 = (tiles_per_page & (tiles_per_page - 1)) == 0;
+  const int tpp_shift = __ffs(tiles_per_page) - 1;
+  const size_t klane_off = p.k.meta_region + lane * (KNW * 4), vlane_off = p.v.meta_region + lane * (VNW * 4);
+  int cached_page = -1;
+  const uint8_t* kpage = nullptr;
+  const uint8_t* vpage = nullptr;
   constexpr int KNB = (KC == kQ4 || KC == kQ8) ? ((D / 4) > 32 ? (D / 4) / 32 : 1) : 1;
   const int knb = (D + 31) / 32;  // q4/q8 blocks per token
 
@@ -225,12 +231,18 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
     uint32_t vsc[2];
   };
   auto load_tile = [&](int ti, TileRegs& R) {
-    const int page = ti / tiles_per_page, lt = ti % tiles_per_page;
-    const size_t pid = static_cast<size_t>(__ldg(btab + page)) * p.n_kv_heads + h;
-    const uint8_t* kbase = p.k.pool + pid * p.k.page_head_bytes;
-    const uint8_t* vbase = p.v.pool + pid * p.v.page_head_bytes;
-    R.kch.load(kbase + p.k.meta_region + static_cast<size_t>(lt) * (16 * D * CodecTraits<KC>::w / 8) + lane * (KNW * 4));
-    R.vch.load(vbase + p.v.meta_region + static_cast<size_t>(lt) * (16 * D * CodecTraits<VC>::w / 8) + lane * (VNW * 4));
+    const int page = tpp_pow2 ? ti >> tpp_shift : ti / tiles_per_page;
+    const int lt = ti - page * tiles_per_page;
+    if (page != cached_page) {  // warps walk contiguous tiles: a page lookup every few tiles
+      cached_page = page;
+      const size_t pid = static_cast<size_t>(__ldg(btab + page)) * p.n_kv_heads + h;
+      kpage = p.k.pool + pid * p.k.page_head_bytes;
+      vpage = p.v.pool + pid * p.v.page_head_bytes;
+    }
+    const uint8_t* kbase = kpage;
+    const uint8_t* vbase = vpage;
+    R.kch.load(kbase + klane_off + lt * (16 * D * CodecTraits<KC>::w / 8));
+    R.vch.load(vbase + vlane_off + lt * (16 * D * CodecTraits<VC>::w / 8));
     const int T0 = ti * 16 + g, T1 = T0 + 8;
     R.ks0 = R.ks1 = 1.f;
     R.vs0 = R.vs1 = 0.f;
@@ -270,9 +282,12 @@ __global__ void __launch_bounds__(128) attn_kernel(const AttnParams p) {
   // softmax maximum, and the true O is vref * O.
   float vref = 0.f;
   TileRegs cur, nxt;
-  if (tile0 + warp < tile1) load_tile(tile0 + warp, cur);
-  for (int ti = tile0 + warp; ti < tile1; ti += 4) {
-    if (ti + 4 < tile1) load_tile(ti + 4, nxt);
+  // Warp w owns a contiguous quarter of the split's tiles (same page for several tiles).
+  const int per_warp = (tile1 - tile0 + 3) / 4;
+  const int wt0 = tile0 + warp * per_warp, wt1 = min(tile1, wt0 + per_warp);
+  if (wt0 < wt1) load_tile(wt0, cur);
+  for (int ti = wt0; ti < wt1; ++ti) {
+    if (ti + 1 < wt1) load_tile(ti + 1, nxt);
     const int T0 = ti * 16 + g, T1 = T0 + 8;
 
     // ---- S = K Q^T ----
