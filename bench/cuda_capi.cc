@@ -73,8 +73,8 @@ int tqkv_capi_dequant(void* h, int nitems, const int* seqs, int L, int value, vo
 int tqkv_capi_signs(void* h, int value, int head, float* out) {
   const tqkv::Quantizer* q = value ? C(h)->value_quantizer(head) : C(h)->key_quantizer(head);
   const auto* rq = dynamic_cast<const tqkv::RotatedQuantizer*>(q);
-  if (!rq || !rq->rotation().enabled()) return 2;
-  const auto& r = rq->rotation().rounds();
+  if (!rq || !rq->rotation()->enabled()) return 2;
+  const auto& r = rq->rotation()->rounds();
   if (r.size() != 1) return fail(tqkv::unsupported("rotation with several rounds"));
   std::memcpy(out, r[0].signs.data(), r[0].signs.size() * sizeof(float));
   return 0;

@@ -6,7 +6,9 @@ set(TQKV_CUDA AUTO CACHE STRING "Build the CUDA backend: AUTO, ON or OFF")
 set_property(CACHE TQKV_CUDA PROPERTY STRINGS AUTO ON OFF)
 
 set(TQKV_CUDA_ENABLED OFF)
-if(NOT TQKV_CUDA STREQUAL "OFF")
+if(TQKV_SANITIZE AND TQKV_CUDA STREQUAL "AUTO")
+  message(STATUS "tqkv: sanitizer build, CUDA backend skipped (set TQKV_CUDA=ON to force it)")
+elseif(NOT TQKV_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
     find_program(TQKV_NVCC nvcc HINTS ENV CUDA_PATH PATHS /usr/local/cuda/bin PATH_SUFFIXES bin)
     if(TQKV_NVCC)
@@ -46,7 +48,10 @@ if(TQKV_CUDA_ENABLED)
   target_include_directories(tqkv_cuda PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
   target_sources(tqkv PRIVATE $<TARGET_OBJECTS:tqkv_cuda>)
   target_compile_definitions(tqkv PRIVATE TQKV_WITH_CUDA=1)
-  target_link_libraries(tqkv PUBLIC CUDA::cudart_static)
+  # Installed consumers get the static runtime by path (no CUDA::cudart_static target needed in
+  # tqkvTargets.cmake); objects that need it are only pulled in by code that calls tqkv/cuda.h.
+  target_link_libraries(tqkv PUBLIC $<BUILD_INTERFACE:CUDA::cudart_static>
+    $<INSTALL_INTERFACE:${CUDA_cudart_static_LIBRARY}> $<INSTALL_INTERFACE:${CMAKE_DL_LIBS}> $<INSTALL_INTERFACE:rt>)
   set_target_properties(tqkv PROPERTIES POSITION_INDEPENDENT_CODE ON)
   # Shared library with a C API for the Python benchmark (bench/gpu_bench.py, ctypes).
   add_library(tqkv_capi SHARED ${CMAKE_SOURCE_DIR}/bench/cuda_capi.cc)

@@ -12,6 +12,7 @@
 
 #include "cache_flags.h"
 #include "command.h"
+#include "data_paths.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
 
@@ -27,8 +28,10 @@ struct Opts {
 };
 
 Status run(Opts o) {
+  TQKV_RETURN_IF_ERROR(check_threads(o.threads));
   if (o.threads > 0) set_runtime_threads(o.threads);
-  if (o.p.ctx < 2) return invalid_argument("context size (-c) must be >= 2, got " + std::to_string(o.p.ctx));
+  // -c 2 scores no position (positions c/2 .. c-2): PPL would be NaN.
+  if (o.p.ctx < 3) return invalid_argument("context size (-c) must be >= 3, got " + std::to_string(o.p.ctx));
   TQKV_ASSIGN_OR_RETURN(ModelCacheConfig cc, make_cache_config(o.cache));
   TQKV_ASSIGN_OR_RETURN(auto model, Model::load(o.model));
   TQKV_ASSIGN_OR_RETURN(std::string text, read_text_file(o.file));
@@ -76,8 +79,8 @@ Status run(Opts o) {
 
 Register reg("perplexity", "Perplexity and KL divergence (llama-perplexity semantics)", [](CLI::App& app) {
   auto o = std::make_shared<Opts>();
-  o->model = TQKV_DEFAULT_MODEL;
-  o->file = TQKV_DEFAULT_EVAL_TEXT;
+  o->model = default_data_file("models/tqkv-ref-d128.gguf");
+  o->file = default_data_file("models/eval/heldout.txt");
   app.add_option("-m,--model", o->model, "GGUF model (default: the shipped reference model)")->capture_default_str();
   app.add_option("-f,--file", o->file, "Text file, plain or .xz (default: the reference model's held-out text)")->capture_default_str();
   app.add_option("-c,--ctx-size", o->p.ctx, "Tokens per chunk (default 512)");

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "tqkv/format.h"
+#include "tqkv/kv_view.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/status.h"
 
@@ -112,6 +113,13 @@ class CudaLayerCache {
   // head's rotation transpose for the original domain. For the naive dequantize-then-attend
   // baseline of the benchmark.
   Status dequantize(const std::vector<int>& seqs, int L, bool value, uint16_t* out) const;
+
+  // Copies sequence `src_seq` of a CPU cache (through its read-only view, tqkv/kv_view.h) into
+  // sequence `seq` of this cache (which must be empty): the CPU pages' codes are gathered
+  // (per-vector or bit-sliced tiles) and written into GPU pages, bit for bit. The layer must have
+  // the same heads, head_dim, formats and rotations (same base seed and layer index) and keep no
+  // f16 sinks or window.
+  Status load_sequence(int seq, const LayerView& layer, const SequenceView& src);
 
   // Test/debug access: per-vector codes (the CPU quantizer's format, docs/format.md section 1)
   // of tokens [t0, t1) of `head`, gathered from the GPU pages. `codes`: (t1 - t0) * code_size.

@@ -7,7 +7,8 @@
 // encoded into the compressed format at that moment (from its f16 copy).
 // Rotated key formats (rvq, tq) are stored in the rotated domain; attention rotates the query
 // once with the same rotation (scores are preserved because the rotation is orthogonal).
-// Layout: docs/format.md ("KV cache pages"); design: docs/design.md.
+// Layout: docs/format.md ("KV cache pages"); design: docs/design.md. Attention reads the cache
+// only through view() / sequence_view() (tqkv/kv_view.h) and runs in tqkv::attend (tqkv/attention.h).
 //
 // Thread-safety: const methods (attend, read, n_tokens, bytes_resident) may run concurrently;
 // mutating methods (append, truncate, clear) need exclusive access.
@@ -19,39 +20,14 @@
 #include <string>
 #include <vector>
 
+#include "tqkv/attention.h"
+#include "tqkv/cache_config.h"
 #include "tqkv/format.h"
+#include "tqkv/kv_view.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/status.h"
 
 namespace tqkv {
-
-// A (heads, tokens, head_dim) float tensor with explicit strides (elements; head_dim contiguous).
-struct HeadTokenView {
-  const float* data = nullptr;
-  int64_t head_stride = 0;
-  int64_t token_stride = 0;
-  const float* at(int64_t h, int64_t t) const { return data + h * head_stride + t * token_stride; }
-};
-struct MutableHeadTokenView {
-  float* data = nullptr;
-  int64_t head_stride = 0;
-  int64_t token_stride = 0;
-  float* at(int64_t h, int64_t t) const { return data + h * head_stride + t * token_stride; }
-};
-
-struct KVCacheOptions {
-  FormatSpec key_format{FormatKind::kF16, 16, 1};
-  FormatSpec value_format{FormatKind::kF16, 16, 1};
-  QuantOptions quant;        // rotation on/off, base seed, residual codebook, norm correction
-  int recent_window = 0;     // most recent W tokens per sequence kept in f16 (0 = none)
-  int sink_tokens = 0;       // first S tokens per sequence kept in f16 (0 = none)
-  int page_tokens = 64;      // tokens per page (multiple of 64); small pages keep short sequences compact
-};
-
-struct AttentionOptions {
-  float scale = 0;           // score scale; 0 means 1/sqrt(head_dim)
-  int threads = 0;           // 0 = all threads of the OpenMP runtime
-};
 
 class LayerKVCache {
  public:
@@ -75,11 +51,17 @@ class LayerKVCache {
   // Every byte this cache holds for keys, values, page tables and windows (allocated capacity).
   size_t bytes_resident() const;
 
-  // Causal attention for the LAST m tokens of `seq` (m >= 1; call after append): query j sits at
-  // position p_j = n_tokens(seq) - m + j and attends to tokens 0..p_j, reading every key and value
-  // from the cache (compressed or window copy — the chunk's own keys are used as stored, so
-  // prefill and decode see the same keys). q, out: (n_q_heads, m, head_dim); n_q_heads must be
-  // a multiple of n_kv_heads (GQA: q head h uses kv head h / (n_q_heads / n_kv_heads)).
+  // Read-only views for attention implementations (tqkv/kv_view.h, tqkv/attention.h).
+  // view() is valid while the cache lives; a SequenceView until the next append/truncate/clear.
+  const LayerView& view() const;
+  // The page tables of `seq`; an empty view (0 tokens) for a sequence never appended to.
+  SequenceView sequence_view(int seq) const;
+  // True when keys are appended and stored before RoPE (KVCacheOptions::keys_pre_rope or a
+  // pre-RoPE key format): the forward pass must then append un-rotated keys.
+  bool keys_pre_rope() const;
+
+  // Convenience wrappers around tqkv::attend (tqkv/attention.h) for the last m tokens of `seq`:
+  // q, out: (n_q_heads, m, head_dim), n_q_heads a multiple of n_kv_heads.
   Status attend(int seq, int m, int n_q_heads, const HeadTokenView& q, const MutableHeadTokenView& out,
                 const AttentionOptions& options = {}) const;
 
@@ -97,29 +79,11 @@ class LayerKVCache {
   // ORIGINAL (unrotated) domain. For tests and the reference attention.
   Status read(int seq, int head, int t0, int t1, float* k, float* v) const;
 
-  struct Impl;
  private:
+  struct Impl;
   explicit LayerKVCache(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Cache configuration for a whole model: the seed's style (method, bits, residuals, value bits,
-// hadamard) or llama.cpp's (-ctk/-ctv format names), plus per-layer overrides.
-struct ModelCacheConfig {
-  KVCacheOptions base;            // formats and windows of ordinary layers
-  int boundary_layers = 0;        // the first and last N layers use boundary_* formats
-  FormatSpec boundary_key_format{FormatKind::kQ8_0, 8, 1};
-  FormatSpec boundary_value_format{FormatKind::kQ8_0, 8, 1};
-};
-
-// Seed-style configuration: method in {turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32}.
-//   turboquant_rvq: keys rvq{key_bits}x{residuals}, values tq{value_bits}
-//   turboquant_mse: keys tq{key_bits},              values tq{value_bits}
-//   kivi:           keys kivi{key_bits},            values kivi{value_bits}
-//   q8_0 / q4_0 / f16 / f32: both keys and values in that format
-StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, int key_bits,
-                                                    int residuals, int value_bits,
-                                                    bool use_hadamard);
 
 class ModelKVCache {
  public:

@@ -10,7 +10,8 @@
 // every 1-D tensor and the token embedding) are dequantized to f32 once at load. Matmuls: f32 via
 // OpenBLAS (sgemv for decode, sgemm for prefill); f16/bf16 via an AVX2+F16C row kernel for decode
 // and 64-row blocks widened to f32 + sgemm for prefill.
-// Attention of every layer goes through LayerKVCache (append K/V post-RoPE, then attend).
+// Attention of every layer goes through LayerKVCache (append K/V, then attend): keys post-RoPE,
+// or pre-RoPE when the cache stores them so (LayerKVCache::keys_pre_rope; attention applies RoPE).
 //
 // Conventions (GGUF "llama"): q/k rows are stored so that RoPE rotates ADJACENT pairs
 // (x[2i], x[2i+1]) by pos * base^(-2i/rot_dim) (divided by rope_freqs[i] when the file has that
@@ -30,7 +31,7 @@
 
 namespace tqkv {
 
-enum class RopeStyle { kAdjacent, kNeox };
+// RopeStyle (adjacent or NeoX pairs) and RoPE itself: tqkv/attention.h.
 
 struct ModelConfig {
   std::string arch;          // "llama", "qwen2" or "qwen3"
@@ -153,7 +154,8 @@ class InferenceContext {
   std::vector<float> att_;   // (B, n_heads * head_dim) attention output
   std::vector<float> h1_;    // (B, hidden_dim)
   std::vector<float> h3_;    // (B, hidden_dim)
-  std::vector<float> rope_inv_freq_;  // (rope_dim / 2)
+  RopeParams rope_;                   // the model's RoPE (tqkv/attention.h)
+  std::vector<float> rope_inv_freq_;  // rope_inv_freq(rope_)
 };
 
 // Sampling: greedy when temperature <= 0 (argmax, lowest id on ties); otherwise softmax(logits/T)

@@ -25,6 +25,7 @@
 
 #include "tqkv/codebook.h"
 #include "tqkv/format.h"
+#include "tqkv/rotation.h"
 #include "tqkv/status.h"
 #include "tqkv/tensor.h"
 
@@ -59,6 +60,11 @@ class Quantizer {
   // (batch, head, seq) row-major order, vectors() * code_size() bytes.
   Status encode_tensor(const TensorView4& x, uint8_t* codes) const;
   Status decode_tensor(const uint8_t* codes, const MutableTensorView4& y) const;
+
+  // Rotated formats (rvq, tq): the rotation applied before quantization and the codebooks of
+  // each pass (what a kernel reading the codes directly needs). Null for every other format.
+  virtual const Rotation* rotation() const { return nullptr; }
+  virtual const PassCodebooks* codebooks() const { return nullptr; }
 
  protected:
   Quantizer(FormatSpec spec, int dim);

@@ -1,4 +1,4 @@
-// Fused attention over a LayerKVCache: scores straight from the stored codes, online softmax,
+// tqkv::attend (tqkv/attention.h), the CPU implementation: fused attention over a layer view: scores straight from the stored codes, online softmax,
 // values accumulated without materializing them (docs/design.md, "Fused attention").
 //
 // Work item = (request, kv head, split of the compressed range). Each work item handles all
@@ -14,9 +14,9 @@
 #include <string>
 
 #include "attention/attention_kernels.h"
-#include "cache/layer_cache_impl.h"
 #include "core/half.h"
-#include "quant/rotated_quantizer.h"
+#include "tqkv/attention.h"
+#include "tqkv/quantizer.h"
 #include "tqkv/simd.h"
 
 namespace tqkv {
@@ -28,7 +28,7 @@ namespace attn {
 // Key tile: group g of plane p holds, for token t, the nibble of coordinates 4g..4g+3 at byte
 // t / 2, nibble t % 2. Score = scale_t * (C0 * qsum + sum_{p,g} alpha_p * lut[p][g][nibble]) with
 // lut[p][g][n] = sum of qr[4g + u] over the set bits u of n (exact float sums).
-void prepare_key_lut_scalar(const TileLayout& L, Queries* Q) {
+void prepare_key_lut_scalar(const TileParams& L, Queries* Q) {
   Q->klut.assign(static_cast<size_t>(Q->ns) * L.groups * 16, 0.0f);
   for (int s = 0; s < Q->ns; ++s) {
     const float* qr = &Q->qr[static_cast<size_t>(s) * Q->d];
@@ -43,7 +43,7 @@ void prepare_key_lut_scalar(const TileLayout& L, Queries* Q) {
   }
 }
 
-void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+void fast_key_scores_scalar(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores) {
   const float* sc = L.scales(tile);
   for (int s = 0; s < Q.ns; ++s) {
     const float* lut = &Q.klut[static_cast<size_t>(s) * L.groups * 16];
@@ -63,7 +63,7 @@ void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Quer
 
 // Value tile: for quad q, chunk c of plane p, coordinate 16c + i has the 4 tokens' bits in the
 // nibble at bits 4i..4i+3 of the 64-bit word. lut[q][n] = sum of w over the quad's tokens in n.
-void fast_value_accum_scalar(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+void fast_value_accum_scalar(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o) {
   const int dpad = 16 * L.groups, quads = 4 * n_tiles;
   std::vector<float> lut(static_cast<size_t>(quads) * 16);
@@ -148,9 +148,9 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Partial softmax state of `ns` states.
 struct Partial {
-  std::vector<float> m, l, cw;   // (ns,) running max, sum of p, sum of p * value scale (fast V)
+  std::vector<float> m, l, cw;   // (ns,) running max, sum of p, sum of p * value scale (tiled V)
   std::vector<float> o;          // (ns, d) original-domain accumulator
-  std::vector<float> orot;       // (ns, dpad) rotated-domain accumulator (fast V)
+  std::vector<float> orot;       // (ns, dpad) rotated-domain accumulator (tiled or rotated V)
   void reset(int ns, int d, int dpad) {
     m.assign(ns, kNegInf);
     l.assign(ns, 0.0f);
@@ -165,12 +165,19 @@ struct Work {
   bool first;                     // split 0 also handles sinks and the window
 };
 
+// What every work item of one attend() call shares: the layer view and the kernel choices.
 struct Ctx {
-  const LayerKVCache::Impl* I;
+  const LayerView* L;
+  const AttentionQuery* reqs;
   int n_q_heads, G, d, dpad;
   float scale;
   bool avx512, avx2;
-  bool vrot;  // per-vector rotated values accumulated in the rotated domain (AVX-512, d % 16 == 0)
+  bool ktiles, vtiles;  // bit-sliced tile storage (fast kernels on the planes)
+  bool kf16, vf16;      // f16 codes read directly by the f16 kernels
+  bool vrot;            // per-vector rotated values accumulated in the rotated domain (AVX-512, d % 16 == 0)
+  bool pre_rope;        // keys stored before RoPE: rotate every key row at its position
+  RopeParams opt_rope;          // the model's RoPE (pre_rope only)
+  std::vector<float> inv_freq;  // rope_inv_freq(opt_rope) (pre_rope only)
 };
 
 void float_scores(const Ctx& C, const float* q, int ns, const float* k, int n, int d, float* scores) {
@@ -184,10 +191,81 @@ void float_accum(const Ctx& C, const float* p, int ns, const float* v, int n, in
   else attn::float_accum_scalar(p, ns, v, n, d, o);
 }
 
+// Rotated-format parameters of one head for the rotated-domain decode kernel, from the view.
+kernels::RotatedParams rotated_params(const StreamLayout& s, int head, int d) {
+  kernels::RotatedParams p;
+  const HeadCodec& hc = s.heads[head];
+  p.dim = d;
+  p.bits = s.format.bits;
+  p.passes = s.format.passes;
+  for (int k = 0; k < p.passes; ++k) {
+    p.levels[k] = hc.codebooks->passes[k].levels.data();
+    p.thresholds[k] = hc.codebooks->passes[k].thresholds.data();
+  }
+  p.rotation = hc.rotation;
+  p.plane_bytes = (static_cast<size_t>(d) + 7) / 8;
+  p.code_size = s.code_size;
+  return p;
+}
+
+// Decodes compressed indices c0 .. c0 + cnt - 1 of one stream to float rows (original domain).
+void decode_rows(const StreamLayout& s, const StreamPages& sp, int head, int c0, int cnt, float* out, int d) {
+  const Quantizer& q = *s.heads[head].quantizer;
+  if (s.storage == KVStorage::kPerVector) {
+    q.decode(s.code(sp.pages, c0), cnt, out);  // a block never crosses a page
+    return;
+  }
+  thread_local std::vector<uint8_t> code;
+  code.resize(s.code_size);
+  // Tile -> per-vector code: scale, then each plane as ceil(d/8) bytes (docs/format.md).
+  const TileParams& T = s.tiles;
+  const size_t pb = (static_cast<size_t>(d) + 7) / 8;
+  for (int t = 0; t < cnt; ++t) {
+    const int c = c0 + t;
+    const uint8_t* tile = s.tile(sp.pages, c);
+    const int slot = c % kTileTokens;
+    std::memcpy(code.data(), tile + 4 * slot, 4);
+    std::memset(code.data() + 4, 0, T.planes * pb);
+    for (int p = 0; p < T.planes; ++p)
+      for (int i = 0; i < d; ++i) {
+        size_t byte = 64 + p * T.plane_bytes;
+        int b;
+        if (!T.is_value) {
+          byte += static_cast<size_t>(i / 4) * 8;
+          b = 4 * slot + (i % 4);
+        } else {
+          byte += (static_cast<size_t>(slot / 4) * T.groups + i / 16) * 8;
+          b = 4 * (i % 16) + (slot % 4);
+        }
+        const int bit = (tile[byte + b / 8] >> (b % 8)) & 1;
+        code[4 + p * pb + i / 8] |= static_cast<uint8_t>(bit << (i % 8));
+      }
+    q.decode(code.data(), 1, out + static_cast<size_t>(t) * d);
+  }
+}
+
 // Runs the softmax step of one block for the states and rescales their accumulators.
-void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid, int d, int dpad) {
+// NaN scores (a NaN key, or a NaN from a corrupt quantization scale) have ONE behaviour at every
+// SIMD level: the token gets weight 0, as if masked. The kernels' max/exp differ in how they treat
+// NaN (vmaxps returns its second operand, std::max its first), so NaN never reaches them: it is
+// replaced by -inf here, and a row whose visible scores are all -inf is passed as fully masked
+// (exp(-inf - -inf) would be NaN). A query that sees only such tokens gets a zero output.
+void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid_in) {
+  const int d = C.d, dpad = C.dpad;
   thread_local std::vector<float> corr;  // scratch reused across blocks
+  thread_local std::vector<int> valid_buf;
   corr.resize(ns);
+  valid_buf.assign(valid_in, valid_in + ns);
+  int* valid = valid_buf.data();
+  for (int s = 0; s < ns; ++s) {
+    float* sc = scores + s * kBlock;
+    bool any = false;
+    for (int t = 0; t < valid[s]; ++t) {
+      if (std::isnan(sc[t])) sc[t] = kNegInf;
+      any |= sc[t] != kNegInf;
+    }
+    if (!any) valid[s] = 0;
+  }
   float* cr = corr.data();
   if (C.avx512) attn::softmax_block_avx512(scores, ns, valid, P.m.data(), P.l.data(), cr);
   else if (C.avx2) attn::softmax_block_avx2(scores, ns, valid, P.m.data(), P.l.data(), cr);
@@ -198,153 +276,204 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
     P.cw[s] *= c;
     float* o = &P.o[static_cast<size_t>(s) * d];
     for (int i = 0; i < d; ++i) o[i] *= c;
-    float* orr = &P.orot[static_cast<size_t>(s) * dpad];
+    if (dpad == 0) continue;  // no rotated-domain accumulator (P.orot is empty)
+    float* orr = P.orot.data() + static_cast<size_t>(s) * dpad;
     for (int i = 0; i < dpad; ++i) orr[i] *= c;
   }
 }
 
-void run_work(const Ctx& C, const std::vector<LayerKVCache::Request>& reqs, const Work& w,
-              attn::Queries& Q, Partial& P, std::vector<float>& kbuf, std::vector<float>& vbuf,
-              std::vector<float>& scores, std::vector<float>& wts) {
-  const LayerKVCache::Impl& I = *C.I;
-  const LayerKVCache::Request& r = reqs[w.req];
-  const SeqState& s = I.seqs.at(r.seq);
-  const HeadStore& hs = s.heads[w.head];
-  const int d = C.d, G = C.G, m = r.m, ns = G * m;
-  const int S = I.sinks(), W = I.window();
-  const int n = s.n;
-  // Query states: state = g * m + j (q head w.head * G + g, query token j at position n - m + j).
-  Q.ns = ns;
-  Q.d = d;
-  Q.q.assign(static_cast<size_t>(ns) * d, 0.0f);
-  for (int g = 0; g < G; ++g)
-    for (int j = 0; j < m; ++j) {
-      const float* src = r.q.at(w.head * G + g, j);
-      float* dst = &Q.q[static_cast<size_t>(g * m + j) * d];
-      for (int i = 0; i < d; ++i) dst[i] = src[i] * C.scale;
-    }
-  if (I.kfast) {
-    const Rotation& rot = static_cast<const RotatedQuantizer&>(*I.keyq[w.head]).rotation();
-    Q.qr.assign(static_cast<size_t>(ns) * d, 0.0f);
-    Q.qsum.assign(ns, 0.0f);
-    for (int st = 0; st < ns; ++st) {
-      rot.forward(&Q.q[static_cast<size_t>(st) * d], &Q.qr[static_cast<size_t>(st) * d]);
-      float sum = 0;
-      for (int i = 0; i < d; ++i) sum += Q.qr[static_cast<size_t>(st) * d + i];
-      Q.qsum[st] = sum;
-    }
-    if (C.avx512) attn::prepare_q8_avx512(I.klay, &Q);
-    else attn::prepare_key_lut_scalar(I.klay, &Q);
+// Per-thread scratch of the work items.
+struct Scratch {
+  attn::Queries Q;
+  std::vector<float> kbuf, vbuf, scores, wts, tile_scores;
+};
+
+// One work item: all states of one kv head of one request over one split of the compressed range.
+class WorkRunner {
+ public:
+  WorkRunner(const Ctx& C, const Work& w, Scratch& S, Partial& P)
+      : C_(C), L_(*C.L), w_(w), r_(C.reqs[w.req]), hp_(r_.seq.heads[w.head]), S_(S), P_(P),
+        d_(C.d), m_(r_.m), ns_(C.G * r_.m), n_(r_.seq.n_tokens) {}
+
+  void run() {
+    prepare_queries();
+    if (w_.first) f16_ranges();
+    for (int c0 = w_.c_begin; c0 < w_.c_end; c0 += kBlock) compressed_block(c0, std::min(kBlock, w_.c_end - c0));
   }
-  P.reset(ns, d, C.dpad);
-  scores.resize(static_cast<size_t>(ns) * kBlock);
-  wts.resize(static_cast<size_t>(ns) * kBlock);
-  kbuf.resize(static_cast<size_t>(kBlock) * d);
-  thread_local std::vector<float> tile_scores;  // (ns, 16) scores of one key tile
-  tile_scores.resize(static_cast<size_t>(ns) * kTileTokens);
-  vbuf.resize(static_cast<size_t>(kBlock) * d);
-  auto pos_limit = [&](int st) { return n - m + st % m; };  // last visible position of state st
-  std::vector<int>& valid = Q.valid;
-  valid.resize(ns);
+
+ private:
+  // Query states: state = g * m + j (q head head * G + g, query token j at position n - m + j),
+  // scaled by the softmax scale; rotated with the key rotation for the tiled key kernels.
+  void prepare_queries() {
+    attn::Queries& Q = S_.Q;
+    const int d = d_;
+    Q.ns = ns_;
+    Q.d = d;
+    Q.q.assign(static_cast<size_t>(ns_) * d, 0.0f);
+    for (int g = 0; g < C_.G; ++g)
+      for (int j = 0; j < m_; ++j) {
+        const float* src = r_.q.at(w_.head * C_.G + g, j);
+        float* dst = &Q.q[static_cast<size_t>(g * m_ + j) * d];
+        for (int i = 0; i < d; ++i) dst[i] = src[i] * C_.scale;
+      }
+    if (C_.ktiles) {
+      const Rotation& rot = *L_.key.heads[w_.head].rotation;
+      Q.qr.assign(static_cast<size_t>(ns_) * d, 0.0f);
+      Q.qsum.assign(ns_, 0.0f);
+      for (int st = 0; st < ns_; ++st) {
+        rot.forward(&Q.q[static_cast<size_t>(st) * d], &Q.qr[static_cast<size_t>(st) * d]);
+        float sum = 0;
+        for (int i = 0; i < d; ++i) sum += Q.qr[static_cast<size_t>(st) * d + i];
+        Q.qsum[st] = sum;
+      }
+      if (C_.avx512) attn::prepare_q8_avx512(L_.key.tiles, &Q);
+      else attn::prepare_key_lut_scalar(L_.key.tiles, &Q);
+    }
+    P_.reset(ns_, d, C_.dpad);
+    S_.scores.resize(static_cast<size_t>(ns_) * kBlock);
+    S_.wts.resize(static_cast<size_t>(ns_) * kBlock);
+    S_.kbuf.resize(static_cast<size_t>(kBlock) * d);
+    S_.vbuf.resize(static_cast<size_t>(kBlock) * d);
+    S_.tile_scores.resize(static_cast<size_t>(ns_) * kTileTokens);
+    Q.valid.resize(ns_);
+  }
+
+  // Causal mask: state st sees positions <= n - m + st % m; valid tokens are a prefix of a block.
+  void set_valid(int pos0, int cnt) {
+    for (int st = 0; st < ns_; ++st) S_.Q.valid[st] = std::clamp(n_ - m_ + st % m_ - pos0 + 1, 0, cnt);
+  }
+
+  // Pre-RoPE keys: rotate rows of token positions pos0.. to their RoPE positions.
+  void rope_rows(float* k, int pos0, int cnt) const {
+    if (!C_.pre_rope) return;
+    for (int t = 0; t < cnt; ++t)
+      apply_rope(C_.opt_rope, C_.inv_freq.data(), r_.position_offset + pos0 + t, k + static_cast<size_t>(t) * d_);
+  }
 
   // Float rows (f16 sinks / window, or decoded per-vector formats) at positions pos0..pos0+cnt-1.
-  auto float_block = [&](const float* k, const float* v, int pos0, int cnt) {
-    float_scores(C, Q.q.data(), ns, k, cnt, d, scores.data());
-    for (int st = 0; st < ns; ++st) valid[st] = std::clamp(pos_limit(st) - pos0 + 1, 0, cnt);
-    softmax_step(C, P, ns, scores.data(), valid.data(), d, C.dpad);
-    float_accum(C, scores.data(), ns, v, cnt, d, P.o.data());
-  };
-  auto f16_rows = [&](const std::vector<uint16_t>& src, int row0, int cnt, float* dst, int ring) {
+  void float_block(const float* k, const float* v, int pos0, int cnt) {
+    float_scores(C_, S_.Q.q.data(), ns_, k, cnt, d_, S_.scores.data());
+    set_valid(pos0, cnt);
+    softmax_step(C_, P_, ns_, S_.scores.data(), S_.Q.valid.data());
+    float_accum(C_, S_.scores.data(), ns_, v, cnt, d_, P_.o.data());
+  }
+
+  void f16_rows(const uint16_t* src, int row0, int cnt, float* dst, int ring) const {
     for (int t = 0; t < cnt; ++t) {
       const int row = ring ? (row0 + t) % ring : row0 + t;
-      const uint16_t* h = &src[static_cast<size_t>(row) * d];
-      for (int i = 0; i < d; ++i) dst[static_cast<size_t>(t) * d + i] = half_to_float(h[i]);
-    }
-  };
-
-  if (w.first) {
-    // Sinks: positions 0 .. min(S, n) - 1.
-    for (int p0 = 0; p0 < std::min(S, n); p0 += kBlock) {
-      const int cnt = std::min(kBlock, std::min(S, n) - p0);
-      f16_rows(hs.sink_k, p0, cnt, kbuf.data(), 0);
-      f16_rows(hs.sink_v, p0, cnt, vbuf.data(), 0);
-      float_block(kbuf.data(), vbuf.data(), p0, cnt);
-    }
-    // Window: positions S + n_comp .. n - 1 (ring slot = position % W).
-    for (int p0 = S + s.n_comp; p0 < n; p0 += kBlock) {
-      const int cnt = std::min(kBlock, n - p0);
-      f16_rows(hs.win_k, p0, cnt, kbuf.data(), W);
-      f16_rows(hs.win_v, p0, cnt, vbuf.data(), W);
-      float_block(kbuf.data(), vbuf.data(), p0, cnt);
+      const uint16_t* h = src + static_cast<size_t>(row) * d_;
+      for (int i = 0; i < d_; ++i) dst[static_cast<size_t>(t) * d_ + i] = half_to_float(h[i]);
     }
   }
-  // Compressed tokens, blocks of 64 (a block never crosses a page).
-  const bool kf16 = I.opt.key_format.kind == FormatKind::kF16 && d <= 1024;
-  const bool vf16 = I.opt.value_format.kind == FormatKind::kF16 && d <= 1024;
-  for (int c0 = w.c_begin; c0 < w.c_end; c0 += kBlock) {
-    const int cnt = std::min(kBlock, w.c_end - c0);
-    const int pos0 = S + c0;
-    // Software prefetch of the next block into L2: hardware prefetchers stop at 4 KB pages and
-    // the kernels read each block in short bursts.
-    if (c0 + kBlock < w.c_end) {
-      const int nc = c0 + kBlock;
-      const uint8_t* kp = I.kfast ? I.ktile(hs, nc) : I.kcode(hs, nc);
-      const uint8_t* vp = I.vfast ? I.vtile(hs, nc) : I.vcode(hs, nc);
-      const size_t kb = I.kfast ? 4 * I.klay.tile_bytes : kBlock * I.ksz;
-      const size_t vb = I.vfast ? 4 * I.vlay.tile_bytes : kBlock * I.vsz;
-      // Every 4th line: the L2 streamer fetches the neighbours once a stream has started.
-      for (size_t o = 0; o < kb; o += 256) _mm_prefetch(reinterpret_cast<const char*>(kp + o), _MM_HINT_T1);
-      for (size_t o = 0; o < vb; o += 256) _mm_prefetch(reinterpret_cast<const char*>(vp + o), _MM_HINT_T1);
+
+  // Sinks (positions 0 .. min(S, n) - 1) and the window (positions S + n_comp .. n - 1, ring
+  // slot = position % W), both f16.
+  void f16_ranges() {
+    const int S = L_.sink_tokens, W = L_.recent_window;
+    for (int p0 = 0; p0 < std::min(S, n_); p0 += kBlock) {
+      const int cnt = std::min(kBlock, std::min(S, n_) - p0);
+      f16_rows(hp_.key.sink, p0, cnt, S_.kbuf.data(), 0);
+      f16_rows(hp_.value.sink, p0, cnt, S_.vbuf.data(), 0);
+      rope_rows(S_.kbuf.data(), p0, cnt);
+      float_block(S_.kbuf.data(), S_.vbuf.data(), p0, cnt);
     }
-    // 1. Scores.
-    if (I.kfast) {
+    for (int p0 = S + r_.seq.n_compressed; p0 < n_; p0 += kBlock) {
+      const int cnt = std::min(kBlock, n_ - p0);
+      f16_rows(hp_.key.window, p0, cnt, S_.kbuf.data(), W);
+      f16_rows(hp_.value.window, p0, cnt, S_.vbuf.data(), W);
+      rope_rows(S_.kbuf.data(), p0, cnt);
+      float_block(S_.kbuf.data(), S_.vbuf.data(), p0, cnt);
+    }
+  }
+
+  // Software prefetch of the block at compressed index nc into L2: hardware prefetchers stop at
+  // 4 KB pages and the kernels read each block in short bursts. Every 4th line: the L2 streamer
+  // fetches the neighbours once a stream has started.
+  void prefetch(int nc) const {
+    const StreamLayout* ls[2] = {&L_.key, &L_.value};
+    const StreamPages* ps[2] = {&hp_.key, &hp_.value};
+    for (int k = 0; k < 2; ++k) {
+      const bool tiled = ls[k]->storage == KVStorage::kTiles;
+      const uint8_t* p = tiled ? ls[k]->tile(ps[k]->pages, nc) : ls[k]->code(ps[k]->pages, nc);
+      const size_t bytes = tiled ? 4 * ls[k]->tiles.tile_bytes : kBlock * ls[k]->code_size;
+      for (size_t o = 0; o < bytes; o += 256) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
+    }
+  }
+
+  // Scores of cnt compressed tokens c0.. into S_.scores (ns, 64).
+  void key_scores(int c0, int cnt) {
+    const StreamLayout& K = L_.key;
+    float* scores = S_.scores.data();
+    if (C_.ktiles) {
       const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
       for (int tl = 0; tl < n_tiles; ++tl) {
-        const uint8_t* tile = I.ktile(hs, c0 + tl * kTileTokens);
-        float* dst = tile_scores.data();
-        if (C.avx512) attn::fast_key_scores_avx512(I.klay, tile, Q, dst);
-        else attn::fast_key_scores_scalar(I.klay, tile, Q, dst);
-        for (int st = 0; st < ns; ++st)
+        const uint8_t* tile = K.tile(hp_.key.pages, c0 + tl * kTileTokens);
+        float* dst = S_.tile_scores.data();
+        if (C_.avx512) attn::fast_key_scores_avx512(K.tiles, tile, S_.Q, dst);
+        else attn::fast_key_scores_scalar(K.tiles, tile, S_.Q, dst);
+        for (int st = 0; st < ns_; ++st)
           std::memcpy(&scores[st * kBlock + tl * kTileTokens], &dst[st * kTileTokens], kTileTokens * sizeof(float));
       }
-    } else if (kf16 && C.avx512) {
-      attn::f16_scores_avx512(Q.q.data(), ns, reinterpret_cast<const uint16_t*>(I.kcode(hs, c0)), cnt, d, scores.data());
-    } else if (kf16 && C.avx2) {
-      attn::f16_scores_avx2(Q.q.data(), ns, reinterpret_cast<const uint16_t*>(I.kcode(hs, c0)), cnt, d, scores.data());
+    } else if (C_.kf16 && C_.avx512) {
+      attn::f16_scores_avx512(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
+    } else if (C_.kf16 && C_.avx2) {
+      attn::f16_scores_avx2(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
     } else {
-      I.keyq[w.head]->decode(I.kcode(hs, c0), cnt, kbuf.data());
-      float_scores(C, Q.q.data(), ns, kbuf.data(), cnt, d, scores.data());
-    }
-    // 2. Causal mask (valid tokens are a prefix of the block) and online softmax.
-    for (int st = 0; st < ns; ++st) valid[st] = std::clamp(pos_limit(st) - pos0 + 1, 0, cnt);
-    softmax_step(C, P, ns, scores.data(), valid.data(), d, C.dpad);
-    // 4. Values.
-    if (I.vfast) {
-      const uint8_t* tiles[4];
-      const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
-      for (int tl = 0; tl < n_tiles; ++tl) tiles[tl] = I.vtile(hs, c0 + tl * kTileTokens);
-      float vscale[kBlock] = {};
-      for (int tl = 0; tl < n_tiles; ++tl)
-        std::memcpy(vscale + tl * kTileTokens, I.vlay.scales(tiles[tl]), kTileTokens * sizeof(float));
-      for (int t = cnt; t < kBlock; ++t) vscale[t] = 0;
-      if (C.avx512) attn::value_weights_avx512(scores.data(), ns, vscale, wts.data(), P.cw.data());
-      else attn::value_weights_scalar(scores.data(), ns, vscale, wts.data(), P.cw.data());
-      if (C.avx512) attn::fast_value_accum_avx512(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
-      else attn::fast_value_accum_scalar(I.vlay, tiles, n_tiles, wts.data(), ns, P.orot.data());
-    } else if (vf16 && C.avx512) {
-      attn::f16_accum_avx512(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
-    } else if (vf16 && C.avx2) {
-      attn::f16_accum_avx2(scores.data(), ns, reinterpret_cast<const uint16_t*>(I.vcode(hs, c0)), cnt, d, P.o.data());
-    } else if (C.vrot) {
-      const auto& vq = static_cast<const RotatedQuantizer&>(*I.valq[w.head]);
-      attn::decode_rotated_domain_avx512(vq.params(), I.vcode(hs, c0), cnt, vbuf.data());
-      float_accum(C, scores.data(), ns, vbuf.data(), cnt, d, P.orot.data());
-    } else {
-      I.valq[w.head]->decode(I.vcode(hs, c0), cnt, vbuf.data());
-      float_accum(C, scores.data(), ns, vbuf.data(), cnt, d, P.o.data());
+      decode_rows(K, hp_.key, w_.head, c0, cnt, S_.kbuf.data(), d_);
+      rope_rows(S_.kbuf.data(), L_.sink_tokens + c0, cnt);
+      float_scores(C_, S_.Q.q.data(), ns_, S_.kbuf.data(), cnt, d_, scores);
     }
   }
-}
+
+  // Accumulates the values of cnt compressed tokens c0.. weighted by the probabilities in S_.scores.
+  void value_accum(int c0, int cnt) {
+    const StreamLayout& V = L_.value;
+    const float* p = S_.scores.data();
+    if (C_.vtiles) {
+      const uint8_t* tiles[4];
+      const int n_tiles = (cnt + kTileTokens - 1) / kTileTokens;
+      for (int tl = 0; tl < n_tiles; ++tl) tiles[tl] = V.tile(hp_.value.pages, c0 + tl * kTileTokens);
+      float vscale[kBlock] = {};
+      for (int tl = 0; tl < n_tiles; ++tl)
+        std::memcpy(vscale + tl * kTileTokens, V.tiles.scales(tiles[tl]), kTileTokens * sizeof(float));
+      for (int t = cnt; t < kBlock; ++t) vscale[t] = 0;
+      if (C_.avx512) attn::value_weights_avx512(p, ns_, vscale, S_.wts.data(), P_.cw.data());
+      else attn::value_weights_scalar(p, ns_, vscale, S_.wts.data(), P_.cw.data());
+      if (C_.avx512) attn::fast_value_accum_avx512(V.tiles, tiles, n_tiles, S_.wts.data(), ns_, P_.orot.data());
+      else attn::fast_value_accum_scalar(V.tiles, tiles, n_tiles, S_.wts.data(), ns_, P_.orot.data());
+    } else if (C_.vf16 && C_.avx512) {
+      attn::f16_accum_avx512(p, ns_, reinterpret_cast<const uint16_t*>(V.code(hp_.value.pages, c0)), cnt, d_, P_.o.data());
+    } else if (C_.vf16 && C_.avx2) {
+      attn::f16_accum_avx2(p, ns_, reinterpret_cast<const uint16_t*>(V.code(hp_.value.pages, c0)), cnt, d_, P_.o.data());
+    } else if (C_.vrot) {
+      const kernels::RotatedParams rp = rotated_params(V, w_.head, d_);
+      attn::decode_rotated_domain_avx512(rp, V.code(hp_.value.pages, c0), cnt, S_.vbuf.data());
+      float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.orot.data());
+    } else {
+      decode_rows(V, hp_.value, w_.head, c0, cnt, S_.vbuf.data(), d_);
+      float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.o.data());
+    }
+  }
+
+  // One block of compressed tokens (a block never crosses a page): scores, causal mask and online
+  // softmax, values.
+  void compressed_block(int c0, int cnt) {
+    if (c0 + kBlock < w_.c_end) prefetch(c0 + kBlock);
+    key_scores(c0, cnt);
+    set_valid(L_.sink_tokens + c0, cnt);
+    softmax_step(C_, P_, ns_, S_.scores.data(), S_.Q.valid.data());
+    value_accum(c0, cnt);
+  }
+
+  const Ctx& C_;
+  const LayerView& L_;
+  const Work& w_;
+  const AttentionQuery& r_;
+  const HeadPages& hp_;
+  Scratch& S_;
+  Partial& P_;
+  const int d_, m_, ns_, n_;
+};
 
 // a <- merge(a, b)
 void merge(Partial& a, const Partial& b, int ns, int d, int dpad) {
@@ -362,89 +491,81 @@ void merge(Partial& a, const Partial& b, int ns, int d, int dpad) {
   }
 }
 
-}  // namespace
-
-Status LayerKVCache::attend(int seq, int m, int n_q_heads, const HeadTokenView& q,
-                            const MutableHeadTokenView& out, const AttentionOptions& options) const {
-  return attend_batch({Request{seq, m, q, out}}, n_q_heads, options);
+Status validate(const LayerView& L, const AttentionParams& p) {
+  if (L.n_kv_heads < 1) return invalid_argument("attend: empty layer view");
+  if (p.n_q_heads < 1 || p.n_q_heads % L.n_kv_heads != 0)
+    return invalid_argument("n_q_heads (" + std::to_string(p.n_q_heads) + ") must be a positive multiple of n_kv_heads (" +
+                            std::to_string(L.n_kv_heads) + ")");
+  if (p.n_queries > 0 && p.queries == nullptr) return invalid_argument("attend: null query array");
+  for (size_t i = 0; i < p.n_queries; ++i) {
+    const AttentionQuery& r = p.queries[i];
+    const int n = r.seq.n_tokens;
+    if (r.m < 1 || r.m > n)
+      return invalid_argument("attend: m = " + std::to_string(r.m) + " query tokens but the sequence holds " +
+                              std::to_string(n) + " tokens (append first)");
+    if (r.q.data == nullptr || r.out.data == nullptr) return invalid_argument("attend: null q or out");
+    if (r.seq.heads == nullptr) return invalid_argument("attend: sequence view without heads");
+  }
+  const RopeParams& rope = p.options.rope;
+  if (L.key.pre_rope && (rope.rotary_dims < 2 || rope.rotary_dims % 2 != 0 || rope.rotary_dims > L.head_dim))
+    return invalid_argument("attend: the keys are stored before RoPE, so options.rope.rotary_dims must be even and in 2.." +
+                            std::to_string(L.head_dim) + " (got " + std::to_string(rope.rotary_dims) + ")");
+  if (p.options.split_tokens < 0 || p.options.split_tokens % kBlock != 0)
+    return invalid_argument("attend: split_tokens must be a multiple of 64 (0 = automatic), got " +
+                            std::to_string(p.options.split_tokens));
+  return Status::Ok();
 }
 
-Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_heads,
-                                  const AttentionOptions& options) const {
-  const Impl& I = *impl_;
-  if (n_q_heads < 1 || n_q_heads % I.n_kv_heads != 0)
-    return invalid_argument("n_q_heads (" + std::to_string(n_q_heads) + ") must be a positive multiple of n_kv_heads (" +
-                            std::to_string(I.n_kv_heads) + ")");
-  for (const Request& r : reqs) {
-    const int n = n_tokens(r.seq);
-    if (r.m < 1 || r.m > n)
-      return invalid_argument("attend: m = " + std::to_string(r.m) + " query tokens but sequence " +
-                              std::to_string(r.seq) + " holds " + std::to_string(n) + " tokens (append first)");
-    if (r.q.data == nullptr || r.out.data == nullptr) return invalid_argument("attend: null q or out");
-  }
-  Ctx C;
-  C.I = &I;
-  C.n_q_heads = n_q_heads;
-  C.G = n_q_heads / I.n_kv_heads;
-  C.d = I.head_dim;
-  C.avx512 = active_simd_level() == SimdLevel::kAvx512;
-  C.vrot = !I.vfast && I.opt.value_format.rotated() && C.avx512 && I.head_dim % 16 == 0;
-  C.dpad = I.vfast ? 16 * I.vlay.groups : C.vrot ? I.head_dim : 0;
-  C.scale = options.scale > 0 ? options.scale : 1.0f / std::sqrt(static_cast<float>(I.head_dim));
-  C.avx512 = active_simd_level() == SimdLevel::kAvx512;
-  C.avx2 = active_simd_level() == SimdLevel::kAvx2;
-  const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
-
-  // Split the compressed range so that there are enough work items for the threads.
+// Work items: (request, kv head, split of the compressed range), enough of them for the threads.
+std::vector<Work> make_work(const LayerView& L, const AttentionParams& p, int threads) {
   std::vector<Work> work;
   size_t total_comp = 0;
-  for (const Request& r : reqs) total_comp += I.seqs.at(r.seq).n_comp;
+  for (size_t i = 0; i < p.n_queries; ++i) total_comp += p.queries[i].seq.n_compressed;
   const size_t items_wanted = static_cast<size_t>(threads) * 4;
-  const size_t base_items = reqs.size() * I.n_kv_heads;
+  const size_t base_items = p.n_queries * L.n_kv_heads;
   int split_tokens = 1 << 30;
-  if (base_items < items_wanted && total_comp > 0) {
-    const size_t per = total_comp * I.n_kv_heads / items_wanted;
+  if (p.options.split_tokens > 0) {
+    split_tokens = p.options.split_tokens;
+  } else if (base_items < items_wanted && total_comp > 0) {
+    const size_t per = total_comp * L.n_kv_heads / items_wanted;
     split_tokens = static_cast<int>(std::max<size_t>(1024, (per + kBlock - 1) / kBlock * kBlock));
   }
-  for (size_t ri = 0; ri < reqs.size(); ++ri) {
-    const SeqState& s = I.seqs.at(reqs[ri].seq);
-    for (int h = 0; h < I.n_kv_heads; ++h) {
+  for (size_t ri = 0; ri < p.n_queries; ++ri) {
+    const int n_comp = p.queries[ri].seq.n_compressed;
+    for (int h = 0; h < L.n_kv_heads; ++h) {
       int c = 0;
       bool first = true;
       do {
-        const int e = std::min(s.n_comp, c + split_tokens);
+        const int e = std::min(n_comp, c + split_tokens);
         work.push_back({static_cast<int>(ri), h, c, e, first});
         first = false;
         c = e;
-      } while (c < s.n_comp);
+      } while (c < n_comp);
     }
   }
-  std::vector<Partial> partials(work.size());
-#pragma omp parallel num_threads(threads)
-  {
-    attn::Queries Q;
-    std::vector<float> kbuf, vbuf, scores, wts;
-#pragma omp for schedule(dynamic, 1)
-    for (size_t wi = 0; wi < work.size(); ++wi)
-      run_work(C, reqs, work[wi], Q, partials[wi], kbuf, vbuf, scores, wts);
-  }
-  // Merge splits and write outputs.
+  return work;
+}
+
+// Merges the splits of each (request, head) and writes the normalized outputs.
+void write_outputs(const Ctx& C, const std::vector<Work>& work, std::vector<Partial>& partials) {
+  const LayerView& L = *C.L;
+  const int d = C.d;
+  std::vector<float> tmp(std::max(d, C.dpad));
   for (size_t wi = 0; wi < work.size();) {
     size_t we = wi + 1;
     while (we < work.size() && !work[we].first) ++we;
-    const Request& r = reqs[work[wi].req];
-    const int head = work[wi].head, ns = C.G * r.m, d = C.d;
+    const AttentionQuery& r = C.reqs[work[wi].req];
+    const int head = work[wi].head, ns = C.G * r.m;
     Partial& P = partials[wi];
     for (size_t k = wi + 1; k < we; ++k) merge(P, partials[k], ns, d, C.dpad);
-    std::vector<float> tmp(std::max(d, C.dpad));
     for (int st = 0; st < ns; ++st) {
       const int g = st / r.m, j = st % r.m;
       float* dst = r.out.at(head * C.G + g, j);
       const float inv = P.l[st] > 0 ? 1.0f / P.l[st] : 0.0f;
-      if (I.vfast || C.vrot) {
-        const float c0 = I.vfast ? I.vlay.c0 : 0.0f;
+      if (C.vtiles || C.vrot) {
+        const float c0 = C.vtiles ? L.value.tiles.c0 : 0.0f;
         for (int i = 0; i < d; ++i) tmp[i] = P.orot[static_cast<size_t>(st) * C.dpad + i] + c0 * P.cw[st];
-        static_cast<const RotatedQuantizer&>(*I.valq[head]).rotation().inverse(tmp.data(), tmp.data());
+        L.value.heads[head].rotation->inverse(tmp.data(), tmp.data());
         for (int i = 0; i < d; ++i) dst[i] = (P.o[static_cast<size_t>(st) * d + i] + tmp[i]) * inv;
       } else {
         for (int i = 0; i < d; ++i) dst[i] = P.o[static_cast<size_t>(st) * d + i] * inv;
@@ -452,6 +573,43 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
     }
     wi = we;
   }
+}
+
+}  // namespace
+
+Status attend(const LayerView& L, const AttentionParams& params) {
+  TQKV_RETURN_IF_ERROR(validate(L, params));
+  if (params.n_queries == 0) return Status::Ok();
+  const SimdLevel level = active_simd_level();
+  Ctx C;
+  C.L = &L;
+  C.reqs = params.queries;
+  C.n_q_heads = params.n_q_heads;
+  C.G = params.n_q_heads / L.n_kv_heads;
+  C.d = L.head_dim;
+  C.avx512 = level == SimdLevel::kAvx512;
+  C.avx2 = level == SimdLevel::kAvx2;
+  C.pre_rope = L.key.pre_rope;
+  C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope;
+  C.vtiles = L.value.storage == KVStorage::kTiles;
+  C.kf16 = L.key.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
+  C.vf16 = L.value.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim;
+  C.vrot = !C.vtiles && L.value.format.rotated() && C.avx512 && L.head_dim % 16 == 0;
+  C.dpad = C.vtiles ? 16 * L.value.tiles.groups : C.vrot ? L.head_dim : 0;
+  C.scale = params.options.scale > 0 ? params.options.scale : 1.0f / std::sqrt(static_cast<float>(L.head_dim));
+  C.opt_rope = params.options.rope;
+  if (C.pre_rope) C.inv_freq = rope_inv_freq(params.options.rope);
+  const int threads = params.options.threads > 0 ? params.options.threads : omp_get_max_threads();
+
+  const std::vector<Work> work = make_work(L, params, threads);
+  std::vector<Partial> partials(work.size());
+#pragma omp parallel num_threads(threads)
+  {
+    Scratch S;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t wi = 0; wi < work.size(); ++wi) WorkRunner(C, work[wi], S, partials[wi]).run();
+  }
+  write_outputs(C, work, partials);
   return Status::Ok();
 }
 

@@ -1,12 +1,13 @@
 // AVX2 (+FMA, F16C) kernels of the fused attention for float tiles (decoded per-vector formats,
 // f16 caches and windows) and the softmax step. Bit-sliced tiles (rvq/tq with 1-2 bit passes)
 // use the scalar nibble-LUT kernels at this level: AVX2 has no VNNI byte dot product.
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "attention/attention_kernels.h"
+#include "core/check.h"
 
 namespace tqkv::attn {
 
@@ -82,12 +83,14 @@ static void f16_to_f32_avx2(const uint16_t* src, size_t count, float* dst) {
   for (; i < count; ++i) dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
 }
 void f16_scores_avx2(const float* q, int ns, const uint16_t* k, int n, int d, float* scores) {
-  alignas(64) static thread_local float tile[kBlock * 1024];
+  alignas(64) static thread_local float tile[kBlock * kF16DirectMaxDim];
+  TQKV_CHECK(d <= kF16DirectMaxDim);  // attend() takes the general decode path above
   f16_to_f32_avx2(k, static_cast<size_t>(n) * d, tile);
   float_scores_avx2(q, ns, tile, n, d, scores);
 }
 void f16_accum_avx2(const float* p, int ns, const uint16_t* v, int n, int d, float* o) {
-  alignas(64) static thread_local float tile[kBlock * 1024];
+  alignas(64) static thread_local float tile[kBlock * kF16DirectMaxDim];
+  TQKV_CHECK(d <= kF16DirectMaxDim);  // attend() takes the general decode path above
   f16_to_f32_avx2(v, static_cast<size_t>(n) * d, tile);
   float_accum_avx2(p, ns, tile, n, d, o);
 }

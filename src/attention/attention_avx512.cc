@@ -7,13 +7,14 @@
 // int32 accumulator holds the scores of the 16 tokens, with no horizontal reduction.
 // Fast values: per bit-plane, 16 coordinates x 4 tokens per 64 bits; vpdpbusd with the 4 tokens'
 // 8-bit weights accumulates 16 coordinates at once.
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "attention/attention_kernels.h"
+#include "core/check.h"
 
 namespace tqkv::attn {
 
@@ -31,7 +32,7 @@ inline int32_t load_i32(const void* p) {
 inline __mmask16 tail_mask(int rem) { return rem >= 16 ? 0xffff : static_cast<__mmask16>((1u << rem) - 1); }
 }  // namespace
 
-void prepare_q8_avx512(const TileLayout& L, Queries* Q) {
+void prepare_q8_avx512(const TileParams& L, Queries* Q) {
   const int gi = L.groups * 4;
   // One int8 digit per coordinate when the format's own error is large, two (q8 + q8lo / 254)
   // when it is small (fine formats need the extra precision to keep the kernel's error below
@@ -78,7 +79,7 @@ void prepare_q8_avx512(const TileLayout& L, Queries* Q) {
 }
 
 template <int NS, int DIGITS>
-static void key_scores_ns(const TileLayout& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
+static void key_scores_ns(const TileParams& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
   const __m512i ones = _mm512_set1_epi8(1);
   const int gi = L.groups * 4;
   __m512 f[NS];
@@ -115,13 +116,13 @@ static void key_scores_ns(const TileLayout& L, const uint8_t* tile, const Querie
 }
 
 template <int DIGITS>
-static void key_scores(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+static void key_scores(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores) {
   by_state_groups(Q.ns, [&](auto NS, int s0) { key_scores_ns<decltype(NS)::value, DIGITS>(L, tile, Q, s0, scores); });
 }
 
 // Folds the bits of every plane for 64 (token, coordinate) pairs into bytes sum_p mult_p * bit_p.
 template <int PL>
-static inline __m512i fold_planes(const TileLayout& L, const uint8_t* base, size_t offset) {
+static inline __m512i fold_planes(const TileParams& L, const uint8_t* base, size_t offset) {
   __m512i u = _mm512_maskz_mov_epi8(load_mask64(base + offset), _mm512_set1_epi8(static_cast<char>(L.mult[0])));
   const int planes = PL > 0 ? PL : L.planes;
   for (int p = 1; p < planes; ++p)
@@ -132,7 +133,7 @@ static inline __m512i fold_planes(const TileLayout& L, const uint8_t* base, size
 
 // Two accumulators per state (even / odd groups): vpdpbusd's latency is hidden by 2 * NS chains.
 template <int NS, int PL>
-static void key_scores_combined(const TileLayout& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
+static void key_scores_combined(const TileParams& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
   const int gi = L.groups * 4;
   __m512i a0[NS], a1[NS];
   for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
@@ -162,11 +163,11 @@ static void key_scores_combined(const TileLayout& L, const uint8_t* tile, const 
 }
 
 template <int PL>
-static void key_scores_combined_all(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+static void key_scores_combined_all(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores) {
   by_state_groups(Q.ns, [&](auto NS, int s0) { key_scores_combined<decltype(NS)::value, PL>(L, tile, Q, s0, scores); });
 }
 
-void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores) {
+void fast_key_scores_avx512(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores) {
   if (Q.combined) {
     if (L.planes == 2) key_scores_combined_all<2>(L, tile, Q, scores);
     else if (L.planes == 1) key_scores_combined_all<1>(L, tile, Q, scores);
@@ -178,7 +179,7 @@ void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Quer
 }
 
 template <int NS>
-static void value_accum_ns(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+static void value_accum_ns(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                            const uint8_t* w8, const float* eps, int s0, float* o) {
   const __m512i ones = _mm512_set1_epi8(1);
   const int dpad = 16 * L.groups;
@@ -203,7 +204,7 @@ static void value_accum_ns(const TileLayout& L, const uint8_t* const* tiles, int
 }
 
 template <int NS, int PL>
-static void value_accum_combined(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+static void value_accum_combined(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                                  const uint8_t* w8, const float* eps, int s0, float* o) {
   const int dpad = 16 * L.groups;
   const int quads = n_tiles * 4;
@@ -235,14 +236,14 @@ static void value_accum_combined(const TileLayout& L, const uint8_t* const* tile
 }
 
 template <int PL>
-static void value_accum_combined_all(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+static void value_accum_combined_all(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                                      const uint8_t* w8, const float* eps, int ns, float* o) {
   by_state_groups(ns, [&](auto NS, int s0) {
     value_accum_combined<decltype(NS)::value, PL>(L, tiles, n_tiles, w8, eps, s0, o);
   });
 }
 
-void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+void fast_value_accum_avx512(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o) {
   // 8-bit weights per state and block: w8 = round(w / eps), eps = max w / 255 (unsigned operand
   // of vpdpbusd; the bits are the signed operand).
@@ -449,14 +450,14 @@ static void f16_to_f32(const uint16_t* src, size_t count, float* dst) {
   for (; i < count; ++i) dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
 }
 void f16_scores_avx512(const float* q, int ns, const uint16_t* k, int n, int d, float* scores) {
-  alignas(64) static thread_local float tile[kBlock * 1024];
-  if (d > 1024) return;  // callers use the generic path above 1024
+  alignas(64) static thread_local float tile[kBlock * kF16DirectMaxDim];
+  TQKV_CHECK(d <= kF16DirectMaxDim);  // attend() takes the general decode path above
   f16_to_f32(k, static_cast<size_t>(n) * d, tile);
   float_scores_avx512(q, ns, tile, n, d, scores);
 }
 void f16_accum_avx512(const float* p, int ns, const uint16_t* v, int n, int d, float* o) {
-  alignas(64) static thread_local float tile[kBlock * 1024];
-  if (d > 1024) return;
+  alignas(64) static thread_local float tile[kBlock * kF16DirectMaxDim];
+  TQKV_CHECK(d <= kF16DirectMaxDim);
   f16_to_f32(v, static_cast<size_t>(n) * d, tile);
   float_accum_avx512(p, ns, tile, n, d, o);
 }

@@ -9,12 +9,15 @@
 #include <type_traits>
 #include <vector>
 
-#include "cache/tile_layout.h"
+#include "tqkv/kv_view.h"
 #include "quant/kernels.h"
 
 namespace tqkv::attn {
 
 inline constexpr int kBlock = 64;  // tokens per softmax block (4 tiles)
+// The f16 kernels (f16_scores_*, f16_accum_*) convert a block to a stack tile of kBlock x d floats;
+// they require d <= kF16DirectMaxDim (checked) and attend() uses the general decode path above.
+inline constexpr int kF16DirectMaxDim = 1024;
 
 // Calls f(std::integral_constant<int, NS>{}, s0) for groups of NS = 4 states and the remainder
 // (NS = 3, 2, 1), so kernels keep NS accumulators in registers with NS known at compile time.
@@ -50,26 +53,26 @@ struct Queries {
   std::vector<int8_t> q8lo;  // (ns, planes, groups * 4)
   std::vector<float> delta;  // (ns, planes) scale of each state's plane digits
   int digits = 1;            // 1: q8 only; 2: q8 + q8lo / 254
-  bool combined = false;     // planes folded into one byte (TileLayout::mult); q8: (ns, groups * 4)
+  bool combined = false;     // planes folded into one byte (TileParams::mult); q8: (ns, groups * 4)
   std::vector<float> klut;   // (ns, groups, 16) scalar key kernel: nibble partial sums of qr
   std::vector<int> valid;    // (ns,) scratch: valid tokens of the current block per state
 };
 
 // Fast keys: scores[s * 16 + t] = scale_t * (C0 * qsum_s + sum_p alpha_p sum_{i: bit} qr_s[i]) for
 // the 16 tokens of one key tile.
-void fast_key_scores_scalar(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores);
-void fast_key_scores_avx512(const TileLayout& L, const uint8_t* tile, const Queries& Q, float* scores);
-void prepare_q8_avx512(const TileLayout& L, Queries* Q);
-void prepare_key_lut_scalar(const TileLayout& L, Queries* Q);
+void fast_key_scores_scalar(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores);
+void fast_key_scores_avx512(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores);
+void prepare_q8_avx512(const TileParams& L, Queries* Q);
+void prepare_key_lut_scalar(const TileParams& L, Queries* Q);
 
 // Fast values: for the n_tiles (<= 4) value tiles of a block and weights w (ns, 64) (softmax
 // probability times the token's value scale; 0 for masked tokens):
 //   o[s * dpad + i] += sum_p alpha_p sum_t w[s, t] * bit_p(t, i)     (rotated domain, no C0 term)
 // dpad = 16 * L.groups. The AVX-512 version quantizes each state's weights to 8 bits
 // (documented error bound in docs/design.md).
-void fast_value_accum_scalar(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+void fast_value_accum_scalar(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o);
-void fast_value_accum_avx512(const TileLayout& L, const uint8_t* const* tiles, int n_tiles,
+void fast_value_accum_avx512(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o);
 
 // Float tiles (decoded per-vector formats, f16 windows): k, v (n, d) rows.

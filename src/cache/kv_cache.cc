@@ -1,34 +1,47 @@
 // LayerKVCache storage (append, truncate, read, accounting) and the model-level cache.
-// Attention lives in src/attention/attention.cc.
+// Attention lives in src/attention (tqkv::attend); attend()/attend_batch() here only wrap it.
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "cache/layer_cache_impl.h"
+#include "tqkv/cache_seed.h"
 #include "core/check.h"
 #include "core/half.h"
 
 namespace tqkv {
 
-void AlignedFree::operator()(uint8_t* p) const { std::free(p); }
-
 namespace {
+size_t page_alloc_bytes(size_t bytes) { return (bytes + 63) / 64 * 64; }
+}  // namespace
 
-PageBuf alloc_page(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
+StreamStore::StreamStore(StreamStore&& o) noexcept
+    : pages(std::move(o.pages)), sink(std::move(o.sink)), win(std::move(o.win)) {
+  o.pages.clear();
+}
+StreamStore& StreamStore::operator=(StreamStore&& o) noexcept {
+  if (this != &o) {
+    keep_pages(0);
+    pages = std::move(o.pages);
+    o.pages.clear();
+    sink = std::move(o.sink);
+    win = std::move(o.win);
+  }
+  return *this;
+}
+void StreamStore::add_page(size_t bytes) {
+  const size_t rounded = page_alloc_bytes(bytes);
   void* p = std::aligned_alloc(64, rounded);
   TQKV_CHECK(p != nullptr);
   std::memset(p, 0, rounded);
-  return PageBuf(static_cast<uint8_t*>(p));
+  pages.push_back(static_cast<uint8_t*>(p));
+}
+void StreamStore::keep_pages(size_t n) {
+  for (size_t i = n; i < pages.size(); ++i) std::free(pages[i]);
+  if (n < pages.size()) pages.resize(n);
 }
 
-size_t page_alloc_bytes(size_t bytes) { return (bytes + 63) / 64 * 64; }
-
-uint64_t mix_seed(uint64_t seed, int layer, int head, int which) {
-  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 + head * 2 + which + 1));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  return z ^ (z >> 31);
-}
+namespace {
 
 void to_f16(const float* x, int d, uint16_t* out) {
   for (int i = 0; i < d; ++i) out[i] = float_to_half(x[i]);
@@ -39,8 +52,58 @@ void from_f16(const uint16_t* x, int d, float* out) {
 
 }  // namespace
 
+uint64_t cache_rotation_seed(uint64_t seed, int layer, int head, CacheStream stream) {
+  const uint64_t which = stream == CacheStream::kValue ? 1 : 0;
+  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 +
+                                                static_cast<uint64_t>(head) * 2 + which + 1));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  return z ^ (z >> 31);
+}
+
 LayerKVCache::LayerKVCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LayerKVCache::~LayerKVCache() = default;
+
+namespace {
+
+// Builds the storage description of one stream from its quantizers.
+void setup_stream(StreamConfig& sc, const FormatSpec& format, int head_dim, int page_tokens, bool is_value) {
+  sc.format = format;
+  sc.code_size = sc.q[0]->code_size();
+  const PassCodebooks* cbs = sc.q[0]->codebooks();
+  sc.tiled = cbs != nullptr && make_tile_layout(format, head_dim, *cbs, is_value, &sc.lay);
+  const size_t P = page_tokens;
+  sc.page_bytes = sc.tiled ? P / kTileTokens * sc.lay.tile_bytes : P * sc.code_size;
+  for (const auto& q : sc.q) sc.codecs.push_back(HeadCodec{q.get(), q->rotation(), q->codebooks()});
+}
+
+StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rope) {
+  StreamLayout L;
+  L.format = sc.format;
+  L.storage = sc.tiled ? KVStorage::kTiles : KVStorage::kPerVector;
+  L.code_size = sc.code_size;
+  L.page_bytes = sc.page_bytes;
+  L.page_tokens = page_tokens;
+  L.pre_rope = pre_rope;
+  if (sc.tiled) L.tiles = sc.lay;
+  L.heads = sc.codecs.data();
+  return L;
+}
+
+// Points the public page views of `s` at its current storage.
+void refresh_views(SeqState& s) {
+  s.views.resize(s.heads.size());
+  for (size_t h = 0; h < s.heads.size(); ++h) {
+    StreamPages* out[kStreams] = {&s.views[h].key, &s.views[h].value};
+    for (int k = 0; k < kStreams; ++k) {
+      const StreamStore& ss = s.heads[h].s[k];
+      *out[k] = StreamPages{ss.pages.data(), static_cast<int>(ss.pages.size()),
+                            ss.sink.empty() ? nullptr : ss.sink.data(),
+                            ss.win.empty() ? nullptr : ss.win.data()};
+    }
+  }
+}
+
+}  // namespace
 
 StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int head_dim,
                                                            const KVCacheOptions& options, int layer) {
@@ -51,38 +114,79 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
     return invalid_argument("page_tokens must be a positive multiple of 64, got " + std::to_string(options.page_tokens));
   if (options.recent_window < 0 || options.sink_tokens < 0)
     return invalid_argument("recent_window and sink_tokens must be >= 0");
+  if (options.recent_window > kMaxWindowTokens || options.sink_tokens > kMaxWindowTokens)  // rings are allocated whole
+    return invalid_argument("recent_window and sink_tokens must be <= " + std::to_string(kMaxWindowTokens));
   auto impl = std::make_unique<Impl>();
   impl->n_kv_heads = n_kv_heads;
   impl->head_dim = head_dim;
   impl->layer = layer;
   impl->opt = options;
-  for (int h = 0; h < n_kv_heads; ++h) {
-    QuantOptions qk = options.quant, qv = options.quant;
-    qk.seed = mix_seed(options.quant.seed, layer, h, 0);
-    qv.seed = mix_seed(options.quant.seed, layer, h, 1);
-    TQKV_ASSIGN_OR_RETURN(auto kq, make_quantizer(options.key_format, head_dim, qk));
-    TQKV_ASSIGN_OR_RETURN(auto vq, make_quantizer(options.value_format, head_dim, qv));
-    impl->keyq.push_back(std::move(kq));
-    impl->valq.push_back(std::move(vq));
-  }
-  impl->ksz = impl->keyq[0]->code_size();
-  impl->vsz = impl->valq[0]->code_size();
-  impl->kfast = make_tile_layout(*impl->keyq[0], false, &impl->klay);
-  impl->vfast = make_tile_layout(*impl->valq[0], true, &impl->vlay);
-  const size_t P = options.page_tokens;
-  impl->kpage_bytes = impl->kfast ? P / kTileTokens * impl->klay.tile_bytes : P * impl->ksz;
-  impl->vpage_bytes = impl->vfast ? P / kTileTokens * impl->vlay.tile_bytes : P * impl->vsz;
+  const FormatSpec formats[kStreams] = {options.key_format, options.value_format};
+  for (int h = 0; h < n_kv_heads; ++h)
+    for (int k = 0; k < kStreams; ++k) {
+      QuantOptions qo = options.quant;
+      qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
+      TQKV_ASSIGN_OR_RETURN(auto q, make_quantizer(formats[k], head_dim, qo));
+      impl->st[k].q.push_back(std::move(q));
+    }
+  for (int k = 0; k < kStreams; ++k)
+    setup_stream(impl->st[k], formats[k], head_dim, options.page_tokens, k == kValues);
+  LayerView& v = impl->view;
+  v.n_kv_heads = n_kv_heads;
+  v.head_dim = head_dim;
+  v.page_tokens = options.page_tokens;
+  v.sink_tokens = options.sink_tokens;
+  v.recent_window = options.recent_window;
+  v.key = stream_layout(impl->st[kKeys], options.page_tokens, options.keys_pre_rope);
+  v.value = stream_layout(impl->st[kValues], options.page_tokens, false);
   return std::unique_ptr<LayerKVCache>(new LayerKVCache(std::move(impl)));
 }
 
 int LayerKVCache::n_kv_heads() const { return impl_->n_kv_heads; }
 int LayerKVCache::head_dim() const { return impl_->head_dim; }
 const KVCacheOptions& LayerKVCache::options() const { return impl_->opt; }
+const LayerView& LayerKVCache::view() const { return impl_->view; }
+bool LayerKVCache::keys_pre_rope() const { return impl_->view.key.pre_rope; }
+
+SequenceView LayerKVCache::sequence_view(int seq) const {
+  auto it = impl_->seqs.find(seq);
+  if (it == impl_->seqs.end()) return SequenceView{};
+  const SeqState& s = it->second;
+  return SequenceView{s.n, s.n_comp, s.views.data()};
+}
 
 int LayerKVCache::n_tokens(int seq) const {
   auto it = impl_->seqs.find(seq);
   return it == impl_->seqs.end() ? 0 : it->second.n;
 }
+
+namespace {
+
+// Encodes `count` tokens of one stream into compressed indices c.. (possibly spanning pages).
+void put_compressed(const StreamConfig& sc, int P, int d, StreamStore& ss, int h, int c,
+                    const float* x, int count, int64_t stride, std::vector<uint8_t>& tmp) {
+  while (count > 0) {
+    while (static_cast<int>(ss.pages.size()) <= c / P) ss.add_page(sc.page_bytes);
+    const int in_page = std::min(count, P - c % P);
+    uint8_t* page = ss.pages[c / P];
+    if (sc.tiled) {
+      tmp.resize(static_cast<size_t>(in_page) * sc.code_size);
+      sc.q[h]->encode(x, in_page, tmp.data(), stride);
+      for (int j = 0; j < in_page; ++j) {
+        const int slot = c % P + j;
+        sc.lay.scatter(&tmp[j * sc.code_size], (d + 7) / 8, slot % kTileTokens,
+                       page + static_cast<size_t>(slot / kTileTokens) * sc.lay.tile_bytes);
+      }
+    } else {
+      sc.q[h]->encode(x, in_page, page + static_cast<size_t>(c % P) * sc.code_size, stride);
+    }
+    x += in_page * stride;
+    c += in_page;
+    count -= in_page;
+  }
+}
+
+}  // namespace
 
 Status LayerKVCache::append(int seq, int n, const HeadTokenView& k, const HeadTokenView& v) {
   Impl& I = *impl_;
@@ -91,84 +195,47 @@ Status LayerKVCache::append(int seq, int n, const HeadTokenView& k, const HeadTo
   if (k.data == nullptr || v.data == nullptr) return invalid_argument("append: null K or V");
   SeqState& s = I.seqs[seq];
   if (s.heads.empty()) s.heads.resize(I.n_kv_heads);
-  const int d = I.head_dim, S = I.sinks(), W = I.window(), P = I.page();
-  std::vector<uint8_t> tmp_codes;
-  // Ensures pages exist for compressed index c.
-  auto ensure = [&](HeadStore& hs, int c) {
-    while (static_cast<int>(hs.kpages.size()) <= c / P) {
-      hs.kpages.push_back(alloc_page(I.kpage_bytes));
-      hs.vpages.push_back(alloc_page(I.vpage_bytes));
-    }
-  };
-  auto put_comp = [&](HeadStore& hs, int h, int c, const float* kx, const float* vx, int count,
-                      int64_t kstride, int64_t vstride) {
-    // count tokens starting at compressed index c, possibly spanning pages.
-    while (count > 0) {
-      ensure(hs, c);
-      const int in_page = std::min(count, P - c % P);
-      uint8_t* kp = hs.kpages[c / P].get();
-      uint8_t* vp = hs.vpages[c / P].get();
-      if (I.kfast) {
-        tmp_codes.resize(static_cast<size_t>(in_page) * I.ksz);
-        I.keyq[h]->encode(kx, in_page, tmp_codes.data(), kstride);
-        for (int j = 0; j < in_page; ++j) {
-          const int slot = c % P + j;
-          I.klay.scatter(&tmp_codes[j * I.ksz], (d + 7) / 8, slot % kTileTokens,
-                         kp + static_cast<size_t>(slot / kTileTokens) * I.klay.tile_bytes);
-        }
-      } else {
-        I.keyq[h]->encode(kx, in_page, kp + static_cast<size_t>(c % P) * I.ksz, kstride);
-      }
-      if (I.vfast) {
-        tmp_codes.resize(static_cast<size_t>(in_page) * I.vsz);
-        I.valq[h]->encode(vx, in_page, tmp_codes.data(), vstride);
-        for (int j = 0; j < in_page; ++j) {
-          const int slot = c % P + j;
-          I.vlay.scatter(&tmp_codes[j * I.vsz], (d + 7) / 8, slot % kTileTokens,
-                         vp + static_cast<size_t>(slot / kTileTokens) * I.vlay.tile_bytes);
-        }
-      } else {
-        I.valq[h]->encode(vx, in_page, vp + static_cast<size_t>(c % P) * I.vsz, vstride);
-      }
-      kx += in_page * kstride;
-      vx += in_page * vstride;
-      c += in_page;
-      count -= in_page;
-    }
-  };
+  const int d = I.head_dim, S = I.sinks(), W = I.window();
+  const HeadTokenView* in[kStreams] = {&k, &v};
+  std::vector<uint8_t> tmp;
   const int n0 = s.n;
   for (int h = 0; h < I.n_kv_heads; ++h) {
     HeadStore& hs = s.heads[h];
     int t = n0, i = 0;
     // Sinks.
-    for (; i < n && t < S; ++i, ++t) {
-      if (hs.sink_k.empty()) { hs.sink_k.resize(static_cast<size_t>(S) * d); hs.sink_v.resize(static_cast<size_t>(S) * d); }
-      to_f16(k.at(h, i), d, &hs.sink_k[static_cast<size_t>(t) * d]);
-      to_f16(v.at(h, i), d, &hs.sink_v[static_cast<size_t>(t) * d]);
-    }
+    for (; i < n && t < S; ++i, ++t)
+      for (int st = 0; st < kStreams; ++st) {
+        std::vector<uint16_t>& sink = hs.s[st].sink;
+        if (sink.empty()) sink.resize(static_cast<size_t>(S) * d);
+        to_f16(in[st]->at(h, i), d, &sink[static_cast<size_t>(t) * d]);
+      }
     if (i == n) continue;
     if (W == 0) {
-      put_comp(hs, h, s.n_comp, k.at(h, i), v.at(h, i), n - i, k.token_stride, v.token_stride);
+      for (int st = 0; st < kStreams; ++st)
+        put_compressed(I.st[st], I.page(), d, hs.s[st], h, s.n_comp, in[st]->at(h, i), n - i, in[st]->token_stride, tmp);
       continue;
     }
-    if (hs.win_k.empty()) { hs.win_k.resize(static_cast<size_t>(W) * d); hs.win_v.resize(static_cast<size_t>(W) * d); }
+    for (int st = 0; st < kStreams; ++st)
+      if (hs.s[st].win.empty()) hs.s[st].win.resize(static_cast<size_t>(W) * d);
     int comp = s.n_comp;  // per-head copy; all heads advance identically
+    std::vector<float> row(d);
     for (; i < n; ++i, ++t) {
       if (t - (S + comp) == W) {  // window full: compress its oldest token
         const int p = S + comp;
-        std::vector<float> kv(2 * d);
-        from_f16(&hs.win_k[static_cast<size_t>(p % W) * d], d, kv.data());
-        from_f16(&hs.win_v[static_cast<size_t>(p % W) * d], d, kv.data() + d);
-        put_comp(hs, h, comp, kv.data(), kv.data() + d, 1, d, d);
+        for (int st = 0; st < kStreams; ++st) {
+          from_f16(&hs.s[st].win[static_cast<size_t>(p % W) * d], d, row.data());
+          put_compressed(I.st[st], I.page(), d, hs.s[st], h, comp, row.data(), 1, d, tmp);
+        }
         ++comp;
       }
-      to_f16(k.at(h, i), d, &hs.win_k[static_cast<size_t>(t % W) * d]);
-      to_f16(v.at(h, i), d, &hs.win_v[static_cast<size_t>(t % W) * d]);
+      for (int st = 0; st < kStreams; ++st)
+        to_f16(in[st]->at(h, i), d, &hs.s[st].win[static_cast<size_t>(t % W) * d]);
     }
     if (h == I.n_kv_heads - 1) s.n_comp = comp;
   }
   if (W == 0) s.n_comp = std::max(0, n0 + n - S);
   s.n = n0 + n;
+  refresh_views(s);
   return Status::Ok();
 }
 
@@ -184,11 +251,10 @@ Status LayerKVCache::truncate(int seq, int n) {
   s.n = n;
   s.n_comp = std::min(s.n_comp, std::max(0, n - I.sinks()));
   const size_t pages = (static_cast<size_t>(s.n_comp) + I.page() - 1) / I.page();
-  for (HeadStore& hs : s.heads) {
-    hs.kpages.resize(std::min(hs.kpages.size(), pages));
-    hs.vpages.resize(std::min(hs.vpages.size(), pages));
-  }
+  for (HeadStore& hs : s.heads)
+    for (StreamStore& ss : hs.s) ss.keep_pages(std::min(ss.pages.size(), pages));
   if (n == 0) I.seqs.erase(it);
+  else refresh_views(s);
   return Status::Ok();
 }
 
@@ -198,13 +264,16 @@ size_t LayerKVCache::bytes_resident() const {
   const Impl& I = *impl_;
   size_t b = 0;
   for (const auto& [id, s] : I.seqs) {
-    b += sizeof(SeqState) + s.heads.capacity() * sizeof(HeadStore);
-    for (const HeadStore& hs : s.heads) {
-      b += hs.kpages.size() * page_alloc_bytes(I.kpage_bytes);
-      b += hs.vpages.size() * page_alloc_bytes(I.vpage_bytes);
-      b += (hs.kpages.capacity() + hs.vpages.capacity()) * sizeof(PageBuf);
-      b += (hs.sink_k.capacity() + hs.sink_v.capacity() + hs.win_k.capacity() + hs.win_v.capacity()) * sizeof(uint16_t);
-    }
+    // Bookkeeping outside the pages (the map node, the 64-byte HeadPages view descriptors of
+    // sequence_view) is not counted, as before the views existed.
+    b += sizeof(SeqState) - sizeof(s.views) + s.heads.capacity() * sizeof(HeadStore);
+    for (const HeadStore& hs : s.heads)
+      for (int st = 0; st < kStreams; ++st) {
+        const StreamStore& ss = hs.s[st];
+        b += ss.pages.size() * page_alloc_bytes(I.st[st].page_bytes);
+        b += ss.pages.capacity() * sizeof(uint8_t*);
+        b += (ss.sink.capacity() + ss.win.capacity()) * sizeof(uint16_t);
+      }
   }
   return b;
 }
@@ -217,37 +286,54 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
   if (t0 == t1) return Status::Ok();
   const SeqState& s = I.seqs.at(seq);
   const HeadStore& hs = s.heads[head];
-  const int d = I.head_dim, S = I.sinks(), W = I.window();
-  for (int t = t0; t < t1; ++t) {
-    float* ko = k + static_cast<size_t>(t - t0) * d;
-    float* vo = v + static_cast<size_t>(t - t0) * d;
-    if (t < S) {
-      from_f16(&hs.sink_k[static_cast<size_t>(t) * d], d, ko);
-      from_f16(&hs.sink_v[static_cast<size_t>(t) * d], d, vo);
-    } else if (t < S + s.n_comp) {
-      const int c = t - S;
-      std::vector<uint8_t> code(std::max(I.ksz, I.vsz));
-      if (I.kfast) {
-        I.klay.gather(I.ktile(hs, c), c % kTileTokens, code.data());
-        I.keyq[head]->decode(code.data(), 1, ko);
+  const int d = I.head_dim, S = I.sinks(), W = I.window(), P = I.page();
+  float* out[kStreams] = {k, v};
+  std::vector<uint8_t> code(std::max(I.st[kKeys].code_size, I.st[kValues].code_size));
+  for (int t = t0; t < t1; ++t)
+    for (int st = 0; st < kStreams; ++st) {
+      const StreamConfig& sc = I.st[st];
+      const StreamStore& ss = hs.s[st];
+      float* o = out[st] + static_cast<size_t>(t - t0) * d;
+      if (t < S) {
+        from_f16(&ss.sink[static_cast<size_t>(t) * d], d, o);
+      } else if (t < S + s.n_comp) {
+        const int c = t - S;
+        const uint8_t* page = ss.pages[c / P];
+        if (sc.tiled) {
+          sc.lay.gather(page + static_cast<size_t>((c % P) / kTileTokens) * sc.lay.tile_bytes, c % kTileTokens,
+                        code.data());
+          sc.q[head]->decode(code.data(), 1, o);
+        } else {
+          sc.q[head]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
+        }
       } else {
-        I.keyq[head]->decode(I.kcode(hs, c), 1, ko);
+        from_f16(&ss.win[static_cast<size_t>(t % W) * d], d, o);
       }
-      if (I.vfast) {
-        I.vlay.gather(I.vtile(hs, c), c % kTileTokens, code.data());
-        I.valq[head]->decode(code.data(), 1, vo);
-      } else {
-        I.valq[head]->decode(I.vcode(hs, c), 1, vo);
-      }
-    } else {
-      from_f16(&hs.win_k[static_cast<size_t>(t % W) * d], d, ko);
-      from_f16(&hs.win_v[static_cast<size_t>(t % W) * d], d, vo);
     }
-  }
   return Status::Ok();
 }
 
+// ---- attention: thin wrappers around tqkv::attend (the implementation is src/attention) ----
+
+Status LayerKVCache::attend(int seq, int m, int n_q_heads, const HeadTokenView& q,
+                            const MutableHeadTokenView& out, const AttentionOptions& options) const {
+  return attend_batch({Request{seq, m, q, out}}, n_q_heads, options);
+}
+
+Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_heads,
+                                  const AttentionOptions& options) const {
+  std::vector<AttentionQuery> queries;
+  queries.reserve(reqs.size());
+  for (const Request& r : reqs) {
+    if (r.seq < 0) return invalid_argument("attend: sequence id must be >= 0, got " + std::to_string(r.seq));
+    queries.push_back(AttentionQuery{sequence_view(r.seq), r.m, r.q, r.out, 0});
+  }
+  return tqkv::attend(view(), AttentionParams{queries.data(), queries.size(), n_q_heads, options});
+}
+
 // ---- model level ----------------------------------------------------------------------------
+
+std::string cache_method_names() { return "turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32"; }
 
 StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, int key_bits,
                                                     int residuals, int value_bits, bool use_hadamard) {

@@ -1,4 +1,5 @@
-// Storage of LayerKVCache (internal; shared by src/cache and src/attention).
+// Storage of LayerKVCache (internal to src/cache; attention reads it only through the public
+// LayerView / SequenceView of tqkv/kv_view.h).
 //
 // Per sequence and kv head, token position t lives in exactly one of three places:
 //   sinks      t < S                           f16, (S, head_dim)
@@ -19,52 +20,59 @@
 
 namespace tqkv {
 
-struct AlignedFree {
-  void operator()(uint8_t* p) const;
+// Keys are stream 0, values stream 1: every per-stream field exists once, indexed by Stream.
+enum Stream : int { kKeys = 0, kValues = 1 };
+inline constexpr int kStreams = 2;
+
+// One stream of one kv head of one sequence. Owns its pages (64-byte aligned, zero-filled);
+// `pages` is itself the page table handed out in StreamPages.
+struct StreamStore {
+  std::vector<uint8_t*> pages;   // each page: StreamConfig::page_bytes
+  std::vector<uint16_t> sink;    // (S, head_dim) f16, allocated on first use
+  std::vector<uint16_t> win;     // (W, head_dim) f16 ring, allocated on first use
+
+  StreamStore() = default;
+  StreamStore(const StreamStore&) = delete;
+  StreamStore& operator=(const StreamStore&) = delete;
+  StreamStore(StreamStore&& o) noexcept;
+  StreamStore& operator=(StreamStore&& o) noexcept;
+  ~StreamStore() { keep_pages(0); }
+  void add_page(size_t bytes);
+  void keep_pages(size_t n);  // frees pages n..
 };
-using PageBuf = std::unique_ptr<uint8_t, AlignedFree>;
 
 struct HeadStore {
-  std::vector<PageBuf> kpages, vpages;   // each page: P * code_size bytes
-  std::vector<uint16_t> sink_k, sink_v;  // (S, head_dim) f16, allocated on first use
-  std::vector<uint16_t> win_k, win_v;    // (W, head_dim) f16 ring, allocated on first use
+  StreamStore s[kStreams];
 };
 
 struct SeqState {
   int n = 0;       // tokens stored
   int n_comp = 0;  // compressed tokens (positions S .. S + n_comp - 1)
   std::vector<HeadStore> heads;  // (n_kv_heads,)
+  std::vector<HeadPages> views;  // (n_kv_heads,) refreshed after every mutation
+};
+
+// How one stream of the layer is stored (shared by every sequence).
+struct StreamConfig {
+  FormatSpec format;
+  size_t code_size = 0;   // per-vector code size
+  bool tiled = false;     // bit-sliced tiles (tile_layout.h) instead of per-vector codes
+  TileLayout lay;
+  size_t page_bytes = 0;
+  std::vector<std::unique_ptr<Quantizer>> q;  // (n_kv_heads,)
+  std::vector<HeadCodec> codecs;              // (n_kv_heads,) views of q
 };
 
 struct LayerKVCache::Impl {
   int n_kv_heads = 0, head_dim = 0, layer = 0;
   KVCacheOptions opt;
-  size_t ksz = 0, vsz = 0;  // per-vector code sizes
-  // Rotated formats with 1-2 bit passes are stored in bit-sliced tiles (tile_layout.h);
-  // everything else as per-vector codes, token after token.
-  bool kfast = false, vfast = false;
-  TileLayout klay, vlay;
-  size_t kpage_bytes = 0, vpage_bytes = 0;
-  std::vector<std::unique_ptr<Quantizer>> keyq, valq;  // (n_kv_heads,)
+  StreamConfig st[kStreams];
   std::map<int, SeqState> seqs;
+  LayerView view;  // filled once by make()
 
   int sinks() const { return opt.sink_tokens; }
   int window() const { return opt.recent_window; }
   int page() const { return opt.page_tokens; }
-  // Per-vector layout only:
-  const uint8_t* kcode(const HeadStore& h, int c) const {
-    return h.kpages[c / page()].get() + static_cast<size_t>(c % page()) * ksz;
-  }
-  const uint8_t* vcode(const HeadStore& h, int c) const {
-    return h.vpages[c / page()].get() + static_cast<size_t>(c % page()) * vsz;
-  }
-  // Tile layout only: the tile holding compressed index c (slot c % 16).
-  const uint8_t* ktile(const HeadStore& h, int c) const {
-    return h.kpages[c / page()].get() + static_cast<size_t>((c % page()) / kTileTokens) * klay.tile_bytes;
-  }
-  const uint8_t* vtile(const HeadStore& h, int c) const {
-    return h.vpages[c / page()].get() + static_cast<size_t>((c % page()) / kTileTokens) * vlay.tile_bytes;
-  }
 };
 
 }  // namespace tqkv

@@ -4,49 +4,50 @@
 #include <algorithm>
 #include <cstring>
 
-#include "quant/rotated_quantizer.h"
 
 namespace tqkv {
 
-bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out) {
-  const auto* rq = dynamic_cast<const RotatedQuantizer*>(&q);
-  if (rq == nullptr || q.format().bits > 2) return false;
+bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
+                      TileLayout* out) {
+  if (!spec.rotated() || spec.bits > 2) return false;
   TileLayout L;
   L.is_value = is_value;
-  L.dim = q.dim();
-  L.passes = q.format().passes;
-  L.bits = q.format().bits;
+  L.dim = dim;
+  L.passes = spec.passes;
+  L.bits = spec.bits;
   L.planes = L.passes * L.bits;
+  int np = 0;
   for (int k = 0; k < L.passes; ++k) {
-    const auto& lv = rq->codebooks().passes[k].levels;
+    const auto& lv = codebooks.passes[k].levels;
     const float c0 = lv[0];
     L.c0 += c0;
     if (L.bits == 1) {
-      L.alpha.push_back(lv[1] - c0);
+      L.alpha[np++] = lv[1] - c0;
     } else {
-      L.alpha.push_back(lv[1] - c0);
-      L.alpha.push_back(lv[2] - c0);
+      L.alpha[np++] = lv[1] - c0;
+      L.alpha[np++] = lv[2] - c0;
       // Affine only for symmetric codebooks: c3 - c0 == (c1 - c0) + (c2 - c0).
-      if (std::fabs((lv[3] - c0) - (L.alpha[L.alpha.size() - 2] + L.alpha.back())) > 1e-5f * std::fabs(lv[3]))
+      if (std::fabs((lv[3] - c0) - (L.alpha[np - 2] + L.alpha[np - 1])) > 1e-5f * std::fabs(lv[3]))
         return false;
     }
   }
-  L.design_mse = rq->design_mse();
+  L.design_mse = codebooks.mse;
   {
     const int limit = is_value ? 127 : 255;
     float amax = 0;
-    for (float a : L.alpha) amax = std::max(amax, std::fabs(a));
+    for (int p = 0; p < L.planes; ++p) amax = std::max(amax, std::fabs(L.alpha[p]));
     double best_err = 2e-3;  // accept at most 0.2% relative error per plane
     for (int top = 1; top <= limit; ++top) {
       const double lam = amax / top;
-      std::vector<uint8_t> m;
+      uint8_t m[kMaxTilePlanes] = {};
       int sum = 0;
       double err = 0;
       bool ok = true;
-      for (float a : L.alpha) {
+      for (int p = 0; p < L.planes; ++p) {
+        const float a = L.alpha[p];
         const long v = std::lround(a / lam);
         if (v < 1 || v > limit) { ok = false; break; }
-        m.push_back(static_cast<uint8_t>(v));
+        m[p] = static_cast<uint8_t>(v);
         sum += static_cast<int>(v);
         err = std::max(err, std::fabs(v * lam - a) / std::fabs(a));
       }
@@ -54,7 +55,7 @@ bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out) {
       if (err < best_err) {
         best_err = err;
         L.combined = true;
-        L.mult = m;
+        std::copy(m, m + kMaxTilePlanes, L.mult);
         L.lambda = static_cast<float>(lam);
         if (err < 1e-4) break;
       }
@@ -63,7 +64,7 @@ bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out) {
   L.groups = is_value ? (L.dim + 15) / 16 : (L.dim + 3) / 4;
   L.plane_bytes = is_value ? static_cast<size_t>(4) * L.groups * 8 : static_cast<size_t>(L.groups) * 8;
   L.tile_bytes = 64 + L.planes * L.plane_bytes;
-  *out = std::move(L);
+  *out = L;
   return true;
 }
 

@@ -1,4 +1,6 @@
 // Bit-sliced tile layouts of the rotated formats inside KV-cache pages (internal).
+// The parameters are the public TileParams (tqkv/kv_view.h); this file adds the conversion from
+// and to per-vector codes.
 //
 // A rotated format whose passes have 1 or 2 bits has symmetric levels, and every symmetric 2- or
 // 4-level codebook is affine in its bits: level(code) = c0 + sum_j alpha_j * bit_j(code). So the
@@ -19,40 +21,25 @@
 #include <cstdint>
 #include <vector>
 
+#include "tqkv/codebook.h"
 #include "tqkv/format.h"
-#include "tqkv/quantizer.h"
+#include "tqkv/kv_view.h"
 
 namespace tqkv {
 
-inline constexpr int kTileTokens = 16;
-
-struct TileLayout {
-  bool is_value = false;
-  int dim = 0, passes = 0, bits = 0, planes = 0;  // planes = passes * bits
-  float c0 = 0;                   // C0
-  double design_mse = 0;          // the codebooks' per-coordinate MSE (unit-variance source)
-  // Integer plane weights for the AVX-512 kernels: alpha_p ~ lambda * mult[p] with a relative
-  // error <= 0.2% for every plane and sum(mult) <= 255 (keys, unsigned bytes) or <= 127 (values,
-  // signed bytes), so all planes of a coordinate fold into ONE byte per vpdpbusd.
-  bool combined = false;
-  std::vector<uint8_t> mult;      // (planes,)
-  float lambda = 0;
-  std::vector<float> alpha;       // (planes,) plane p = pass k * bits + bit j
-  size_t plane_bytes = 0;         // bytes of one plane in one tile
-  size_t tile_bytes = 0;          // 64 + planes * plane_bytes
-  int groups = 0;                 // key: ceil(d/4); value: ceil(d/16) chunks
-
+// The public parameters (tqkv/kv_view.h) plus the cache's scatter/gather of per-vector codes.
+struct TileLayout : TileParams {
   // Per-vector code (the quantizer's format) of one token -> tile slot t (0..15).
   void scatter(const uint8_t* code, size_t plane_stride_in_code, int t, uint8_t* tile) const;
   // Tile slot t -> per-vector code (scale + planes).
   void gather(const uint8_t* tile, int t, uint8_t* code) const;
   // Value of bit p of token t, coordinate i.
   int bit(const uint8_t* tile, int p, int t, int i) const;
-  const float* scales(const uint8_t* tile) const { return reinterpret_cast<const float*>(tile); }
 };
 
-// The tile layout of `q` (an rvq/tq quantizer with 1- or 2-bit passes), or nullptr when the
-// format is stored per vector (every other format). `out` receives the layout.
-bool make_tile_layout(const Quantizer& q, bool is_value, TileLayout* out);
+// The tile layout of a rotated format with 1- or 2-bit passes whose codebooks are symmetric
+// (affine in their bits). Returns false (the format is then stored per vector) otherwise.
+bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
+                      TileLayout* out);
 
 }  // namespace tqkv

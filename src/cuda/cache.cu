@@ -13,6 +13,7 @@
 #include "cuda/cuda_internal.h"
 #include "cuda/gpu_layout.h"
 #include "quant/rotated_quantizer.h"
+#include "tqkv/cache_seed.h"
 #include "tqkv/cuda.h"
 
 namespace tqkv {
@@ -80,12 +81,6 @@ Status cuda_synchronize() {
 
 namespace {
 
-uint64_t mix_seed(uint64_t seed, int layer, int head, int which) {  // == src/cache/kv_cache.cc
-  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 + head * 2 + which + 1));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  return z ^ (z >> 31);
-}
-
 // Host description of one side: encoder parameters, per-head rotations, decode tables.
 struct SideHost {
   gpu::EncodeSide enc;
@@ -116,11 +111,11 @@ Status describe_side(const std::vector<const Quantizer*>& qs, SideHost* out) {
     if (!rq) return internal_error("rotated format without a RotatedQuantizer");
     e.norm_correction = rq->params().norm_correction ? 1 : 0;
     for (int k = 0; k < f.passes; ++k) {
-      const auto& cb = rq->codebooks().passes[k];
+      const auto& cb = rq->codebooks()->passes[k];
       for (size_t j = 0; j < cb.levels.size() && j < 16; ++j) e.levels[k][j] = cb.levels[j];
       for (size_t j = 0; j < cb.thresholds.size() && j < 16; ++j) e.thresholds[k][j] = cb.thresholds[j];
     }
-    const Rotation& r0 = rq->rotation();
+    const Rotation& r0 = *rq->rotation();
     if (!r0.enabled()) {
       e.rounds = 0;
       e.pow2 = 1;
@@ -130,12 +125,12 @@ Status describe_side(const std::vector<const Quantizer*>& qs, SideHost* out) {
     }
     for (const Quantizer* q : qs) {
       const auto* r = dynamic_cast<const RotatedQuantizer*>(q);
-      for (const auto& rd : r->rotation().rounds()) {
+      for (const auto& rd : r->rotation()->rounds()) {
         out->signs.insert(out->signs.end(), rd.signs.begin(), rd.signs.end());
         if (!e.pow2) out->perm.insert(out->perm.end(), rd.perm.begin(), rd.perm.end());
       }
       if (e.pow2) {
-        if (r->rotation().enabled()) out->sign0.insert(out->sign0.end(), r->rotation().rounds()[0].signs.begin(), r->rotation().rounds()[0].signs.end());
+        if (r->rotation()->enabled()) out->sign0.insert(out->sign0.end(), r->rotation()->rounds()[0].signs.begin(), r->rotation()->rounds()[0].signs.end());
         else out->sign0.insert(out->sign0.end(), d, 1.0f);
       }
     }
@@ -285,8 +280,8 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   std::vector<const Quantizer*> kq, vq;
   for (int h = 0; h < cfg.n_kv_heads; ++h) {
     QuantOptions qk = cfg.quant, qv = cfg.quant;
-    qk.seed = mix_seed(cfg.quant.seed, cfg.layer, h, 0);
-    qv.seed = mix_seed(cfg.quant.seed, cfg.layer, h, 1);
+    qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kKey);  // == LayerKVCache
+    qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kValue);
     TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
     TQKV_ASSIGN_OR_RETURN(auto b, make_quantizer(cfg.value_format, cfg.head_dim, qv));
     kq.push_back(a.get());
@@ -523,6 +518,123 @@ Status CudaLayerCache::dequantize(const std::vector<int>& seqs, int L, bool valu
   TQKV_CUDA_TRY(gpu::launch_dequant((value ? I.hv : I.hk).codec, value, p, I.attn_side(value),
                                     (value ? I.dv : I.dk).zlut.as<float>(), static_cast<int>(seqs.size()), L, out, 0));
   TQKV_CUDA_TRY(cudaDeviceSynchronize());  // `items` is freed on return
+  return Status::Ok();
+}
+
+Status CudaLayerCache::load_sequence(int seq, const LayerView& L, const SequenceView& src) {
+  Impl& I = *impl_;
+  const auto& c = I.cfg;
+  if (seq < 0 || seq >= c.max_seqs || I.seq_len[seq] != 0) return invalid_argument("load_sequence: target sequence must exist and be empty");
+  if (L.n_kv_heads != c.n_kv_heads || L.head_dim != c.head_dim || !(L.key.format == c.key_format) ||
+      !(L.value.format == c.value_format))
+    return invalid_argument("load_sequence: the CPU layer has other heads, head_dim or formats");
+  if (L.sink_tokens != 0 || L.recent_window != 0 || src.n_compressed != src.n_tokens)
+    return unsupported("load_sequence: CPU caches with f16 sinks or a recent window are not supported");
+  if (L.key.pre_rope) return unsupported("load_sequence: pre-RoPE keys have no CUDA path");
+  const int n = src.n_tokens, D = c.head_dim, P = c.page_tokens;
+  // Same rotations (and so the same quantizers) as this cache's heads?
+  for (int h = 0; h < c.n_kv_heads; ++h)
+    for (int side = 0; side < 2; ++side) {
+      const HeadCodec& hc = (side ? L.value : L.key).heads[h];
+      const auto* mine = dynamic_cast<const RotatedQuantizer*>(side ? I.valq[h].get() : I.keyq[h].get());
+      if (mine && (!hc.rotation || hc.rotation->rounds().size() != mine->rotation()->rounds().size() ||
+                   (!hc.rotation->rounds().empty() && hc.rotation->rounds()[0].signs != mine->rotation()->rounds()[0].signs)))
+        return invalid_argument("load_sequence: the CPU layer's rotations differ (other seed or layer index)");
+    }
+  // pages
+  const int need = (n + P - 1) / P;
+  if (need > c.max_pages_per_seq) return out_of_range("load_sequence: sequence longer than max_pages_per_seq");
+  if (static_cast<int>(I.free_pages.size()) < need) return out_of_range("CUDA cache page pool exhausted");
+  for (int pg = 0; pg < need; ++pg) {
+    const int pid = I.free_pages.back();
+    I.free_pages.pop_back();
+    I.table_host[static_cast<size_t>(seq) * c.max_pages_per_seq + pg] = pid;
+    I.seq_pages[seq].push_back(pid);
+  }
+  TQKV_RETURN_IF_ERROR(I.block_table.upload(I.table_host.data() + static_cast<size_t>(seq) * c.max_pages_per_seq,
+                                            c.max_pages_per_seq * sizeof(int), static_cast<size_t>(seq) * c.max_pages_per_seq * sizeof(int)));
+  // gather per-vector codes from the view, build GPU pages on the host, upload
+  for (int side = 0; side < 2; ++side) {
+    const StreamLayout& sl = side ? L.value : L.key;
+    const SideHost& sh = side ? I.hv : I.hk;
+    const FormatSpec f = sl.format;
+    const int codec = sh.codec;
+    const size_t phb = side ? I.vphb : I.kphb, cs = sl.code_size;
+    const size_t mr = gpu::meta_region_bytes(codec, D, P), tb = gpu::tile_body_bytes(codec, D);
+    const int mb = gpu::codec_meta_bytes(codec, D), w = gpu::codec_field_bits(codec);
+    uint8_t* pool = (side ? I.vpool : I.kpool).as<uint8_t>();
+    std::vector<uint8_t> code(cs), page(phb);
+    std::vector<uint16_t> fields(D);
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      const StreamPages& sp = side ? src.heads[h].value : src.heads[h].key;
+      for (int pg = 0; pg < need; ++pg) {
+        std::fill(page.begin(), page.end(), 0);
+        for (int tp = 0; tp < P && pg * P + tp < n; ++tp) {
+          const int t = pg * P + tp;
+          if (sl.storage == KVStorage::kPerVector) {
+            std::memcpy(code.data(), sl.code(sp.pages, t), cs);
+          } else {  // bit-sliced CPU tile -> per-vector code (docs/format.md "KV cache pages")
+            const uint8_t* tile = sl.tile(sp.pages, t);
+            const int slot = t % kTileTokens, pb = (D + 7) / 8;
+            std::fill(code.begin(), code.end(), 0);
+            std::memcpy(code.data(), sl.tiles.scales(tile) + slot, 4);
+            for (int pl = 0; pl < sl.tiles.planes; ++pl)
+              for (int i = 0; i < D; ++i) {
+                int bit;
+                if (!sl.tiles.is_value) {
+                  uint64_t wv;
+                  std::memcpy(&wv, tile + 64 + pl * sl.tiles.plane_bytes + 8 * (i / 4), 8);
+                  bit = static_cast<int>((wv >> (4 * slot + i % 4)) & 1);
+                } else {
+                  uint64_t wv;
+                  std::memcpy(&wv, tile + 64 + pl * sl.tiles.plane_bytes + 8 * ((slot / 4) * sl.tiles.groups + i / 16), 8);
+                  bit = static_cast<int>((wv >> (4 * (i % 16) + slot % 4)) & 1);
+                }
+                if (bit) code[4 + pl * pb + i / 8] |= static_cast<uint8_t>(1 << (i % 8));
+              }
+          }
+          // per-vector code -> fields + meta
+          uint8_t* meta = page.data() + static_cast<size_t>(tp) * mb;
+          if (f.rotated()) {
+            std::memcpy(meta, code.data(), 4);
+            const int pb = (D + 7) / 8;
+            for (int i = 0; i < D; ++i) {
+              uint16_t fl = 0;
+              for (int k = 0; k < f.passes * f.bits; ++k)
+                fl |= static_cast<uint16_t>(((code[4 + k * pb + i / 8] >> (i % 8)) & 1) << k);
+              fields[i] = fl;
+            }
+          } else if (f.kind == FormatKind::kQ8_0 || f.kind == FormatKind::kQ4_0) {
+            const bool q4 = f.kind == FormatKind::kQ4_0;
+            const int bb = q4 ? 18 : 34;
+            for (int b = 0; b < (D + 31) / 32; ++b) std::memcpy(meta + 2 * b, code.data() + b * bb, 2);
+            for (int i = 0; i < D; ++i) {
+              const uint8_t* blk = code.data() + (i / 32) * bb + 2;
+              const int e = i % 32;
+              fields[i] = q4 ? static_cast<uint16_t>(e < 16 ? blk[e] & 15 : blk[e - 16] >> 4) : blk[e];
+            }
+          } else {
+            for (int i = 0; i < D; ++i) std::memcpy(&fields[i], code.data() + 2 * i, 2);
+          }
+          uint8_t* tile = page.data() + mr + (tp / 16) * tb;
+          for (int i = 0; i < D; ++i) {
+            int lane, pr, s;
+            gpu::element_slot(side == 1, D, tp % 16, i, &lane, &pr, &s);
+            const int bit = gpu::field_bit(codec, pr, s);
+            uint32_t word;
+            uint8_t* wp = tile + lane * gpu::chunk_bytes(codec, D) + 4 * (bit / 32);
+            std::memcpy(&word, wp, 4);
+            word |= (static_cast<uint32_t>(fields[i]) & (w == 16 ? 0xffffu : ((1u << w) - 1u))) << (bit % 32);
+            std::memcpy(wp, &word, 4);
+          }
+        }
+        const int pid = I.seq_pages[seq][pg];
+        TQKV_CUDA_TRY(cudaMemcpy(pool + (static_cast<size_t>(pid) * c.n_kv_heads + h) * phb, page.data(), phb,
+                                 cudaMemcpyHostToDevice));
+      }
+    }
+  }
+  I.seq_len[seq] = n;
   return Status::Ok();
 }
 

@@ -43,6 +43,7 @@ StatusOr<float> CudaLayerCache::append_timed(const std::vector<int>&, int, const
 Status CudaLayerCache::attend(const std::vector<int>&, int, int, const float*, float*, float, int) { return no_cuda(); }
 Status CudaLayerCache::dequantize(const std::vector<int>&, int, bool, uint16_t*) const { return no_cuda(); }
 Status CudaLayerCache::read_codes(int, int, bool, int, int, uint8_t*) const { return no_cuda(); }
+Status CudaLayerCache::load_sequence(int, const LayerView&, const SequenceView&) { return no_cuda(); }
 const Quantizer* CudaLayerCache::key_quantizer(int) const { return nullptr; }
 const Quantizer* CudaLayerCache::value_quantizer(int) const { return nullptr; }
 }  // namespace tqkv

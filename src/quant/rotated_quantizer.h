@@ -25,8 +25,8 @@ class RotatedQuantizer final : public Quantizer {
   void decode(const uint8_t* codes, size_t n, float* y, size_t y_stride = 0) const override;
 
   const kernels::RotatedParams& params() const { return params_; }
-  const Rotation& rotation() const { return rotation_; }
-  const PassCodebooks& codebooks() const { return *codebooks_; }
+  const Rotation* rotation() const override { return &rotation_; }
+  const PassCodebooks* codebooks() const override { return codebooks_; }
   // Expected per-coordinate MSE of the codebooks on the design density (unit variance).
   double design_mse() const { return codebooks_->mse; }
 

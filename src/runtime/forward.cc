@@ -1,6 +1,7 @@
 // Llama / qwen2 forward pass over m tokens at a time (prefill and decode share the code).
 // Matmuls: runtime::matmul (matmul.cc) with row-major activations (m, in) x W^T (in -> out).
-// Attention: LayerKVCache::append (K, V after RoPE) then LayerKVCache::attend for the m queries.
+// Attention: LayerKVCache::append (K after RoPE unless the cache stores pre-RoPE keys, V) then
+// LayerKVCache::attend (tqkv::attend) for the m queries.
 #include <cblas.h>
 
 #include <algorithm>
@@ -27,22 +28,9 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
   for (int i = 0; i < n; ++i) out[i] = w[i] * (s * x[i]);
 }
 
-// Rotates every head of one token in place. v: (n_heads, head_dim).
-void rope(float* v, int n_heads, int head_dim, int rope_dim, RopeStyle style, float pos,
-          const float* inv_freq) {
-  const int half = rope_dim / 2;
-  for (int h = 0; h < n_heads; ++h) {
-    float* x = v + h * head_dim;
-    for (int i = 0; i < half; ++i) {
-      const float theta = pos * inv_freq[i];
-      const float c = std::cos(theta), s = std::sin(theta);
-      const int a = style == RopeStyle::kAdjacent ? 2 * i : i;
-      const int b = style == RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
-      const float x0 = x[a], x1 = x[b];
-      x[a] = x0 * c - x1 * s;
-      x[b] = x0 * s + x1 * c;
-    }
-  }
+// Rotates every head of one token in place (tqkv::apply_rope). v: (n_heads, head_dim).
+void rope(float* v, int n_heads, int head_dim, const RopeParams& rope, const float* inv_freq, int64_t pos) {
+  for (int h = 0; h < n_heads; ++h) apply_rope(rope, inv_freq, pos, v + h * head_dim);
 }
 
 }  // namespace
@@ -62,7 +50,13 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   ctx->model_ = &model;
   ctx->max_batch_ = max_batch;
   ctx->max_tokens_ = max_tokens > 0 ? max_tokens : c.context_length;
-  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cache_config));
+  // A window or sink count beyond the context behaves exactly like one equal to it (no token ever
+  // leaves the window), so it is clamped: the f16 rings are sized by what the run can hold, not by
+  // the flag (--kv-window 1000000 used to allocate 2.56 GB for a 2-token generation).
+  ModelCacheConfig cc = cache_config;
+  cc.base.recent_window = std::min(cc.base.recent_window, ctx->max_tokens_);
+  cc.base.sink_tokens = std::min(cc.base.sink_tokens, ctx->max_tokens_);
+  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cc));
   const size_t B = max_batch, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
   ctx->x_.resize(B * c.dim);
   ctx->xb_.resize(B * std::max<size_t>(c.dim, QD));
@@ -72,11 +66,8 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   ctx->att_.resize(B * QD);
   ctx->h1_.resize(B * c.hidden_dim);
   ctx->h3_.resize(B * c.hidden_dim);
-  ctx->rope_inv_freq_.resize(c.rope_dim / 2);
-  for (int i = 0; i < c.rope_dim / 2; ++i)
-    ctx->rope_inv_freq_[i] = static_cast<float>(
-        std::pow(static_cast<double>(c.rope_freq_base), -2.0 * i / c.rope_dim) /
-        (model.weights().rope_freqs ? model.weights().rope_freqs[i] : 1.0f));
+  ctx->rope_ = RopeParams{c.rope_dim, c.rope_freq_base, c.rope_scale, c.rope_style, model.weights().rope_freqs};
+  ctx->rope_inv_freq_ = rope_inv_freq(ctx->rope_);
   return ctx;
 }
 
@@ -127,6 +118,7 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
   // (tens of microseconds per layer, far worse on a loaded machine).
   const int nt = attn_options_.threads > 0 ? attn_options_.threads : omp_get_max_threads();
   AttentionOptions attn = attn_options_;
+  attn.rope = rope_;
   const double attn_work = double(n_past_ + m) * m * QD;
   if (attn.threads == 0 && attn_work < double(1 << 20)) attn.threads = 1;
   for (int l = 0; l < c.n_layers; ++l) {
@@ -146,9 +138,10 @@ Status InferenceContext::forward_batch(const int* tokens, int m, float* logits, 
         for (int h = 0; h < c.n_heads; ++h) rmsnorm(q + h * HD, q + h * HD, L.q_norm, HD, c.rms_eps);
       if (L.k_norm)
         for (int h = 0; h < c.n_kv_heads; ++h) rmsnorm(k + h * HD, k + h * HD, L.k_norm, HD, c.rms_eps);
-      const float pos = static_cast<float>(n_past_ + t) / c.rope_scale;
-      rope(q, c.n_heads, HD, c.rope_dim, c.rope_style, pos, rope_inv_freq_.data());
-      rope(k, c.n_kv_heads, HD, c.rope_dim, c.rope_style, pos, rope_inv_freq_.data());
+      const int64_t pos = n_past_ + t;
+      rope(q, c.n_heads, HD, rope_, rope_inv_freq_.data(), pos);
+      // Pre-RoPE caches store k as is; attention rotates it at its position.
+      if (!cache_->layer(l).keys_pre_rope()) rope(k, c.n_kv_heads, HD, rope_, rope_inv_freq_.data(), pos);
     }
     LayerKVCache& cache = cache_->layer(l);
     // Views (heads, tokens, head_dim) over the token-major buffers.
@@ -198,7 +191,22 @@ int Sampler::sample(const float* logits, int vocab) {
   std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
   const float mx = buf_[0].first;
   double sum = 0;
-  for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  if (std::isfinite(mx)) {
+    for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  } else {
+    // logits / T overflowed (tiny T such as 1e-40): inf - inf was NaN and the loop below fell
+    // through to the k-th token. Redo it in double from the logits themselves: (l - l_max) / T is
+    // -inf or 0, i.e. the greedy choice, which is the limit T -> 0+.
+    // The sort above ordered the overflowed values (ties among the infinities by id): sort the
+    // logits themselves (same order for T > 0).
+    for (int i = 0; i < vocab; ++i) buf_[i] = {logits[i], i};
+    std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
+    const double lmx = buf_[0].first, t = o_.temperature;
+    for (int i = 0; i < k; ++i) {
+      buf_[i].first = static_cast<float>(std::exp((double(logits[buf_[i].second]) - lmx) / t));
+      sum += buf_[i].first;
+    }
+  }
   if (o_.top_p < 1.0f) {
     double acc = 0;
     for (int i = 0; i < k; ++i) {

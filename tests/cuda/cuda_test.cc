@@ -13,6 +13,7 @@
 #include "core/random.h"
 #include "tqkv/cuda.h"
 #include "tqkv/format.h"
+#include "tqkv/kv_cache.h"
 #include "tqkv/quantizer.h"
 
 namespace tqkv {
@@ -329,6 +330,70 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(info.param.kfmt) + "_" + info.param.vfmt + "_d" + std::to_string(info.param.dim) + "_g" +
              std::to_string(info.param.group);
     });
+
+// The CPU cache's pages, read through its public view (tqkv/kv_view.h), land in the GPU pages bit
+// for bit: the codes equal those of the GPU's own fused encode of the same vectors, and attention
+// over the loaded sequence equals attention over the GPU-appended one exactly (same pages, same
+// deterministic kernel).
+TEST(CudaCacheView, LoadsCpuCachePagesBitForBit) {
+  REQUIRE_GPU();
+  SplitMix64 rng(fresh_seed());
+  const int H = 2, D = 128, n = 300;
+  for (const char* fm : {"rvq1x2/tq2", "tq4/tq4", "q4_0/q4_0", "q8_0/q8_0"}) {
+    const std::string spec(fm);
+    const std::string kf = spec.substr(0, spec.find('/')), vf = spec.substr(spec.find('/') + 1);
+    KVCacheOptions o;
+    o.key_format = parse_format(kf).value();
+    o.value_format = parse_format(vf).value();
+    o.quant.seed = rng.next();
+    auto cpu = LayerKVCache::make(H, D, o, 2);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
+    std::vector<float> k(static_cast<size_t>(H) * n * D), v(k.size());
+    for (auto& e : k) e = static_cast<float>(rng.normal());
+    for (auto& e : v) e = static_cast<float>(rng.normal());
+    ASSERT_OK((*cpu)->append(0, n, HeadTokenView{k.data(), static_cast<int64_t>(n) * D, D},
+                             HeadTokenView{v.data(), static_cast<int64_t>(n) * D, D}));
+    CudaCacheConfig cfg;
+    cfg.n_kv_heads = H;
+    cfg.head_dim = D;
+    cfg.key_format = o.key_format;
+    cfg.value_format = o.value_format;
+    cfg.quant = o.quant;
+    cfg.layer = 2;
+    cfg.max_pages = 32;
+    cfg.max_seqs = 2;
+    auto gpu = CudaLayerCache::make(cfg);
+    ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
+    ASSERT_OK((*gpu)->load_sequence(0, (*cpu)->view(), (*cpu)->sequence_view(0)));
+    auto dk = CudaBuffer::alloc(k.size() * 4), dv = CudaBuffer::alloc(v.size() * 4);
+    ASSERT_TRUE(dk.ok() && dv.ok());
+    ASSERT_OK(dk->upload(k.data(), k.size() * 4));
+    ASSERT_OK(dv->upload(v.data(), v.size() * 4));
+    ASSERT_OK((*gpu)->append({1}, n, dk->get(), dv->get()));
+    for (int h = 0; h < H; ++h)
+      for (int side = 0; side < 2; ++side) {
+        const size_t cs = (side ? (*gpu)->value_quantizer(h) : (*gpu)->key_quantizer(h))->code_size();
+        std::vector<uint8_t> a(n * cs), b(n * cs);
+        ASSERT_OK((*gpu)->read_codes(0, h, side == 1, 0, n, a.data()));
+        ASSERT_OK((*gpu)->read_codes(1, h, side == 1, 0, n, b.data()));
+        ASSERT_TRUE(a == b) << fm << " head " << h << (side ? " values" : " keys") << ": loaded pages differ from GPU-encoded pages";
+      }
+    const int HQ = 8;
+    std::vector<float> q(static_cast<size_t>(2) * HQ * D), out(q.size());
+    for (auto& e : q) e = static_cast<float>(rng.normal());
+    std::copy(q.begin(), q.begin() + HQ * D, q.begin() + HQ * D);  // same query for both items
+    auto dq = CudaBuffer::alloc(q.size() * 4), dout = CudaBuffer::alloc(q.size() * 4);
+    ASSERT_TRUE(dq.ok() && dout.ok());
+    ASSERT_OK(dq->upload(q.data(), q.size() * 4));
+    ASSERT_OK(dout->fill_byte(0xFF));
+    ASSERT_OK((*gpu)->attend({0, 1}, 1, HQ, dq->as<float>(), dout->as<float>()));
+    ASSERT_OK(dout->download(out.data(), out.size() * 4));
+    for (int i = 0; i < HQ * D; ++i) {
+      ASSERT_TRUE(std::isfinite(out[i]));
+      ASSERT_EQ(out[i], out[HQ * D + i]) << fm << " element " << i;
+    }
+  }
+}
 
 TEST(CudaCacheErrors, ReportsProblemsAsStatus) {
   REQUIRE_GPU();

@@ -1,0 +1,49 @@
+// Configuration of a KV cache: the formats and f16 windows of one layer (KVCacheOptions), of a
+// whole model (ModelCacheConfig), and the seed's method names mapped onto formats.
+#pragma once
+
+#include <string>
+
+#include "tqkv/format.h"
+#include "tqkv/quantizer.h"
+#include "tqkv/status.h"
+
+namespace tqkv {
+
+// Largest recent_window / sink_tokens accepted: the f16 rings are allocated whole on first use.
+inline constexpr int kMaxWindowTokens = 1 << 24;
+
+struct KVCacheOptions {
+  FormatSpec key_format{FormatKind::kF16, 16, 1};
+  FormatSpec value_format{FormatKind::kF16, 16, 1};
+  QuantOptions quant;        // rotation on/off, base seed, residual codebook, norm correction
+  int recent_window = 0;     // most recent W tokens per sequence kept in f16 (0 = none)
+  int sink_tokens = 0;       // first S tokens per sequence kept in f16 (0 = none)
+  int page_tokens = 64;      // tokens per page (multiple of 64); small pages keep short sequences compact
+  // Keys are appended (and stored) BEFORE RoPE; attention applies RoPE on the fly
+  // (AttentionOptions::rope). Also forced on by key formats whose table row says so.
+  bool keys_pre_rope = false;
+};
+
+// Cache configuration for a whole model: the seed's style (method, bits, residuals, value bits,
+// hadamard) or llama.cpp's (-ctk/-ctv format names), plus per-layer overrides.
+struct ModelCacheConfig {
+  KVCacheOptions base;            // formats and windows of ordinary layers
+  int boundary_layers = 0;        // the first and last N layers use boundary_* formats
+  FormatSpec boundary_key_format{FormatKind::kQ8_0, 8, 1};
+  FormatSpec boundary_value_format{FormatKind::kQ8_0, 8, 1};
+};
+
+// Seed-style configuration: method in {turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32}.
+//   turboquant_rvq: keys rvq{key_bits}x{residuals}, values tq{value_bits}
+//   turboquant_mse: keys tq{key_bits},              values tq{value_bits}
+//   kivi:           keys kivi{key_bits},            values kivi{value_bits}
+//   q8_0 / q4_0 / f16 / f32: both keys and values in that format
+// The mapping is the method table in src/format/format_table.cc (also used by the CLI help).
+StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, int key_bits,
+                                                    int residuals, int value_bits,
+                                                    bool use_hadamard);
+// "turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32"
+std::string cache_method_names();
+
+}  // namespace tqkv
