@@ -26,8 +26,11 @@ if [ -n "$DEBS" ]; then
   export LD_LIBRARY_PATH=$P/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}
   # dpkg -x runs no maintainer scripts: point at the libraries the alternatives would have linked.
   LZMA=$(ls /lib/x86_64-linux-gnu/liblzma.so.5 /usr/lib/x86_64-linux-gnu/liblzma.so.5 2>/dev/null | head -1)
-  PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=$P
-    -DBLAS_LIBRARIES=$P/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so
+  # OpenBLAS: the imported target cmake/tqkvDependencies.cmake would make, pointing into /opt/deps.
+  printf '%s\n' "add_library(tqkv::openblas INTERFACE IMPORTED)" \
+    "set_target_properties(tqkv::openblas PROPERTIES INTERFACE_INCLUDE_DIRECTORIES $P/include/x86_64-linux-gnu/openblas-pthread" \
+    "  INTERFACE_LINK_LIBRARIES $P/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so)" > /opt/deps/tqkv-openblas.cmake
+  PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=$P -DCMAKE_PROJECT_INCLUDE=/opt/deps/tqkv-openblas.cmake
     -DLIBLZMA_INCLUDE_DIR=$P/include -DLIBLZMA_LIBRARY=$LZMA)
 fi
 JOBS=$(nproc)
