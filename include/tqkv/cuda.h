@@ -9,8 +9,8 @@
 //   c->attend(batch, q_dev, out_dev);                      // flash-decoding over the pages
 //
 // Formats with a GPU path: rvq1x2, tq2 (2 bits per element), rvq2x2, tq4, rvq1x4 (4 bits),
-// q4_0, q8_0, f16; attention needs head_dim 64, 128 or 256, encode any head_dim that is a
-// multiple of 16 (codes of every head_dim can be produced per vector by cuda_encode_vectors).
+// q4_0, q8_0, f16; attention needs head_dim 64, 128 or 256, the pages any head_dim <= 256 that is a
+// multiple of 16 (cuda_encode_vectors produces per-vector codes of any head_dim <= 256).
 // Codes are bit-identical to the CPU quantizer's (same per-(layer, head) rotation seeds as
 // LayerKVCache); the GPU page layout (docs/format.md, "GPU pages") holds the same bits arranged
 // for the tensor cores. Every entry point returns a Status carrying the CUDA error text.
