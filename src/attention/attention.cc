@@ -15,6 +15,7 @@
 
 #include "attention/attention_kernels.h"
 #include "core/half.h"
+#include "format/format_table.h"
 #include "tqkv/attention.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/simd.h"
@@ -574,9 +575,11 @@ Status attend(const LayerView& L, const AttentionParams& params) {
   C.pre_rope = L.key.pre_rope;
   C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope;
   C.vtiles = L.value.storage == KVStorage::kTiles;
-  C.kf16 = L.key.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
-  C.vf16 = L.value.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim;
-  C.vrot = !C.vtiles && L.value.format.rotated() && C.avx512 && L.head_dim % 16 == 0;
+  const format::FormatRow& krow = format::row(L.key.format);
+  const format::FormatRow& vrow = format::row(L.value.format);
+  C.kf16 = krow.f16_rows && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
+  C.vf16 = vrow.f16_rows && L.head_dim <= attn::kF16DirectMaxDim;
+  C.vrot = !C.vtiles && vrow.rotated && C.avx512 && L.head_dim % 16 == 0;
   C.dpad = C.vtiles ? 16 * L.value.tiles.groups : C.vrot ? L.head_dim : 0;
   C.scale = params.options.scale > 0 ? params.options.scale : 1.0f / std::sqrt(static_cast<float>(L.head_dim));
   C.opt_rope = params.options.rope;

@@ -1,5 +1,7 @@
 #include "cache/tile_layout.h"
 
+#include "format/format_table.h"
+
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -9,7 +11,7 @@ namespace tqkv {
 
 bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
                       TileLayout* out) {
-  if (!spec.rotated() || spec.bits > 2) return false;
+  if (!format::row(spec).tiled(spec)) return false;
   TileLayout L;
   L.is_value = is_value;
   L.dim = dim;

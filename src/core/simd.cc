@@ -8,12 +8,16 @@
 namespace tqkv {
 namespace {
 
+// Exactly the features the *_avx512.cc files are compiled for (CMakeLists.txt) and use: F, BW, DQ,
+// VL, VNNI (vpdpbusd in the attention kernels) plus AVX2/FMA/F16C/BMI2. Ice Lake and Cascade Lake
+// servers qualify; nothing needs AVX512_BF16.
 SimdLevel detect() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16"))
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2"))
     return SimdLevel::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2"))

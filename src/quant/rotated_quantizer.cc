@@ -115,13 +115,13 @@ void RotatedQuantizer::encode(const float* x, size_t n, uint8_t* codes, size_t x
   // The rotation pointer must refer to this object's member even after moves.
   kernels::RotatedParams p = params_;
   p.rotation = &rotation_;
-  dispatch::encode_rotated(active_simd_level())(p, x, n, x_stride ? x_stride : dim(), codes);
+  dispatch::encode_rotated(format().kind, active_simd_level())(p, x, n, x_stride ? x_stride : dim(), codes);
 }
 
 void RotatedQuantizer::decode(const uint8_t* codes, size_t n, float* y, size_t y_stride) const {
   kernels::RotatedParams p = params_;
   p.rotation = &rotation_;
-  dispatch::decode_rotated(active_simd_level())(p, codes, n, y, y_stride ? y_stride : dim());
+  dispatch::decode_rotated(format().kind, active_simd_level())(p, codes, n, y, y_stride ? y_stride : dim());
 }
 
 }  // namespace tqkv
