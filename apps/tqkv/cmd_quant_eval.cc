@@ -47,7 +47,7 @@ StatusOr<EvalResult> evaluate(const std::string& method, const FormatSpec& spec,
   r.compression_vs_f16 = 16.0 / r.bits_per_element;
   r.q = measure_quality(data.data(), dec.data(), n, dim, 7);
   r.use_hadamard = spec.rotated() ? opts.use_hadamard : false;
-  r.residual_codebook = spec.kind == FormatKind::kRvq && spec.passes > 1
+  r.residual_codebook = spec.passes > 1  // only rvq has residual passes
                             ? residual_codebook_name(opts.residual_codebook) : "n/a";
   return r;
 }

@@ -21,6 +21,8 @@
 #include "tqkv/kv_cache.h"
 #include "tqkv/model.h"
 #include "tqkv/status.h"
+#include "tqkv/text_io.h"  // read_text_file (moved; kept for old includes)
+#include "tqkv/threads.h"  // set_runtime_threads (moved; kept for old includes)
 
 namespace tqkv {
 
@@ -52,11 +54,5 @@ struct PerplexityResult {
 
 StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheConfig& cache_config,
                                           const std::string& text, const PerplexityOptions& options);
-
-// Reads a whole text file; files ending in ".xz" are decompressed (liblzma).
-StatusOr<std::string> read_text_file(const std::string& path);
-
-// Sets the OpenMP threads the runtime uses (t >= 1); OpenBLAS always runs single-threaded inside them.
-void set_runtime_threads(int t);
 
 }  // namespace tqkv

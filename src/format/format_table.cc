@@ -49,20 +49,20 @@ constexpr int kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ8_0 = 8;  // ggml
 
 // Indexed by FormatKind (checked in row()).
 const FormatRow kRows[] = {
-    // kind              name    pattern        fixed mask       passes  rot    code_size     planes          tile pre   f16   ggml
-    {FormatKind::kF32,  "f32",  "f32",         32, 0,         false, 1, false, size_f32,     no_planes,      0, false, false, kGgmlF32,
+    // kind              name    pattern        fixed mask       passes  rot  lapl  code_size     planes          tile pre   f16   ggml
+    {FormatKind::kF32,  "f32",  "f32",         32, 0,         false, 1, false, false, size_f32,     no_planes,      0, false, false, kGgmlF32,
      {encode_f32, encode_f32, encode_f32}, {decode_f32, decode_f32, decode_f32}, {}, {}},
-    {FormatKind::kF16,  "f16",  "f16",         16, 0,         false, 1, false, size_f16,     no_planes,      0, false, true,  kGgmlF16,
+    {FormatKind::kF16,  "f16",  "f16",         16, 0,         false, 1, false, false, size_f16,     no_planes,      0, false, true,  kGgmlF16,
      TQKV_BLOCK_FNS(f16)},
-    {FormatKind::kQ8_0, "q8_0", "q8_0",        8,  0,         false, 1, false, size_q8_0,    no_planes,      0, false, false, kGgmlQ8_0,
+    {FormatKind::kQ8_0, "q8_0", "q8_0",        8,  0,         false, 1, false, false, size_q8_0,    no_planes,      0, false, false, kGgmlQ8_0,
      TQKV_BLOCK_FNS(q8_0)},
-    {FormatKind::kQ4_0, "q4_0", "q4_0",        4,  0,         false, 1, false, size_q4_0,    no_planes,      0, false, false, kGgmlQ4_0,
+    {FormatKind::kQ4_0, "q4_0", "q4_0",        4,  0,         false, 1, false, false, size_q4_0,    no_planes,      0, false, false, kGgmlQ4_0,
      TQKV_BLOCK_FNS(q4_0)},
-    {FormatKind::kRvq,  "rvq",  "rvq{b}x{p}",  0,  kBits1to4, true,  4, true,  size_rotated, rotated_planes, 2, false, false, -1,
+    {FormatKind::kRvq,  "rvq",  "rvq{b}x{p}",  0,  kBits1to4, true,  4, true,  false, size_rotated, rotated_planes, 2, false, false, -1,
      TQKV_ROTATED_FNS},
-    {FormatKind::kTq,   "tq",   "tq{b}",       0,  kBits1to4, false, 1, true,  size_rotated, rotated_planes, 2, false, false, -1,
+    {FormatKind::kTq,   "tq",   "tq{b}",       0,  kBits1to4, false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
      TQKV_ROTATED_FNS},
-    {FormatKind::kKivi, "kivi", "kivi{b}",     0,  kBits2or4, false, 1, false, size_kivi,    kivi_planes,    0, false, false, -1,
+    {FormatKind::kKivi, "kivi", "kivi{b}",     0,  kBits2or4, false, 1, false, false, size_kivi,    kivi_planes,    0, false, false, -1,
      TQKV_BLOCK_FNS(kivi)},
 };
 

@@ -27,6 +27,7 @@ struct FormatRow {
   bool has_passes;       // the name carries a pass count ("rvq{b}x{p}")
   int max_passes;        // 1 unless has_passes
   bool rotated;          // stored in the Hadamard-rotated domain (query/output rotate instead)
+  bool laplacian_passes; // rotated: always the Laplacian pass design (tq), whatever QuantOptions says
   // Bytes of one encoded vector of d elements, everything included (docs/format.md).
   size_t (*code_size)(const FormatSpec& spec, size_t d);
   // Bit-planes per vector (rvq/tq: passes * bits, kivi: bits per group); 0 for byte formats.

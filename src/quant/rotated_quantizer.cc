@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "format/format_table.h"
 #include "quant/dispatch.h"
 #include "quant/reduce.h"
 
@@ -85,11 +86,12 @@ void decode_rotated_scalar(const RotatedParams& p, const uint8_t* codes, size_t 
 StatusOr<std::unique_ptr<RotatedQuantizer>> RotatedQuantizer::make(const FormatSpec& spec, int dim,
                                                                    const QuantOptions& options) {
   TQKV_RETURN_IF_ERROR(validate_format(spec, dim));
-  if (!spec.rotated()) return invalid_argument("RotatedQuantizer needs an rvq or tq format");
+  const format::FormatRow& row = format::row(spec);
+  if (!row.rotated) return invalid_argument("RotatedQuantizer needs an rvq or tq format");
   TQKV_ASSIGN_OR_RETURN(Rotation rot, Rotation::make(dim, options.seed, options.use_hadamard));
   const Density src = source_density_for_dim(dim);
   const ResidualCodebook mode =
-      spec.kind == FormatKind::kTq ? ResidualCodebook::kLaplacian : options.residual_codebook;
+      row.laplacian_passes ? ResidualCodebook::kLaplacian : options.residual_codebook;
   const PassCodebooks& cbs = residual_codebooks(mode, spec.bits, spec.passes, src, dim);
   return std::unique_ptr<RotatedQuantizer>(
       new RotatedQuantizer(spec, dim, std::move(rot), &cbs, options.norm_correction));
