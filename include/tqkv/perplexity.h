@@ -27,7 +27,7 @@
 namespace tqkv {
 
 struct PerplexityOptions {
-  int ctx = 512;                 // tokens per chunk, >= 2 (and <= the model's context length)
+  int ctx = 512;                 // tokens per chunk, >= 3 (and <= the model's context length)
   int max_chunks = -1;           // -1 = all
   int batch = 512;               // tokens per forward call
   std::string kld_base_out;      // write the base file here (empty = no)

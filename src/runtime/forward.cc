@@ -50,7 +50,13 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   ctx->model_ = &model;
   ctx->max_batch_ = max_batch;
   ctx->max_tokens_ = max_tokens > 0 ? max_tokens : c.context_length;
-  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cache_config));
+  // A window or sink count beyond the context behaves exactly like one equal to it (no token ever
+  // leaves the window), so it is clamped: the f16 rings are sized by what the run can hold, not by
+  // the flag (--kv-window 1000000 used to allocate 2.56 GB for a 2-token generation).
+  ModelCacheConfig cc = cache_config;
+  cc.base.recent_window = std::min(cc.base.recent_window, ctx->max_tokens_);
+  cc.base.sink_tokens = std::min(cc.base.sink_tokens, ctx->max_tokens_);
+  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cc));
   const size_t B = max_batch, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
   ctx->x_.resize(B * c.dim);
   ctx->xb_.resize(B * std::max<size_t>(c.dim, QD));

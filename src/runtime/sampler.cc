@@ -24,7 +24,22 @@ int Sampler::sample(const float* logits, int vocab) {
   std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
   const float mx = buf_[0].first;
   double sum = 0;
-  for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  if (std::isfinite(mx)) {
+    for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  } else {
+    // logits / T overflowed (tiny T such as 1e-40): inf - inf was NaN and the loop below fell
+    // through to the k-th token. Redo it in double from the logits themselves: (l - l_max) / T is
+    // -inf or 0, i.e. the greedy choice, which is the limit T -> 0+.
+    // The sort above ordered the overflowed values (ties among the infinities by id): sort the
+    // logits themselves (same order for T > 0).
+    for (int i = 0; i < vocab; ++i) buf_[i] = {logits[i], i};
+    std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
+    const double lmx = buf_[0].first, t = o_.temperature;
+    for (int i = 0; i < k; ++i) {
+      buf_[i].first = static_cast<float>(std::exp((double(logits[buf_[i].second]) - lmx) / t));
+      sum += buf_[i].first;
+    }
+  }
   if (o_.top_p < 1.0f) {
     double acc = 0;
     for (int i = 0; i < k; ++i) {
