@@ -106,6 +106,8 @@ class Model {
  private:
   Model() = default;
   Status init();
+  Status load_weights();
+  Status load_layer(int l);
   StatusOr<const float*> tensor(const std::string& name, std::vector<int64_t> dims, bool required = true);
   StatusOr<Matrix> matrix(const std::string& name, std::vector<int64_t> dims, bool required = true);
 
