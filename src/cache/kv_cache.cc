@@ -176,7 +176,7 @@ void put_compressed(const StreamConfig& sc, int P, int d, StreamStore& ss, int h
       sc.q[h]->encode(x, in_page, tmp.data(), stride);
       for (int j = 0; j < in_page; ++j) {
         const int slot = c % P + j;
-        sc.lay.scatter(&tmp[j * sc.code_size], (d + 7) / 8, slot % kTileTokens,
+        sc.lay.scatter(&tmp[j * sc.code_size], format::plane_bytes(d), slot % kTileTokens,
                        page + static_cast<size_t>(slot / kTileTokens) * sc.lay.tile_bytes);
       }
     } else {

@@ -50,8 +50,12 @@ bool spec_in_range(const format::FormatRow& r, const FormatSpec& spec) {
 std::string FormatSpec::name() const {
   const format::FormatRow& r = format::row(kind);
   if (r.fixed_bits != 0) return r.name;
-  std::string s = r.name + std::to_string(bits);
-  if (r.has_passes) s += "x" + std::to_string(passes);
+  std::string s(r.name);  // (not const char* + string&&: GCC 12 -Wrestrict false positive)
+  s += std::to_string(bits);
+  if (r.has_passes) {
+    s += 'x';
+    s += std::to_string(passes);
+  }
   return s;
 }
 

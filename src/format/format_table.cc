@@ -20,7 +20,7 @@ size_t size_q8_0(const FormatSpec&, size_t d) { return div_up(d, kQ8Block) * siz
 size_t size_q4_0(const FormatSpec&, size_t d) { return div_up(d, kQ4Block) * sizeof(BlockQ4_0); }
 // f32 scale, then for each pass `bits` bit-planes of ceil(d/8) bytes.
 size_t size_rotated(const FormatSpec& s, size_t d) {
-  return sizeof(float) + static_cast<size_t>(s.passes) * s.bits * div_up(d, 8);
+  return sizeof(float) + static_cast<size_t>(s.passes) * s.bits * plane_bytes(d);
 }
 // Per group of 32: fp16 scale, fp16 min, then `bits` bit-planes of 4 bytes.
 size_t size_kivi(const FormatSpec& s, size_t d) { return div_up(d, kKiviGroup) * kivi_group_bytes(s.bits); }

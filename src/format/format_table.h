@@ -49,6 +49,10 @@ struct FormatRow {
   bool tiled(const FormatSpec& spec) const { return tile_max_bits > 0 && spec.bits <= tile_max_bits; }
 };
 
+// Bytes of one bit-plane of a per-vector code of d elements (rvq/tq, docs/format.md): the one
+// place the plane size is derived from head_dim.
+inline size_t plane_bytes(size_t d) { return (d + 7) / 8; }
+
 // The row of `kind` (every FormatKind has one).
 const FormatRow& row(FormatKind kind);
 inline const FormatRow& row(const FormatSpec& spec) { return row(spec.kind); }

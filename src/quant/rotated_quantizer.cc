@@ -109,7 +109,7 @@ RotatedQuantizer::RotatedQuantizer(const FormatSpec& spec, int dim, Rotation rot
   }
   params_.rotation = &rotation_;
   params_.norm_correction = norm_correction;
-  params_.plane_bytes = (static_cast<size_t>(dim) + 7) / 8;
+  params_.plane_bytes = format::plane_bytes(dim);
   params_.code_size = code_size();
 }
 
