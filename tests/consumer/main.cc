@@ -33,27 +33,38 @@ int main() {
   if (!(*cache)->attend(0, 1, nq, {qv.data(), d, d}, {out.data(), d, d}).ok()) return 1;
   std::vector<float> kd(size_t(n) * d), vd(kd.size());
   if (!(*cache)->read(0, 0, 0, n, kd.data(), vd.data()).ok()) return 1;
-  double err = 0, norm = 0;
-  for (int h = 0; h < nq; ++h) {
+  // float64 attention of query head h over (keys, values): (d) output.
+  auto attention64 = [&](int h, const float* ks, const float* vs) {
     std::vector<double> s(n), o64(d, 0.0);
     double mx = -1e300, l = 0;
     for (int t = 0; t < n; ++t) {
       double a = 0;
-      for (int i = 0; i < d; ++i) a += double(qv[h * d + i]) * kd[t * d + i];
+      for (int i = 0; i < d; ++i) a += double(qv[h * d + i]) * ks[t * d + i];
       s[t] = a / std::sqrt(double(d));
       mx = std::max(mx, s[t]);
     }
     for (int t = 0; t < n; ++t) l += (s[t] = std::exp(s[t] - mx));
     for (int t = 0; t < n; ++t)
-      for (int i = 0; i < d; ++i) o64[i] += s[t] / l * vd[t * d + i];
+      for (int i = 0; i < d; ++i) o64[i] += s[t] / l * vs[t * d + i];
+    return o64;
+  };
+  double err = 0, norm = 0, ferr = 0, fnorm = 0;
+  for (int h = 0; h < nq; ++h) {
+    const std::vector<double> od = attention64(h, kd.data(), vd.data());  // on the cache's contents
+    const std::vector<double> ox = attention64(h, k.data(), v.data());    // on the original K/V
     for (int i = 0; i < d; ++i) {
-      err += (out[h * d + i] - o64[i]) * (out[h * d + i] - o64[i]);
-      norm += o64[i] * o64[i];
+      err += (out[h * d + i] - od[i]) * (out[h * d + i] - od[i]);
+      norm += od[i] * od[i];
+      ferr += (od[i] - ox[i]) * (od[i] - ox[i]);
+      fnorm += ox[i] * ox[i];
     }
   }
-  const double rel = std::sqrt(err / norm);
-  std::printf("tqkv consumer: %s %.2f bits/elem, fused attention vs float64 on the cache: %.2e relative\n",
-              spec->name().c_str(), (*q)->bits_per_element(), rel);
-  // AVX-512 bit-sliced kernels quantize the query to int8: ~1e-3; float kernels ~1e-6.
-  return rel < 1e-2 ? 0 : 1;
+  const double rel = std::sqrt(err / norm), fmt_rel = std::sqrt(ferr / fnorm);
+  std::printf("tqkv consumer: %s %.2f bits/elem, fused attention vs float64 on the cache: %.2e relative "
+              "(the format's own error vs exact attention: %.2e)\n",
+              spec->name().c_str(), (*q)->bits_per_element(), rel, fmt_rel);
+  // The contract of the fused kernels (tests/attention/fused_attention_test.cc): float kernels
+  // within 2e-5; the AVX-512 bit-sliced kernels (int8 query, 7-bit block weights) add less than
+  // 5% of the format's own error.
+  return rel < 2e-5 || rel < 0.05 * fmt_rel ? 0 : 1;
 }
