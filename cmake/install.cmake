@@ -33,5 +33,6 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tqkvConfig.cmake ${CMAKE_CURRENT_BINAR
 # pkg-config: tqkv is a static library, so its link dependencies are listed for every consumer
 # (not only under --static).
 file(RELATIVE_PATH TQKV_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")  # "../.." (or deeper)
+string(REGEX REPLACE "/$" "" TQKV_PC_TO_PREFIX "${TQKV_PC_TO_PREFIX}")
 configure_file(cmake/tqkv.pc.in ${CMAKE_CURRENT_BINARY_DIR}/tqkv.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tqkv.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
