@@ -3,7 +3,9 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git xz-utils
       libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
-      nlohmann-json3-dev libopenblas-dev liblzma-dev)
+      nlohmann-json3-dev libopenblas-dev liblzma-dev
+      clang libclang-rt-14-dev libomp-14-dev  # scripts/ci-sanitize.sh: clang builds, ASan/UBSan/TSan, libFuzzer, libomp + Archer
+      libxxhash-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -83,6 +83,9 @@ Register reg("demo", "Quality table of the default TurboQuant RVQ configuration 
                return [=]() {
                  if (*dim < 1) return invalid_argument("--head-dim must be >= 1");
                  if (*n < 1) return invalid_argument("--n must be >= 1");
+                 // The formats keep a few copies of the data: bound it to 2^27 floats (512 MiB).
+                 if (*dim > 65536 || *n > (long{1} << 27) / *dim)
+                   return invalid_argument("--n x --head-dim must be <= 2^27 elements and --head-dim <= 65536");
                  return run(*dim, *n, *json);
                };
              });

@@ -6,6 +6,7 @@
 // to stderr (or, with --json, one JSON object on stdout instead of the streamed text).
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -40,6 +41,13 @@ bool printable(const std::string& piece) {
 }
 
 Status run(const Opts& o) {
+  TQKV_RETURN_IF_ERROR(check_threads(o.threads));
+  // NaN compares false with everything: --temp nan sampled from NaN weights and printed nothing.
+  if (!(std::isfinite(o.sampler.temperature) && o.sampler.temperature >= 0))
+    return invalid_argument("--temp must be a finite number >= 0, got " + std::to_string(o.sampler.temperature));
+  if (!(o.sampler.top_p > 0 && o.sampler.top_p <= 1))
+    return invalid_argument("--top-p must be in (0, 1], got " + std::to_string(o.sampler.top_p));
+  if (o.sampler.top_k < 0) return invalid_argument("--top-k must be >= 0");
   if (o.threads > 0) set_runtime_threads(o.threads);
   TQKV_ASSIGN_OR_RETURN(ModelCacheConfig cc, make_cache_config(o.cache));
   TQKV_ASSIGN_OR_RETURN(auto model, Model::load(o.model));
@@ -52,9 +60,12 @@ Status run(const Opts& o) {
     return invalid_argument("prompt is " + std::to_string(prompt.size()) + " tokens, longer than the context of " +
                             std::to_string(ctx_len));
   if (o.n < 0) return invalid_argument("-n must be >= 0");
+  if (o.steps < 0) return invalid_argument("--steps must be >= 0");
   int n_new = o.n;
   // run.c runs `steps` forward passes (positions 0..steps-1) and prints the token each one yields.
-  if (o.steps > 0) n_new = std::max(0, o.steps + 1 - static_cast<int>(prompt.size()));
+  // (in 64 bits: --steps 2147483647 overflowed o.steps + 1)
+  if (o.steps > 0)
+    n_new = static_cast<int>(std::max<int64_t>(0, int64_t{o.steps} + 1 - static_cast<int64_t>(prompt.size())));
   TQKV_ASSIGN_OR_RETURN(auto ctx, InferenceContext::make(*model, cc, 256, ctx_len));
   ctx->set_threads(o.threads);
   Sampler sampler(o.sampler);

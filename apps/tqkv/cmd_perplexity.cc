@@ -28,8 +28,10 @@ struct Opts {
 };
 
 Status run(Opts o) {
+  TQKV_RETURN_IF_ERROR(check_threads(o.threads));
   if (o.threads > 0) set_runtime_threads(o.threads);
-  if (o.p.ctx < 2) return invalid_argument("context size (-c) must be >= 2, got " + std::to_string(o.p.ctx));
+  // -c 2 scores no position (positions c/2 .. c-2): PPL would be NaN.
+  if (o.p.ctx < 3) return invalid_argument("context size (-c) must be >= 3, got " + std::to_string(o.p.ctx));
   TQKV_ASSIGN_OR_RETURN(ModelCacheConfig cc, make_cache_config(o.cache));
   TQKV_ASSIGN_OR_RETURN(auto model, Model::load(o.model));
   TQKV_ASSIGN_OR_RETURN(std::string text, read_text_file(o.file));

@@ -70,6 +70,9 @@ struct Opts {
 Status run(const Opts& o) {
   if (o.head_dim < 1) return invalid_argument("--head-dim must be >= 1, got " + std::to_string(o.head_dim));
   if (o.n < 1) return invalid_argument("--n must be >= 1");
+  // The evaluation keeps a few copies of the data: bound it to 2^27 floats (512 MiB).
+  if (o.head_dim > 65536 || o.n > (long{1} << 27) / o.head_dim)
+    return invalid_argument("--n x --head-dim must be <= 2^27 elements and --head-dim <= 65536");
   int bits = o.bits;
   if (bits < 0) bits = o.method == "turboquant_rvq" ? 1 : 2;
   if (o.method == "turboquant_rvq" || o.method == "turboquant_mse") {

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -34,7 +36,16 @@ int main(int argc, char** argv) {
   }
   for (auto& [sub, run] : runners) {
     if (!sub->parsed()) continue;
-    tqkv::Status s = run();
+    // Last line of defence: every known failure is a Status; an exception that still escapes
+    // becomes one line too instead of std::terminate (rc 134).
+    tqkv::Status s = tqkv::Status::Ok();
+    try {
+      s = run();
+    } catch (const std::bad_alloc&) {
+      s = tqkv::out_of_range("out of memory (a size on the command line or in a file is too large)");
+    } catch (const std::exception& e) {
+      s = tqkv::internal_error(std::string("unexpected exception: ") + e.what());
+    }
     if (!s.ok()) {
       std::fprintf(stderr, "tqkv: error: %s\n", s.message().c_str());
       return 1;

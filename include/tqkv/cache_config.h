@@ -10,6 +10,9 @@
 
 namespace tqkv {
 
+// Largest recent_window / sink_tokens accepted: the f16 rings are allocated whole on first use.
+inline constexpr int kMaxWindowTokens = 1 << 24;
+
 struct KVCacheOptions {
   FormatSpec key_format{FormatKind::kF16, 16, 1};
   FormatSpec value_format{FormatKind::kF16, 16, 1};

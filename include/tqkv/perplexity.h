@@ -25,7 +25,7 @@
 namespace tqkv {
 
 struct PerplexityOptions {
-  int ctx = 512;                 // tokens per chunk, >= 2 (and <= the model's context length)
+  int ctx = 512;                 // tokens per chunk, >= 3 (and <= the model's context length)
   int max_chunks = -1;           // -1 = all
   int batch = 512;               // tokens per forward call
   std::string kld_base_out;      // write the base file here (empty = no)
@@ -53,10 +53,17 @@ struct PerplexityResult {
 StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheConfig& cache_config,
                                           const std::string& text, const PerplexityOptions& options);
 
-// Reads a whole text file; files ending in ".xz" are decompressed (liblzma).
-StatusOr<std::string> read_text_file(const std::string& path);
+// Reads a whole text file; files ending in ".xz" are decompressed (liblzma), streaming, and stop
+// with an error as soon as the text passes kMaxTextBytes (an .xz bomb never reaches memory). The
+// tokenizer needs ~55 bytes of working memory per text byte, so the cap bounds a run to ~3.5 GB.
+// A directory or a device is refused with one line.
+inline constexpr uint64_t kMaxTextBytes = uint64_t{64} << 20;
+StatusOr<std::string> read_text_file(const std::string& path, uint64_t max_bytes = kMaxTextBytes);
 
 // Sets the OpenMP threads the runtime uses (t >= 1); OpenBLAS always runs single-threaded inside them.
 void set_runtime_threads(int t);
+// Checks a user's thread count: 0 (all) or 1..kMaxThreads.
+inline constexpr int kMaxThreads = 1024;
+Status check_threads(int t);
 
 }  // namespace tqkv

@@ -245,10 +245,27 @@ void decode_rows(const StreamLayout& s, const StreamPages& sp, int head, int c0,
 }
 
 // Runs the softmax step of one block for the states and rescales their accumulators.
-void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid) {
+// NaN scores (a NaN key, or a NaN from a corrupt quantization scale) have ONE behaviour at every
+// SIMD level: the token gets weight 0, as if masked. The kernels' max/exp differ in how they treat
+// NaN (vmaxps returns its second operand, std::max its first), so NaN never reaches them: it is
+// replaced by -inf here, and a row whose visible scores are all -inf is passed as fully masked
+// (exp(-inf - -inf) would be NaN). A query that sees only such tokens gets a zero output.
+void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* valid_in) {
   const int d = C.d, dpad = C.dpad;
   thread_local std::vector<float> corr;  // scratch reused across blocks
+  thread_local std::vector<int> valid_buf;
   corr.resize(ns);
+  valid_buf.assign(valid_in, valid_in + ns);
+  int* valid = valid_buf.data();
+  for (int s = 0; s < ns; ++s) {
+    float* sc = scores + s * kBlock;
+    bool any = false;
+    for (int t = 0; t < valid[s]; ++t) {
+      if (std::isnan(sc[t])) sc[t] = kNegInf;
+      any |= sc[t] != kNegInf;
+    }
+    if (!any) valid[s] = 0;
+  }
   float* cr = corr.data();
   if (C.avx512) attn::softmax_block_avx512(scores, ns, valid, P.m.data(), P.l.data(), cr);
   else if (C.avx2) attn::softmax_block_avx2(scores, ns, valid, P.m.data(), P.l.data(), cr);
@@ -259,7 +276,8 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
     P.cw[s] *= c;
     float* o = &P.o[static_cast<size_t>(s) * d];
     for (int i = 0; i < d; ++i) o[i] *= c;
-    float* orr = &P.orot[static_cast<size_t>(s) * dpad];
+    if (dpad == 0) continue;  // no rotated-domain accumulator (P.orot is empty)
+    float* orr = P.orot.data() + static_cast<size_t>(s) * dpad;
     for (int i = 0; i < dpad; ++i) orr[i] *= c;
   }
 }

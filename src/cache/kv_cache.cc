@@ -114,6 +114,8 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
     return invalid_argument("page_tokens must be a positive multiple of 64, got " + std::to_string(options.page_tokens));
   if (options.recent_window < 0 || options.sink_tokens < 0)
     return invalid_argument("recent_window and sink_tokens must be >= 0");
+  if (options.recent_window > kMaxWindowTokens || options.sink_tokens > kMaxWindowTokens)  // rings are allocated whole
+    return invalid_argument("recent_window and sink_tokens must be <= " + std::to_string(kMaxWindowTokens));
   auto impl = std::make_unique<Impl>();
   impl->n_kv_heads = n_kv_heads;
   impl->head_dim = head_dim;

@@ -1,6 +1,9 @@
 #include "tqkv/simd.h"
 
 #include <atomic>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -8,19 +11,42 @@
 namespace tqkv {
 namespace {
 
-SimdLevel detect() {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16"))
+// Feature bits straight from CPUID (leaf 1: ECX; leaf 7 subleaf 0: EBX/ECX; leaf 7 subleaf 1:
+// EAX) plus XGETBV for the OS-enabled register state. __builtin_cpu_supports is not used: clang 14
+// rejects "f16c" and "avx512bf16" there, and it does not check that the OS saves ZMM state.
+bool bit(unsigned reg, int b) { return (reg >> b) & 1u; }
+
+SimdLevel detect() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return SimdLevel::kScalar;
+  const bool fma = bit(c, 12), osxsave = bit(c, 27), avx = bit(c, 28), f16c = bit(c, 29);
+  if (!osxsave || !avx) return SimdLevel::kScalar;
+  unsigned xlo, xhi;
+  __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+  const bool ymm_os = (xlo & 0x6u) == 0x6u;     // SSE + AVX state
+  const bool zmm_os = (xlo & 0xE6u) == 0xE6u;   // + opmask, ZMM0-15 upper, ZMM16-31
+  if (__get_cpuid_max(0, nullptr) < 7) return SimdLevel::kScalar;
+  unsigned a7, b7, c7, d7;
+  __cpuid_count(7, 0, a7, b7, c7, d7);
+  const bool avx2 = bit(b7, 5), bmi2 = bit(b7, 8);
+  const bool avx512f = bit(b7, 16), avx512dq = bit(b7, 17), avx512bw = bit(b7, 30),
+             avx512vl = bit(b7, 31), avx512vnni = bit(c7, 11);
+  bool avx512bf16 = false;
+  if (a7 >= 1) {
+    unsigned a71, b71, c71, d71;
+    __cpuid_count(7, 1, a71, b71, c71, d71);
+    avx512bf16 = bit(a71, 5);
+  }
+  const bool has_avx2 = ymm_os && avx2 && fma && f16c && bmi2;
+  if (has_avx2 && zmm_os && avx512f && avx512bw && avx512dq && avx512vl && avx512vnni && avx512bf16)
     return SimdLevel::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2"))
-    return SimdLevel::kAvx2;
-#endif
+  if (has_avx2) return SimdLevel::kAvx2;
   return SimdLevel::kScalar;
 }
+#else
+SimdLevel detect() { return SimdLevel::kScalar; }
+#endif
 
 SimdLevel initial() {
   SimdLevel d = detect();

@@ -50,7 +50,13 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   ctx->model_ = &model;
   ctx->max_batch_ = max_batch;
   ctx->max_tokens_ = max_tokens > 0 ? max_tokens : c.context_length;
-  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cache_config));
+  // A window or sink count beyond the context behaves exactly like one equal to it (no token ever
+  // leaves the window), so it is clamped: the f16 rings are sized by what the run can hold, not by
+  // the flag (--kv-window 1000000 used to allocate 2.56 GB for a 2-token generation).
+  ModelCacheConfig cc = cache_config;
+  cc.base.recent_window = std::min(cc.base.recent_window, ctx->max_tokens_);
+  cc.base.sink_tokens = std::min(cc.base.sink_tokens, ctx->max_tokens_);
+  TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cc));
   const size_t B = max_batch, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
   ctx->x_.resize(B * c.dim);
   ctx->xb_.resize(B * std::max<size_t>(c.dim, QD));
@@ -185,7 +191,22 @@ int Sampler::sample(const float* logits, int vocab) {
   std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
   const float mx = buf_[0].first;
   double sum = 0;
-  for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  if (std::isfinite(mx)) {
+    for (int i = 0; i < k; ++i) { buf_[i].first = std::exp(buf_[i].first - mx); sum += buf_[i].first; }
+  } else {
+    // logits / T overflowed (tiny T such as 1e-40): inf - inf was NaN and the loop below fell
+    // through to the k-th token. Redo it in double from the logits themselves: (l - l_max) / T is
+    // -inf or 0, i.e. the greedy choice, which is the limit T -> 0+.
+    // The sort above ordered the overflowed values (ties among the infinities by id): sort the
+    // logits themselves (same order for T > 0).
+    for (int i = 0; i < vocab; ++i) buf_[i] = {logits[i], i};
+    std::partial_sort(buf_.begin(), buf_.begin() + k, buf_.end(), by_value);
+    const double lmx = buf_[0].first, t = o_.temperature;
+    for (int i = 0; i < k; ++i) {
+      buf_[i].first = static_cast<float>(std::exp((double(logits[buf_[i].second]) - lmx) / t));
+      sum += buf_[i].first;
+    }
+  }
   if (o_.top_p < 1.0f) {
     double acc = 0;
     for (int i = 0; i < k; ++i) {

@@ -13,6 +13,7 @@
 #include <limits>
 #include <unordered_set>
 
+#include "core/file_io.h"
 #include "core/half.h"
 
 namespace tqkv {
@@ -627,11 +628,7 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
 
 Status GgufWriter::write(const std::string& path) const {
   const std::vector<uint8_t> b = to_bytes();
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return io_error("cannot create '" + path + "'");
-  f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  if (!f) return io_error("write to '" + path + "' failed");
-  return Status::Ok();
+  return write_file_atomic(path, b.data(), b.size());  // temp + fsync + rename, every step checked
 }
 
 }  // namespace tqkv

@@ -2,34 +2,32 @@
 // llama2.c applies RoPE to adjacent pairs, the GGUF llama convention, so wq/wk are copied as is.
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
+#include "core/file_io.h"
 #include "tqkv/gguf.h"
 #include "tqkv/model.h"
 
 namespace tqkv {
 namespace {
 
-StatusOr<std::vector<uint8_t>> read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return not_found("cannot open '" + path + "'");
-  std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  return b;
-}
+// Checkpoints up to 64 GiB (fp32 llama2.c models are far smaller); tokenizer.bin up to 1 GiB.
+constexpr uint64_t kMaxCheckpointBytes = uint64_t{64} << 30;
+constexpr uint64_t kMaxTokenizerBytes = uint64_t{1} << 30;
 
 }  // namespace
 
 Status convert_llama2c(const std::string& model_bin, const std::string& tokenizer_bin,
                        const std::string& out_gguf) {
-  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> mb, read_all(model_bin));
-  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> tb, read_all(tokenizer_bin));
+  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> mb, read_file(model_bin, kMaxCheckpointBytes, "llama2.c checkpoint"));
+  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> tb, read_file(tokenizer_bin, kMaxTokenizerBytes, "llama2.c tokenizer"));
   if (mb.size() < 28) return corrupt("'" + model_bin + "' is too small for a llama2.c header");
   int32_t hdr[7];
   std::memcpy(hdr, mb.data(), 28);
   const int dim = hdr[0], hidden = hdr[1], n_layers = hdr[2], n_heads = hdr[3], n_kv = hdr[4];
   const bool shared = hdr[5] > 0;
-  const int vocab = shared ? hdr[5] : -hdr[5];
+  // In 64 bits: -INT_MIN overflows int (UB); the bound check below then refuses it.
+  const int64_t vocab64 = shared ? int64_t{hdr[5]} : -int64_t{hdr[5]};
+  const int vocab = vocab64 > (1 << 20) ? -1 : static_cast<int>(vocab64);
   const int seq_len = hdr[6];
   auto bad = [](int v, int hi) { return v < 1 || v > hi; };
   if (bad(dim, 1 << 16) || bad(hidden, 1 << 18) || bad(n_layers, 1024) || bad(n_heads, 1024) ||
@@ -90,6 +88,12 @@ Status convert_llama2c(const std::string& model_bin, const std::string& tokenize
     pieces.push_back(std::move(s));
     scores.push_back(score);
     types.push_back(type);
+  }
+  // Validate the vocabulary with the loader's own rules before anything is written: a crafted
+  // tokenizer.bin must be refused here, not produce a file the loader then rejects (or worse).
+  {
+    auto t = Tokenizer::from_vocab(pieces, scores, types, 1, 2, true);
+    if (!t.ok()) return Status(t.status().code(), "'" + tokenizer_bin + "': " + t.status().message());
   }
   w.add_string("tokenizer.ggml.model", "llama");
   w.add_string_array("tokenizer.ggml.tokens", pieces);

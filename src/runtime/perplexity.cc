@@ -15,15 +15,17 @@
 #include <iterator>
 #include <numeric>
 
+#include "core/file_io.h"
+
 namespace tqkv {
 namespace {
 
 constexpr char kKldMagic[8] = {'T', 'Q', 'K', 'V', 'K', 'L', 'D', '1'};
-constexpr uint32_t kKldVersion = 1;
+constexpr uint32_t kKldVersion = 2;  // 2: model_fingerprint in the former reserved field
 
 struct KldHeader {
   char magic[8];
-  uint32_t version, vocab, top_k, ctx, n_chunks, reserved;
+  uint32_t version, vocab, top_k, ctx, n_chunks, model_fingerprint;
   uint64_t n_positions, tokens_hash;
 };
 static_assert(sizeof(KldHeader) == 48, "KLD header is 48 bytes");
@@ -35,6 +37,24 @@ uint64_t fnv1a(const int* t, size_t n) {
     for (int b = 0; b < 4; ++b) { h ^= (v >> (8 * b)) & 0xff; h *= 0x100000001b3ull; }
   }
   return h;
+}
+
+// 32-bit fingerprint of the model a KLD base was made with (docs/format.md): FNV-1a 64 over the
+// architecture, the shape fields, and the float bits of the final norm and the first layer's
+// attention norm (trained weights, so two models of one shape differ), folded to 32 bits.
+uint32_t model_fingerprint(const Model& model) {
+  const ModelConfig& c = model.config();
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto bytes = [&](const void* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) { h ^= static_cast<const uint8_t*>(p)[i]; h *= 0x100000001b3ull; }
+  };
+  bytes(c.arch.data(), c.arch.size());
+  const int32_t f[] = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size};
+  bytes(f, sizeof f);
+  const ModelWeights& w = model.weights();
+  if (w.output_norm) bytes(w.output_norm, sizeof(float) * size_t(c.dim));
+  if (!w.layers.empty() && w.layers[0].attn_norm) bytes(w.layers[0].attn_norm, sizeof(float) * size_t(c.dim));
+  return static_cast<uint32_t>(h ^ (h >> 32));
 }
 
 // log-softmax of x (n) into out (double).
@@ -64,31 +84,41 @@ void set_runtime_threads(int t) {
   omp_set_num_threads(t);
 }
 
-StatusOr<std::string> read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return not_found("cannot open '" + path + "'");
-  std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (path.size() < 3 || path.compare(path.size() - 3, 3, ".xz") != 0) return raw;
+Status check_threads(int t) {
+  if (t < 0 || t > kMaxThreads)
+    return invalid_argument("--threads must be between 0 (all) and " + std::to_string(kMaxThreads) + ", got " +
+                            std::to_string(t));
+  return Status::Ok();
+}
+
+StatusOr<std::string> read_text_file(const std::string& path, uint64_t max_bytes) {
+  const bool xz = path.size() >= 3 && path.compare(path.size() - 3, 3, ".xz") == 0;
+  // The compressed file gets the same cap as plain text; the decompressed text is capped below.
+  TQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, read_file(path, max_bytes, "text file"));
+  if (!xz) return std::string(raw.begin(), raw.end());
   lzma_stream s = LZMA_STREAM_INIT;
-  if (lzma_stream_decoder(&s, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK)
+  // 256 MiB dictionary memory limit: enough for any xz preset (-9e uses 674 MiB to compress but
+  // 65 MiB to decompress).
+  if (lzma_stream_decoder(&s, uint64_t{256} << 20, LZMA_CONCATENATED) != LZMA_OK)
     return internal_error("liblzma: cannot initialize the decoder");
+  struct Ender { lzma_stream* s; ~Ender() { lzma_end(s); } } ender{&s};
   std::string out;
   std::vector<uint8_t> buf(1 << 16);
-  s.next_in = reinterpret_cast<const uint8_t*>(raw.data());
+  s.next_in = raw.data();
   s.avail_in = raw.size();
-  lzma_ret r = LZMA_OK;
   while (true) {
     s.next_out = buf.data();
     s.avail_out = buf.size();
-    r = lzma_code(&s, LZMA_FINISH);
-    out.append(reinterpret_cast<const char*>(buf.data()), buf.size() - s.avail_out);
+    const lzma_ret r = lzma_code(&s, LZMA_FINISH);
+    const size_t got = buf.size() - s.avail_out;
+    if (out.size() + got > max_bytes)
+      return invalid_argument("'" + path + "' decompresses to more than " + std::to_string(max_bytes >> 20) +
+                              " MiB of text, the limit (split the text)");
+    out.append(reinterpret_cast<const char*>(buf.data()), got);
     if (r == LZMA_STREAM_END) break;
-    if (r != LZMA_OK) {
-      lzma_end(&s);
-      return corrupt("'" + path + "' is not a valid .xz file (liblzma error " + std::to_string(r) + ")");
-    }
+    if (r == LZMA_MEMLIMIT_ERROR) return invalid_argument("'" + path + "' needs more than 256 MiB to decompress");
+    if (r != LZMA_OK) return corrupt("'" + path + "' is not a valid .xz file (liblzma error " + std::to_string(r) + ")");
   }
-  lzma_end(&s);
   return out;
 }
 
@@ -97,7 +127,8 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
   const auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& c = model.config();
   const Tokenizer& tok = model.tokenizer();
-  if (o.ctx < 2) return invalid_argument("context size must be >= 2, got " + std::to_string(o.ctx));
+  // ctx 2 scores no position (positions ctx/2 .. ctx-2): PPL would be 0/0.
+  if (o.ctx < 3) return invalid_argument("context size must be >= 3, got " + std::to_string(o.ctx));
   if (o.max_chunks == 0 || o.max_chunks < -1) return invalid_argument("--chunks must be >= 1");
   if (o.ctx > c.context_length)
     return invalid_argument("context size " + std::to_string(o.ctx) + " exceeds the model's context length " +
@@ -117,39 +148,49 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
   const int K = (o.kld_top_k <= 0 || o.kld_top_k > V) ? V : o.kld_top_k;
 
   // KLD files.
-  std::FILE* base_out = nullptr;
+  const uint32_t fingerprint = model_fingerprint(model);
+  AtomicFile base_out;
+  const bool writing_base = !o.kld_base_out.empty();
   std::vector<uint8_t> base_in;
   KldHeader hin{};
   size_t rec_bytes = 0;
-  if (!o.kld_base_out.empty()) {
-    base_out = std::fopen(o.kld_base_out.c_str(), "wb");
-    if (!base_out) return io_error("cannot create '" + o.kld_base_out + "'");
+  if (writing_base) {
+    TQKV_RETURN_IF_ERROR(base_out.open(o.kld_base_out));
     KldHeader h{};
     std::memcpy(h.magic, kKldMagic, 8);
     h.version = kKldVersion; h.vocab = V; h.top_k = K; h.ctx = o.ctx; h.n_chunks = n_chunks;
+    h.model_fingerprint = fingerprint;
     h.n_positions = uint64_t(n_chunks) * per_chunk;
     h.tokens_hash = hash;
-    std::fwrite(&h, sizeof h, 1, base_out);
+    TQKV_RETURN_IF_ERROR(base_out.write(&h, sizeof h));
   }
   if (!o.kld_in.empty()) {
-    std::ifstream f(o.kld_in, std::ios::binary);
-    if (!f) return not_found("cannot open '" + o.kld_in + "'");
-    base_in.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    // The header bounds the size: at most n_chunks (< 2^32) * ctx/2 records of 8 + 8 * vocab bytes,
+    // checked against the file's real size before the records are read.
+    TQKV_ASSIGN_OR_RETURN(base_in, read_file_prefix(o.kld_in, sizeof(KldHeader), "KLD base file"));
     if (base_in.size() < sizeof(KldHeader)) return corrupt("'" + o.kld_in + "' is not a KLD base file (too short)");
     std::memcpy(&hin, base_in.data(), sizeof hin);
     if (std::memcmp(hin.magic, kKldMagic, 8) != 0) return corrupt("'" + o.kld_in + "' is not a KLD base file (bad magic)");
-    if (hin.version != kKldVersion) return corrupt("'" + o.kld_in + "': unsupported KLD file version " + std::to_string(hin.version));
-    if (hin.vocab != uint32_t(V) || hin.ctx != uint32_t(o.ctx) || hin.tokens_hash != hash || hin.n_chunks < uint32_t(n_chunks))
+    if (hin.version != kKldVersion)
+      return corrupt("'" + o.kld_in + "': unsupported KLD file version " + std::to_string(hin.version) + " (expected " +
+                     std::to_string(kKldVersion) + "; regenerate it with --kl-divergence-base)");
+    if (hin.vocab != uint32_t(V) || hin.ctx != uint32_t(o.ctx) || hin.tokens_hash != hash ||
+        hin.n_chunks < uint32_t(n_chunks) || hin.model_fingerprint != fingerprint)
       return invalid_argument("'" + o.kld_in + "' was made from another model, text, context size or chunk count "
                               "(base: vocab " + std::to_string(hin.vocab) + ", ctx " + std::to_string(hin.ctx) +
-                              ", chunks " + std::to_string(hin.n_chunks) + ")");
+                              ", chunks " + std::to_string(hin.n_chunks) +
+                              (hin.model_fingerprint != fingerprint ? ", another model" : "") + ")");
     if (hin.top_k < 1 || hin.top_k > hin.vocab) return corrupt("'" + o.kld_in + "': bad top_k");
     rec_bytes = 8 + size_t(hin.top_k) * 8;
-    if (hin.n_positions != uint64_t(hin.n_chunks) * per_chunk ||
-        base_in.size() != sizeof(KldHeader) + hin.n_positions * rec_bytes)
+    if (hin.n_positions != uint64_t(hin.n_chunks) * per_chunk)
+      return corrupt("'" + o.kld_in + "' has an inconsistent header (n_positions)");
+    // n_chunks < 2^32, per_chunk < 2^31, rec_bytes <= 8 + 8 * 2^32: the product can overflow 64 bits.
+    if (hin.n_positions > (UINT64_MAX - sizeof(KldHeader)) / rec_bytes)
       return corrupt("'" + o.kld_in + "' has the wrong size (truncated?)");
+    const uint64_t want = sizeof(KldHeader) + hin.n_positions * rec_bytes;
+    TQKV_ASSIGN_OR_RETURN(base_in, read_file_prefix(o.kld_in, want + 1, "KLD base file"));  // +1: detect a longer file
+    if (base_in.size() != want) return corrupt("'" + o.kld_in + "' has the wrong size (truncated?)");
   }
-  struct Closer { std::FILE* f; ~Closer() { if (f) std::fclose(f); } } closer{base_out};
 
   const int batch = std::max(1, std::min(o.batch, o.ctx));
   TQKV_ASSIGN_OR_RETURN(auto ictx, InferenceContext::make(model, cache_config, batch, o.ctx));
@@ -179,7 +220,7 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
         nll += l;
         nll2 += l * l;
         ++count;
-        if (base_out) {
+        if (writing_base) {
           std::iota(order.begin(), order.end(), 0);
           std::partial_sort(order.begin(), order.begin() + K, order.end(),
                             [&](int a, int b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
@@ -193,8 +234,7 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
             std::memcpy(rec.data() + 8 + 4 * size_t(i), &id, 4);
             std::memcpy(rec.data() + 8 + 4 * size_t(K) + 4 * size_t(i), &v, 4);
           }
-          if (std::fwrite(rec.data(), rec.size(), 1, base_out) != 1)
-            return io_error("write to '" + o.kld_base_out + "' failed");
+          TQKV_RETURN_IF_ERROR(base_out.write(rec.data(), rec.size()));
         }
         if (!base_in.empty()) {
           const uint8_t* r = base_in.data() + sizeof(KldHeader) + size_t(pos_index) * rec_bytes;
@@ -218,6 +258,11 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
           }
           const double pb_rest = 1.0 - pb_sum, pn_rest = std::max(1e-30, 1.0 - pn_sum);
           if (kb < V && pb_rest > 1e-12) kld += pb_rest * (std::log(pb_rest) - std::log(pn_rest));
+          // A NaN (a NaN log-prob in the base file, or NaN logits) must not become KLD 0 through
+          // std::max(0, NaN): it is an error. Tiny negative values are rounding and clamp to 0.
+          if (!std::isfinite(kld) || !std::isfinite(lbn))
+            return corrupt("'" + o.kld_in + "': non-finite log-probability at scored position " +
+                           std::to_string(pos_index) + " (corrupt base file, or NaN logits)");
           klds.push_back(std::max(0.0, kld));
           const double dp = std::exp(lp[next]) - std::exp(double(lbn));
           dp2 += dp * dp;
@@ -234,6 +279,7 @@ StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheCo
       progress_bar(ch + 1, n_chunks, std::exp(nll / count), secs);
     }
   }
+  if (writing_base) TQKV_RETURN_IF_ERROR(base_out.commit());
   const double mean = nll / count;
   double var = nll2 / count - mean * mean;
   res.ppl = std::exp(mean);

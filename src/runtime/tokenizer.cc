@@ -2,7 +2,6 @@
 // candidate merges (highest score first, leftmost on ties); stale queue entries are skipped.
 #include "tqkv/tokenizer.h"
 
-#include <cstdio>
 #include <queue>
 
 namespace tqkv {
@@ -18,11 +17,20 @@ size_t utf8_len(unsigned char c) {
   return 1;  // continuation or invalid lead byte: a one-byte symbol
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// "<0xHH>" with exactly two hex digits -> 0..255. (sscanf("%2x") accepted a sign or a space:
+// "<0x-D>" gave -13 and byte_ids_[-13] was written out of bounds.)
 bool parse_byte_piece(const std::string& p, int* byte) {
   if (p.size() != 6 || p[0] != '<' || p[1] != '0' || p[2] != 'x' || p[5] != '>') return false;
-  unsigned v = 0;
-  if (std::sscanf(p.c_str() + 3, "%2x", &v) != 1) return false;
-  *byte = static_cast<int>(v);
+  const int hi = hex_digit(p[3]), lo = hex_digit(p[4]);
+  if (hi < 0 || lo < 0) return false;
+  *byte = hi * 16 + lo;
   return true;
 }
 

@@ -53,7 +53,7 @@ TEST(Cli, BadInputGivesOneErrorLine) {
                         "longer than the context of 16");
   expect_one_error_line(run_cli("generate -m " + model + " -p hi -ctk rvq9x9"), "--cache-type-k");
   expect_one_error_line(run_cli("generate -m " + model + " -p hi --method nope"), "unknown cache method");
-  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 1"), "must be >= 2");
+  expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 1"), "must be >= 3");
   expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 32"), "exceeds the model's context");
   expect_one_error_line(run_cli("perplexity -m " + model + " -f /nonexistent.txt -c 16"), "cannot open");
   expect_one_error_line(run_cli("perplexity -m " + model + " -f " + text + " -c 16 --kl-divergence /nonexistent.kld"),
