@@ -5,7 +5,7 @@
 //    cache must hold, quantizer decode of each original token). Tolerance from the arithmetic:
 //  - float kernels (scalar level everywhere; AVX-512 for f32/f16/q8_0/q4_0/kivi/tq3-4): float32
 //    accumulation of <= 4096 terms, ~1e-6 relative RMS measured; bound 2e-5 (20x headroom,
-//    still 1000x below the error of the best lossy format, q8_0).
+//    still far below the error of the best lossy format, q8_0).
 //  - AVX-512 bit-sliced kernels (rvq/tq with 1-2 bit passes) quantize the rotated query to int8
 //    and the block's softmax weights to 7 bits; their extra error must stay below 5% of the
 //    format's own error against exact attention on the original K/V (docs/design.md).
