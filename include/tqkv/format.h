@@ -8,11 +8,12 @@
 //   tq{b}                    single-stage TurboQuant-MSE: rotation + one b-bit Lloyd-Max pass
 //   kivi{b}                  KIVI-style per-token asymmetric groups of 32 (fp16 scale + fp16 min), b in {2,4}
 //   pk{b}                    pre-RoPE keys with per-channel bit allocation (also usable for values,
-//                            where no RoPE is involved), b = average coded
-//                            bits per element in (0, 8], fractional allowed (pk2, pk2.5, pk3.125);
-//                            per-sequence statistics, so no stateless Quantizer (tqkv/prerope_keys.h)
-// The byte layout of every format is written down in docs/format.md. code_size() is computed in
-// ONE place (format.cc) and every consumer (quantizers, cache, accounting) calls it.
+//                            where no RoPE is involved), b = average coded bits per element in (0, 8],
+//                            fractional allowed (pk2, pk2.5, pk3.125); per-sequence statistics, so no
+//                            stateless Quantizer (tqkv/prerope_keys.h)
+// The byte layout of every format is written down in docs/format.md. Every property of a format
+// (name, bits, planes, code size, rotated, storage, kernels) is one row of the format table
+// (src/format/format_table.cc); these functions and every consumer read it from there.
 #pragma once
 
 #include <cstddef>
@@ -34,10 +35,10 @@ struct FormatSpec {
   // Canonical name, e.g. "rvq1x2", "tq2", "q8_0".
   std::string name() const;
   // True for formats stored in the Hadamard-rotated domain (rvq, tq).
-  bool rotated() const { return kind == FormatKind::kRvq || kind == FormatKind::kTq; }
+  bool rotated() const;
   // True for key formats that store keys before RoPE (pk): the cache receives pre-RoPE keys and
   // attention applies RoPE per position.
-  bool pre_rope() const { return kind == FormatKind::kPk; }
+  bool pre_rope() const;
   bool operator==(const FormatSpec&) const = default;
 };
 
@@ -49,8 +50,7 @@ StatusOr<FormatSpec> parse_format(std::string_view name);
 Status validate_format(const FormatSpec& spec, int head_dim);
 
 // Bytes one encoded vector of `head_dim` elements takes, everything included (scales, norms,
-// padding; for pk the per-sequence statistics block of 9 * head_dim bytes per kv head comes on
-// top and is counted by the cache). Precondition: validate_format(spec, head_dim).ok().
+// padding). Precondition: validate_format(spec, head_dim).ok().
 size_t code_size(const FormatSpec& spec, int head_dim);
 
 // 8 * code_size / head_dim: the honest storage cost per element.
