@@ -217,14 +217,14 @@ def main():
             rows.append({"label": cfg + (" " + a.extra if a.extra else ""), "bits": j["kv_bits_per_element"], "ppl": j["ppl"],
                          "dppl_pct": 100 * (j["ppl"] / base["ppl"] - 1), "kld_mean": j["kld_mean"], "kld_p99": j["kld_p99"],
                          "top1_agreement": j["top1_agreement"], "seconds": j["seconds"], "cache": j["cache"],
-                         "command": " ".join(cmd).replace(base_file, "BASE")})
+                         "command": " ".join(cmd).replace(base_file, "BASE").replace(repo + "/", "")})
             r = rows[-1]
             print("    bits %.3f  PPL %.4f (%+.2f%%)  KLD %.5f" % (r["bits"], r["ppl"], r["dppl_pct"], r["kld_mean"]), file=sys.stderr, flush=True)
         os.remove(base_file)
         doc = {"model": os.path.relpath(model, repo) if model.startswith(repo) else model, "model_name": name,
                "ctx": a.ctx, "chunks": a.chunks, "commit": commit,
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "base": base, "base_command": " ".join(base_cmd).replace(base_file, "BASE"), "rows": rows}
+               "base": base, "base_command": " ".join(base_cmd).replace(base_file, "BASE").replace(repo + "/", ""), "rows": rows}
         if a.llamacpp:
             merge_llamacpp(doc, a.llamacpp)
         with open(out_json, "w") as f:
