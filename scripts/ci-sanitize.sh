@@ -43,7 +43,7 @@ if [[ " $STEPS " == *" tsan "* ]]; then
   # 4 OpenMP threads on 2 cores: real interleavings of the attention splits.
   OMP_NUM_THREADS=4 OMP_TOOL_LIBRARIES="$archer" ARCHER_OPTIONS=verbose=1 \
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp" \
-    ./build-tsan/tqkv_thread_tests --gtest_brief=1
+    ./build-tsan/tqkv_thread_tests --gtest_brief=1 --gtest_filter=-CacheFileCli.*  # no CLI in this build
   stamp "TSan threaded attention/cache tests passed"
 fi
 

@@ -4,6 +4,9 @@
 // leading space dropped after BOS, byte tokens as bytes, unprintable single bytes skipped, a final
 // newline). Stops at N new tokens, at EOS/BOS, or when the context is full. Timing and KV bytes go
 // to stderr (or, with --json, one JSON object on stdout instead of the streamed text).
+#include <unistd.h>
+
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -13,6 +16,7 @@
 
 #include "cache_flags.h"
 #include "command.h"
+#include "tqkv/cache_file.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
 
@@ -26,6 +30,7 @@ struct Opts {
   SamplerOptions sampler;
   int threads = 0;
   bool json = false;
+  std::string prompt_cache;
   CacheFlags cache;
 };
 
@@ -79,9 +84,60 @@ Status run(const Opts& o) {
   for (size_t i = 1; i < prompt.size(); ++i) emit(prompt[i - 1], prompt[i]);
   if (prompt[0] != tok.bos()) emit(-1, prompt[0]);  // tokenizers without BOS: print the first piece too
 
+  // --prompt-cache FILE: restore the prompt's cache when FILE exists and holds a prefix of this
+  // prompt (at least the last prompt token is run again, for its logits); else compute and save.
   const auto t0 = std::chrono::steady_clock::now();
-  TQKV_RETURN_IF_ERROR(ctx->forward(prompt.data(), static_cast<int>(prompt.size()), logits.data(), false));
+  int start = 0, cached = 0;
+  double file_prefill_s = 0;
+  nlohmann::json pc_json;
+  if (!o.prompt_cache.empty() && ::access(o.prompt_cache.c_str(), F_OK) == 0) {
+    TQKV_ASSIGN_OR_RETURN(CacheFileContents c, load_cache_file(o.prompt_cache, *model, ctx->mutable_cache(), ctx_len));
+    const std::vector<int>* toks = nullptr;
+    for (const auto& [id, t] : c.sequences)
+      if (id == 0) toks = &t;
+    if (toks && toks->size() <= prompt.size() && std::equal(toks->begin(), toks->end(), prompt.begin())) {
+      cached = static_cast<int>(toks->size());
+      TQKV_RETURN_IF_ERROR(ctx->resume_at(cached));
+      start = std::min(cached, static_cast<int>(prompt.size()) - 1);
+      TQKV_RETURN_IF_ERROR(ctx->truncate(start));
+      file_prefill_s = c.prefill_seconds;
+      pc_json = {{"file", o.prompt_cache}, {"loaded_tokens", cached}, {"file_bytes", c.stats.file_bytes},
+                 {"f16_file_bytes", c.stats.f16_file_bytes}};
+    } else {
+      ctx->clear();
+      std::fprintf(stderr, "tqkv: prompt cache %s holds another prompt: recomputing and replacing it\n",
+                   o.prompt_cache.c_str());
+    }
+  }
+  TQKV_RETURN_IF_ERROR(ctx->forward(prompt.data() + start, static_cast<int>(prompt.size()) - start, logits.data(), false));
   const auto t1 = std::chrono::steady_clock::now();
+  if (!o.prompt_cache.empty()) {
+    const double spent = std::chrono::duration<double>(t1 - t0).count();
+    if (cached > 0) {
+      // The file's prefill took file_prefill_s; this run spent `spent` on loading + the rest.
+      pc_json["prefill_seconds_saved"] = file_prefill_s - spent;
+      if (!o.json)
+        std::fprintf(stderr, "prompt cache: loaded %d tokens from %s: %zu bytes (an f16 cache file would be %zu bytes, "
+                     "%.2fx); prefill %.3f s -> %.3f s (saved %.3f s)\n", cached, o.prompt_cache.c_str(),
+                     pc_json["file_bytes"].get<size_t>(), pc_json["f16_file_bytes"].get<size_t>(),
+                     double(pc_json["f16_file_bytes"].get<size_t>()) / pc_json["file_bytes"].get<size_t>(),
+                     file_prefill_s, spent, file_prefill_s - spent);
+    }
+    if (cached < static_cast<int>(prompt.size())) {
+      CacheFileContents c;
+      c.sequences = {{0, prompt}};
+      c.prefill_seconds = spent + (cached > 0 ? file_prefill_s : 0.0);
+      TQKV_ASSIGN_OR_RETURN(CacheFileStats st, save_cache_file(o.prompt_cache, *model, ctx->cache(), c));
+      pc_json["file"] = o.prompt_cache;
+      pc_json["saved_tokens"] = prompt.size();
+      pc_json["file_bytes"] = st.file_bytes;
+      pc_json["f16_file_bytes"] = st.f16_file_bytes;
+      if (!o.json)
+        std::fprintf(stderr, "prompt cache: saved %zu tokens to %s: %zu bytes vs %zu bytes as an f16 cache file (%.2fx smaller)\n",
+                     prompt.size(), o.prompt_cache.c_str(), st.file_bytes, st.f16_file_bytes,
+                     double(st.f16_file_bytes) / st.file_bytes);
+    }
+  }
   int prev = prompt.back(), generated = 0;
   for (int i = 0; i < n_new; ++i) {
     const int next = sampler.sample(logits.data(), V);
@@ -108,6 +164,7 @@ Status run(const Opts& o) {
                         {"kv_f16_bytes", f16},
                         {"kv_ratio_vs_f16", kv ? double(f16) / kv : 0.0},
                         {"cache", describe_cache_config(cc)}};
+    if (!pc_json.is_null()) j["prompt_cache"] = pc_json;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("\n");
@@ -137,6 +194,8 @@ Register reg("generate", "Generate text from a GGUF model with any KV cache form
   app.add_option("--seed", o->sampler.seed, "Sampling seed");
   app.add_option("-t,--threads", o->threads, "Threads (default: all)");
   app.add_flag("--json", o->json, "Print one JSON object instead of streaming");
+  app.add_option("--prompt-cache", o->prompt_cache,
+                 "Load the prompt's compressed cache from FILE if it holds a prefix of the prompt, else compute and save it");
   add_cache_flags(app, &o->cache);
   return [o]() -> Status { return run(*o); };
 });
