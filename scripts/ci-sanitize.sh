@@ -51,7 +51,7 @@ if [[ " $STEPS " == *" fuzz "* ]]; then
   corpus=build-asan/fuzz-corpus
   rm -rf "$corpus" && mkdir -p "$corpus"
   ./build-asan/fuzz/make_seeds "$corpus"
-  for t in gguf tokenizer_spm tokenizer_bpe llama2c npy kld; do
+  for t in gguf tokenizer_spm tokenizer_bpe llama2c npy kld cache_file; do
     mkdir -p "$corpus/$t"
     ASAN_OPTIONS=detect_leaks=1 ./build-asan/fuzz/fuzz_$t -max_total_time="$FUZZ_SECONDS" -timeout=10 \
       -rss_limit_mb=2048 -max_len=65536 -dict=fuzz/dict/$t.dict -print_final_stats=1 "$corpus/$t" 2>&1 |
