@@ -275,7 +275,7 @@ class CacheFileAccess {
     LayerKVCache::Impl& I = *c.impl_;
     const LayerView& L = I.view;
     const int d = I.head_dim, S = I.sinks(), W = I.window();
-    const int sinks = std::min(n, S), win = n - sinks - n_comp;
+    const int sinks = std::min(n, S);
     SeqState& s = I.seqs[seq];
     s = SeqState{};
     s.heads.resize(I.n_kv_heads);
