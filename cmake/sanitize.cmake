@@ -19,7 +19,7 @@ if(TQKV_SANITIZE)
 endif()
 
 # Included before the project's targets are defined (so the flags above reach them); the targets
-# below name `tqkv` and `fmt::fmt`, which CMake resolves when it generates the build.
+# below name `tqkv`, which CMake resolves when it generates the build.
 if(TQKV_BUILD_FUZZ)
   add_subdirectory(${TQKV_ROOT_DIR}/fuzz ${CMAKE_BINARY_DIR}/fuzz)
 endif()
@@ -30,7 +30,7 @@ if(TQKV_THREAD_TESTS)
   file(GLOB TQKV_THREAD_TEST_HELPERS CONFIGURE_DEPENDS ${TQKV_ROOT_DIR}/tests/testing/*.cc)
   add_executable(tqkv_thread_tests ${TQKV_THREAD_TEST_SOURCES} ${TQKV_THREAD_TEST_HELPERS})
   target_include_directories(tqkv_thread_tests PRIVATE ${TQKV_ROOT_DIR}/src ${TQKV_ROOT_DIR}/tests)
-  target_link_libraries(tqkv_thread_tests PRIVATE tqkv fmt::fmt GTest::gtest GTest::gtest_main)
+  target_link_libraries(tqkv_thread_tests PRIVATE tqkv GTest::gtest GTest::gtest_main)
   target_compile_definitions(tqkv_thread_tests PRIVATE TQKV_SOURCE_DIR="${TQKV_ROOT_DIR}"
                              TQKV_CLI_PATH="/nonexistent-cli")
 endif()

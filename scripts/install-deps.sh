@@ -2,8 +2,8 @@
 # Installs the Debian packages tqkv builds with. Idempotent; run as root (or via sudo).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git xz-utils
-      libgtest-dev libgmock-dev libbenchmark-dev libhwy-dev libcli11-dev
-      nlohmann-json3-dev libfmt-dev libopenblas-dev liblzma-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
+      nlohmann-json3-dev libopenblas-dev liblzma-dev
       clang libclang-rt-14-dev libomp-14-dev  # scripts/ci-sanitize.sh: clang builds, ASan/UBSan/TSan, libFuzzer, libomp + Archer
       libxxhash-dev)
 missing=()

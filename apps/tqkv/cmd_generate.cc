@@ -16,6 +16,7 @@
 
 #include "cache_flags.h"
 #include "command.h"
+#include "data_paths.h"
 #include "tqkv/cache_file.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
@@ -183,7 +184,7 @@ Status run(const Opts& o) {
 
 Register reg("generate", "Generate text from a GGUF model with any KV cache format", [](CLI::App& app) {
   auto o = std::make_shared<Opts>();
-  o->model = TQKV_DEFAULT_MODEL;
+  o->model = default_data_file("models/tqkv-ref-d128.gguf");
   app.add_option("-m,--model", o->model, "GGUF model (default: the shipped reference model)")->capture_default_str();
   app.add_option("-p,--prompt", o->prompt, "Prompt text");
   app.add_option("-n,--n-predict", o->n, "New tokens to generate (default 128)");

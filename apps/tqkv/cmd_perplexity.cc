@@ -12,6 +12,7 @@
 
 #include "cache_flags.h"
 #include "command.h"
+#include "data_paths.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
 
@@ -78,8 +79,8 @@ Status run(Opts o) {
 
 Register reg("perplexity", "Perplexity and KL divergence (llama-perplexity semantics)", [](CLI::App& app) {
   auto o = std::make_shared<Opts>();
-  o->model = TQKV_DEFAULT_MODEL;
-  o->file = TQKV_DEFAULT_EVAL_TEXT;
+  o->model = default_data_file("models/tqkv-ref-d128.gguf");
+  o->file = default_data_file("models/eval/heldout.txt");
   app.add_option("-m,--model", o->model, "GGUF model (default: the shipped reference model)")->capture_default_str();
   app.add_option("-f,--file", o->file, "Text file, plain or .xz (default: the reference model's held-out text)")->capture_default_str();
   app.add_option("-c,--ctx-size", o->p.ctx, "Tokens per chunk (default 512)");

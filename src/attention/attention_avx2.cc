@@ -1,7 +1,7 @@
 // AVX2 (+FMA, F16C) kernels of the fused attention for float tiles (decoded per-vector formats,
 // f16 caches and windows) and the softmax step. Bit-sliced tiles (rvq/tq with 1-2 bit passes)
 // use the scalar nibble-LUT kernels at this level: AVX2 has no VNNI byte dot product.
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>

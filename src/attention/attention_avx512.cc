@@ -7,7 +7,7 @@
 // int32 accumulator holds the scores of the 16 tokens, with no horizontal reduction.
 // Fast values: per bit-plane, 16 coordinates x 4 tokens per 64 bits; vpdpbusd with the 4 tokens'
 // 8-bit weights accumulates 16 coordinates at once.
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cache/layer_cache_impl.h"
+#include "tqkv/cache_seed.h"
 #include "core/check.h"
 #include "core/half.h"
 
@@ -42,12 +43,6 @@ void StreamStore::keep_pages(size_t n) {
 
 namespace {
 
-uint64_t mix_seed(uint64_t seed, int layer, int head, int which) {
-  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 + head * 2 + which + 1));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  return z ^ (z >> 31);
-}
-
 void to_f16(const float* x, int d, uint16_t* out) {
   for (int i = 0; i < d; ++i) out[i] = float_to_half(x[i]);
 }
@@ -56,6 +51,14 @@ void from_f16(const uint16_t* x, int d, float* out) {
 }
 
 }  // namespace
+
+uint64_t cache_rotation_seed(uint64_t seed, int layer, int head, CacheStream stream) {
+  const uint64_t which = stream == CacheStream::kValue ? 1 : 0;
+  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(layer) * 1000003 +
+                                                static_cast<uint64_t>(head) * 2 + which + 1));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  return z ^ (z >> 31);
+}
 
 LayerKVCache::LayerKVCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LayerKVCache::~LayerKVCache() = default;
@@ -122,7 +125,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
   for (int h = 0; h < n_kv_heads; ++h)
     for (int k = 0; k < kStreams; ++k) {
       QuantOptions qo = options.quant;
-      qo.seed = mix_seed(options.quant.seed, layer, h, k);
+      qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
       TQKV_ASSIGN_OR_RETURN(auto q, make_quantizer(formats[k], head_dim, qo));
       impl->st[k].q.push_back(std::move(q));
     }

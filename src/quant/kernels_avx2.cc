@@ -1,7 +1,7 @@
 // AVX2 encode/decode kernels (8 float lanes; F16C for fp16). Codes are bit-identical to the
 // scalar reference (tests/quant/simd_consistency_test.cc); the pipelines are in
 // quant/simd_common.h, this file supplies the AVX2 primitives they are written over.
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #define TQKV_SIMD_NS avx2_impl
 #include "quant/simd_common.h"

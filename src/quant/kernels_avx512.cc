@@ -1,7 +1,7 @@
 // AVX-512 encode/decode kernels (16 float lanes). Codes are bit-identical to the scalar
 // reference (tests/quant/simd_consistency_test.cc); the pipelines are in quant/simd_common.h,
 // this file supplies the AVX-512 primitives they are written over.
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #define TQKV_SIMD_NS avx512_impl
 #include "quant/simd_common.h"

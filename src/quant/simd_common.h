@@ -293,9 +293,13 @@ void encode_rotated_fast(const RotatedParams& p, const typename O::Pass* pass, c
   for (size_t v = 0; v < n; ++v) {
     const float* xv = x + v * x_stride;
     uint8_t* out = codes + v * p.code_size;
+    // zh is written by pass 0 (p.passes >= 1); zero-initialized so that no path reads it unset.
     typename O::F r[NV], zh[NV];
 #pragma GCC unroll 16
-    for (int c = 0; c < NV; ++c) r[c] = O::load(xv + c * W);
+    for (int c = 0; c < NV; ++c) {
+      r[c] = O::load(xv + c * W);
+      zh[c] = O::zero();
+    }
     const double sumsq = O::sumsq_vecs(r, NV);
     const double norm = std::sqrt(sumsq);
     const double m = norm > 0 ? sqrt_d / norm : 0.0;
@@ -344,6 +348,7 @@ void decode_rotated_fast(const RotatedParams& p, const typename O::Pass* pass,
     typename O::F a[NV];
 #pragma GCC unroll 16
     for (int c = 0; c < NV; ++c) {
+      a[c] = O::zero();  // overwritten by pass 0 (p.passes >= 1); never read unset
       for (int k = 0; k < p.passes; ++k) {
         typename O::I q = O::izero();
         for (int j = 0; j < p.bits; ++j) {

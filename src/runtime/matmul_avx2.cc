@@ -1,6 +1,6 @@
 // AVX2 + F16C + FMA row kernel for f16 / bf16 weights (compiled with those flags; called only
 // after runtime detection).
-#include <immintrin.h>
+#include "core/simd_intrinsics.h"
 
 #include <cstring>
 

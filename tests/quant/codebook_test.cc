@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "quant/density.h"
 
@@ -85,25 +86,75 @@ TEST(LloydMax, SphereMarginalApproachesGaussian) {
   EXPECT_NEAR(s60, g, 0.02);
 }
 
-TEST(ResidualCodebooks, KnownGaussianNumbers) {
-  // Numbers from the issue (per-coordinate MSE, unit-variance Gaussian source).
-  auto mse = [](ResidualCodebook m, int b) {
-    return residual_codebooks(m, b, 2, Density::kGaussian).mse;
+// Independent per-coordinate MSE of greedy pass-by-pass encoding on N(0,1): composite Simpson
+// integration of (x - x_hat(x))^2 phi(x) over [-12, 12], where x_hat applies each pass's
+// thresholds to the residual left by the passes before it (the encoding rule of docs/format.md),
+// written here without the library's greedy_mse().
+double simpson_greedy_mse(const std::vector<Codebook>& passes) {
+  const int n = 240000;
+  const double a = -12, b = 12, h = (b - a) / n;
+  auto f = [&](double x) {
+    double r = x;
+    for (const Codebook& cb : passes) {
+      int q = 0;
+      for (float t : cb.thresholds) q += r > t;
+      r -= cb.levels[q];
+    }
+    return r * r * std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI);
   };
-  EXPECT_NEAR(mse(ResidualCodebook::kLaplacian, 1), 0.134, 0.0005);
-  EXPECT_NEAR(mse(ResidualCodebook::kOptimal, 1), 0.130, 0.0005);
-  EXPECT_NEAR(mse(ResidualCodebook::kJoint, 1), 0.1175, 0.0001);
-  EXPECT_NEAR(mse(ResidualCodebook::kLaplacian, 2), 0.026, 0.0005);
-  EXPECT_NEAR(mse(ResidualCodebook::kOptimal, 2), 0.0197, 0.0002);
-  EXPECT_NEAR(mse(ResidualCodebook::kJoint, 2), 0.0114, 0.0002);
-  // 1x2 joint reproduces the 2-bit Lloyd-Max quantizer: levels +-a +-c, a = 0.9814, c = 0.5286.
+  double s = f(a) + f(b);
+  for (int i = 1; i < n; ++i) s += f(a + i * h) * (i % 2 ? 4 : 2);
+  return s * h / 3;
+}
+
+TEST(ResidualCodebooks, StatedMseEqualsIndependentIntegration) {
+  // The stated total MSE of every design is the true greedy MSE of its codebooks. Simpson's rule
+  // on a piecewise-smooth integrand with ~2^(b p) kinks: error O(h) per kink at h = 1e-4,
+  // i.e. < 1e-6 for these few kinks (the 1-bit Lloyd-Max check above agrees to 1e-7).
+  for (ResidualCodebook m : {ResidualCodebook::kLaplacian, ResidualCodebook::kOptimal, ResidualCodebook::kJoint})
+    for (int b = 1; b <= 2; ++b)
+      for (int p = 2; p <= 3; ++p) {
+        const PassCodebooks& cbs = residual_codebooks(m, b, p, Density::kGaussian);
+        ASSERT_EQ(static_cast<int>(cbs.passes.size()), p);
+        EXPECT_NEAR(cbs.mse, simpson_greedy_mse(cbs.passes), 1e-6)
+            << residual_codebook_name(m) << " " << b << "x" << p;
+      }
+}
+
+TEST(ResidualCodebooks, ClosedFormTwoPassOneBitDesigns) {
+  const double a = std::sqrt(2 / M_PI);  // 1-bit Lloyd-Max level of N(0,1): E|x|
+  // Joint 1x2 = the 2-bit Lloyd-Max quantizer (levels +-a +-c): Max (1960) tabulates the 2-bit
+  // Gaussian levels 0.4528 and 1.510 and MSE 0.1175, so a = (1.510 + 0.4528) / 2 = 0.9814,
+  // c = (1.510 - 0.4528) / 2 = 0.5286 (table precision +-5e-4).
   const auto& j = residual_codebooks(ResidualCodebook::kJoint, 1, 2, Density::kGaussian);
-  EXPECT_NEAR(j.passes[0].levels[1], 0.9814, 0.001);
-  EXPECT_NEAR(j.passes[1].levels[1], 0.5286, 0.001);
-  // The seed-faithful residual scale is the exact residual RMS (sqrt(0.3634) = 0.603) times the
-  // unit-variance Laplacian 1-bit level (1/sqrt(2) = 0.7071): 0.4263.
+  EXPECT_NEAR(j.passes[0].levels[1] + j.passes[1].levels[1], 1.510, 5e-4);
+  EXPECT_NEAR(j.passes[0].levels[1] - j.passes[1].levels[1], 0.4528, 5e-4);
+  EXPECT_NEAR(j.mse, 0.1175, 5e-5);
+  // Optimal 1x2: pass 2 is the 1-bit Lloyd-Max quantizer of the residual r = x - sign(x) a, a
+  // symmetric density, whose optimal level is E|r|; the MSE is E r^2 - (E|r|)^2 with
+  // E r^2 = 1 - 2/pi. E|r| = 2 * integral_0^inf |x - a| phi(x) dx by Simpson on [0, 12] with a
+  // node at the kink x = a (split in two pieces).
+  auto phi = [](double x) { return std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI); };
+  auto simpson = [&](double lo, double hi) {
+    const int n = 100000;
+    const double h = (hi - lo) / n;
+    auto f = [&](double x) { return std::fabs(x - a) * phi(x); };
+    double s = f(lo) + f(hi);
+    for (int i = 1; i < n; ++i) s += f(lo + i * h) * (i % 2 ? 4 : 2);
+    return s * h / 3;
+  };
+  const double e_abs_r = 2 * (simpson(0, a) + simpson(a, 12));
+  const auto& o = residual_codebooks(ResidualCodebook::kOptimal, 1, 2, Density::kGaussian);
+  EXPECT_NEAR(o.passes[0].levels[1], a, 1e-6);
+  EXPECT_NEAR(o.passes[1].levels[1], e_abs_r, 1e-6);  // float level
+  EXPECT_NEAR(o.mse, (1 - 2 / M_PI) - e_abs_r * e_abs_r, 1e-6);
+  // Laplacian (seed-faithful) 1x2: pass 2 is the unit-variance Laplacian 1-bit level (its E|y| =
+  // 1/sqrt(2)) scaled by the exact residual RMS sqrt(1 - 2/pi).
   const auto& l = residual_codebooks(ResidualCodebook::kLaplacian, 1, 2, Density::kGaussian);
-  EXPECT_NEAR(l.passes[1].levels[1], std::sqrt(1 - 2 / M_PI) / std::sqrt(2.0), 1e-5);
+  EXPECT_NEAR(l.passes[1].levels[1], std::sqrt(1 - 2 / M_PI) / std::sqrt(2.0), 1e-6);
+  // Any 2x2 design is a 16-level quantizer: it cannot beat the 4-bit Lloyd-Max MSE (Max: 0.009497).
+  for (ResidualCodebook m : {ResidualCodebook::kLaplacian, ResidualCodebook::kOptimal, ResidualCodebook::kJoint})
+    EXPECT_GT(residual_codebooks(m, 2, 2, Density::kGaussian).mse, 0.009497 * (1 - 5e-4));
 }
 
 TEST(ResidualCodebooks, MoreCarefulDesignNeverWorse) {

@@ -77,7 +77,21 @@ TEST(Cli, PerplexityJsonKeysAndGenerate) {
     EXPECT_TRUE(j.contains(k)) << k;
   EXPECT_EQ(j["tokens"].get<int>(), 6 * (16 - 1 - 8));  // BOS + 3 + 100 unknown-byte tokens -> 6 chunks
   EXPECT_GT(j["ppl"].get<double>(), 1.0);
-  EXPECT_GE(j["kld_mean"].get<double>(), 0.0);
+  const double kld_q8 = j["kld_mean"].get<double>();
+  // The same f16 configuration as the base run must reproduce it: full top-1 agreement and a KLD
+  // that only reflects the float32 storage of the base log-probs (|error| <= 2^-24 |log p|, so
+  // KLD <= ~1e-7 for |log p| <= ~4 on a 37-token vocabulary; bound 1e-6); q8_0 keys/values change the logits, so its
+  // KLD is strictly positive, and q4_0 (16 levels instead of 255) diverges more.
+  r = run_cli("perplexity -m " + model + " -f " + text + " -c 16 --json --kl-divergence " + base);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto self = nlohmann::json::parse(r.out);
+  EXPECT_LT(self["kld_mean"].get<double>(), 1e-6);
+  EXPECT_EQ(self["top1_agreement"].get<double>(), 1.0);
+  r = run_cli("perplexity -m " + model + " -f " + text + " -c 16 --json -ctk q4_0 -ctv q4_0 --kl-divergence " + base);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const double kld_q4 = nlohmann::json::parse(r.out)["kld_mean"].get<double>();
+  EXPECT_GT(kld_q8, 0.0);
+  EXPECT_LT(kld_q8, kld_q4);
 
   // A truncated or foreign base file is refused with one line.
   {

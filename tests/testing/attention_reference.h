@@ -6,9 +6,10 @@
 
 namespace tqkv::testing {
 
-// q: (d), k/v: (n, d) rows; attends to rows 0..n-1. out: (d).
+// q: (d), k/v: (n, d) rows; attends to rows 0..n-1. out: (d). probs (optional): the (n,) softmax
+// weights.
 inline void reference_attention(const float* q, const float* k, const float* v, int n, int d,
-                                double scale, std::vector<double>& out) {
+                                double scale, std::vector<double>& out, std::vector<double>* probs = nullptr) {
   std::vector<double> s(n);
   double mx = -INFINITY;
   for (int t = 0; t < n; ++t) {
@@ -22,6 +23,10 @@ inline void reference_attention(const float* q, const float* k, const float* v, 
   out.assign(d, 0.0);
   for (int t = 0; t < n; ++t)
     for (int i = 0; i < d; ++i) out[i] += s[t] / l * v[static_cast<size_t>(t) * d + i];
+  if (probs != nullptr) {
+    probs->resize(n);
+    for (int t = 0; t < n; ++t) (*probs)[t] = s[t] / l;
+  }
 }
 
 }  // namespace tqkv::testing

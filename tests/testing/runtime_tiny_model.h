@@ -95,7 +95,11 @@ inline TinyModel make_tiny_model(const TinySpec& s, GgufWriter* w) {
   w->add_f32(a + "rope.freq_base", s.rope_base);
   w->add_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   std::vector<std::string> toks = {"<unk>", "<s>", "</s>"};
-  while (static_cast<int>(toks.size()) < V) toks.push_back("t" + std::to_string(toks.size()));
+  while (static_cast<int>(toks.size()) < V) {
+    std::string t = "t";  // (not "t" + std::to_string(): GCC 12 -Wrestrict false positive, bug 105651)
+    t += std::to_string(toks.size());
+    toks.push_back(t);
+  }
   w->add_string("tokenizer.ggml.model", "llama");
   w->add_string_array("tokenizer.ggml.tokens", toks);
 
