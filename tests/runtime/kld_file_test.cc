@@ -58,14 +58,26 @@ TEST(KldFile, WrittenBytesFollowTheDocumentedLayoutAndHandBuiltFileIsReadBack) {
   const std::vector<uint8_t> a = slurp(o.kld_base_out);
   ASSERT_GE(a.size(), 48u);
   EXPECT_EQ(std::string(a.begin(), a.begin() + 8), "TQKVKLD1");
-  EXPECT_EQ(get<uint32_t>(a, 8), 1u);                       // version
+  EXPECT_EQ(get<uint32_t>(a, 8), 2u);                       // version
   const uint32_t V = get<uint32_t>(a, 12);
   EXPECT_EQ(V, static_cast<uint32_t>(s.vocab));             // vocab
   EXPECT_EQ(get<uint32_t>(a, 16), V);                       // top_k = vocab
   EXPECT_EQ(get<uint32_t>(a, 20), 16u);                     // ctx
   const uint32_t n_chunks = get<uint32_t>(a, 24);
   EXPECT_EQ(n_chunks, static_cast<uint32_t>(base->chunks));
-  EXPECT_EQ(get<uint32_t>(a, 28), 0u);                      // reserved
+  {  // model_fingerprint: FNV-1a 64 of the documented fields, folded to 32 bits
+    const ModelConfig& c = (*model)->config();
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto fnv = [&](const void* p, size_t n) {
+      for (size_t i = 0; i < n; ++i) { h ^= static_cast<const uint8_t*>(p)[i]; h *= 0x100000001b3ull; }
+    };
+    fnv(c.arch.data(), c.arch.size());
+    const int32_t fields[] = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size};
+    fnv(fields, sizeof fields);
+    fnv((*model)->weights().output_norm, sizeof(float) * c.dim);
+    fnv((*model)->weights().layers[0].attn_norm, sizeof(float) * c.dim);
+    EXPECT_EQ(get<uint32_t>(a, 28), static_cast<uint32_t>(h ^ (h >> 32)));
+  }
   const uint64_t n_pos = get<uint64_t>(a, 32);
   EXPECT_EQ(n_pos, uint64_t(n_chunks) * (16 - 1 - 16 / 2));
   EXPECT_EQ(n_pos, static_cast<uint64_t>(base->tokens));
