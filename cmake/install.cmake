@@ -32,5 +32,11 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tqkvConfig.cmake ${CMAKE_CURRENT_BINAR
 
 # pkg-config: tqkv is a static library, so its link dependencies are listed for every consumer
 # (not only under --static).
+set(TQKV_PC_EXTRA_LIBS "")
+if(TQKV_CUDA_ENABLED)  # cmake/cuda.cmake: tqkv/cuda.h callers need the static CUDA runtime
+   set(TQKV_PC_EXTRA_LIBS " ${CUDA_cudart_static_LIBRARY} -l${CMAKE_DL_LIBS} -lrt")
+endif()
+file(RELATIVE_PATH TQKV_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")  # "../.." (or deeper)
+string(REGEX REPLACE "/$" "" TQKV_PC_TO_PREFIX "${TQKV_PC_TO_PREFIX}")
 configure_file(cmake/tqkv.pc.in ${CMAKE_CURRENT_BINARY_DIR}/tqkv.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tqkv.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

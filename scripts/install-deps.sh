@@ -4,6 +4,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git xz-utils
       libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
       nlohmann-json3-dev libopenblas-dev liblzma-dev
+      python3-dev python3-numpy python3-pybind11 python3-pytest
       clang libclang-rt-14-dev libomp-14-dev  # scripts/ci-sanitize.sh: clang builds, ASan/UBSan/TSan, libFuzzer, libomp + Archer
       libxxhash-dev)
 missing=()

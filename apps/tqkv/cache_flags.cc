@@ -6,14 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "tqkv/codebook.h"
-#include "tqkv/format.h"
-
 namespace tqkv::cli {
 
 void add_cache_flags(CLI::App& app, CacheFlags* f) {
-  app.add_option("--method", f->method,
-                 "Cache method: turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32 (default f16)");
+  app.add_option("--method", f->method, "Cache method: " + cache_method_names() + " (default f16)");
   app.add_option("--key-bits", f->key_bits, "Key bits per pass (--method)");
   app.add_option("--residuals", f->residuals, "Key passes in total for turboquant_rvq (--method)");
   app.add_option("--value-bits", f->value_bits, "Value bits (--method)");
@@ -30,39 +26,21 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
 }
 
 StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
-  ModelCacheConfig c;
-  if (!f.method.empty()) {
-    TQKV_ASSIGN_OR_RETURN(c, cache_config_from_method(f.method, f.key_bits, f.residuals, f.value_bits,
-                                                      !f.no_hadamard));
-  } else {
-    c.base.key_format = FormatSpec{FormatKind::kF16, 16, 1};
-    c.base.value_format = FormatSpec{FormatKind::kF16, 16, 1};
-    c.base.quant.use_hadamard = !f.no_hadamard;
-  }
-  if (!f.cache_type_k.empty()) {
-    auto k = parse_format(f.cache_type_k);
-    if (!k.ok()) return invalid_argument("invalid --cache-type-k: " + k.status().message());
-    c.base.key_format = *k;
-  }
-  if (!f.cache_type_v.empty()) {
-    auto v = parse_format(f.cache_type_v);
-    if (!v.ok()) return invalid_argument("invalid --cache-type-v: " + v.status().message());
-    c.base.value_format = *v;
-  }
-  if (f.boundary_layers < 0) return invalid_argument("--kv-boundary-layers must be >= 0");
-  if (f.window < 0) return invalid_argument("--kv-window must be >= 0");
-  if (f.sinks < 0) return invalid_argument("--kv-sinks must be >= 0");
-  c.boundary_layers = f.boundary_layers;
-  auto b = parse_format(f.boundary_type);
-  if (!b.ok()) return invalid_argument("invalid --kv-boundary-type: " + b.status().message());
-  c.boundary_key_format = c.boundary_value_format = *b;
-  c.base.recent_window = f.window;
-  c.base.sink_tokens = f.sinks;
-  auto rc = parse_residual_codebook(f.residual_codebook);
-  if (!rc.ok()) return invalid_argument("invalid --residual-codebook: " + rc.status().message());
-  c.base.quant.residual_codebook = *rc;
-  c.base.quant.norm_correction = !f.no_norm_correction;
-  return c;
+  CacheSettings s;
+  s.method = f.method;
+  s.key_bits = f.key_bits;
+  s.residuals = f.residuals;
+  s.value_bits = f.value_bits;
+  s.use_hadamard = !f.no_hadamard;
+  s.cache_type_k = f.cache_type_k;
+  s.cache_type_v = f.cache_type_v;
+  s.boundary_layers = f.boundary_layers;
+  s.boundary_type = f.boundary_type;
+  s.window = f.window;
+  s.sinks = f.sinks;
+  s.residual_codebook = f.residual_codebook;
+  s.norm_correction = !f.no_norm_correction;
+  return tqkv::make_cache_config(s);
 }
 
 void note_if_slow_blas() {
@@ -77,16 +55,6 @@ void note_if_slow_blas() {
                  "tqkv: note: OpenBLAS chose its '%s' kernels on this AVX2 CPU (unrecognized model); "
                  "run with OPENBLAS_CORETYPE=%s for ~2x faster prefill\n",
                  core, __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
-}
-
-std::string describe_cache_config(const ModelCacheConfig& c) {
-  std::string s = "k=" + c.base.key_format.name() + " v=" + c.base.value_format.name();
-  if (c.base.recent_window) s += " window=" + std::to_string(c.base.recent_window);
-  if (c.base.sink_tokens) s += " sinks=" + std::to_string(c.base.sink_tokens);
-  if (c.boundary_layers)
-    s += " boundary=" + std::to_string(c.boundary_layers) + "x" + c.boundary_key_format.name();
-  if (!c.base.quant.use_hadamard) s += " no-hadamard";
-  return s;
 }
 
 }  // namespace tqkv::cli

@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "tqkv/cache_settings.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/status.h"
 
@@ -37,9 +38,9 @@ struct CacheFlags {
 };
 
 void add_cache_flags(CLI::App& app, CacheFlags* flags);
+// The flags as CacheSettings, turned into a config by tqkv::make_cache_config (the one
+// implementation, shared with the Python module). describe_cache_config: tqkv/cache_settings.h.
 StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& flags);
-// "k=rvq1x2 v=tq2 (window 0, sinks 0, boundary 0)"
-std::string describe_cache_config(const ModelCacheConfig& c);
 
 // After a successful run: one note on stderr when OpenBLAS fell back to pre-AVX kernels on an AVX2
 // CPU it does not recognize (seen on this VM: "Prescott", 2x slower prefill), naming the fix

@@ -22,9 +22,11 @@ int main() {
   (*q)->encode(k.data(), n, codes.data());
   (*q)->decode(codes.data(), n, x.data());
 
+  // A cache whose formats attention reads with float kernels at every SIMD level (3-bit RVQ keys,
+  // 4-bit TurboQuant values), so the fused result matches float64 to float32 accuracy.
   tqkv::KVCacheOptions o;
-  o.key_format = *spec;
-  o.value_format = *tqkv::parse_format("tq2");
+  o.key_format = *tqkv::parse_format("rvq3x2");
+  o.value_format = *tqkv::parse_format("tq4");
   auto cache = tqkv::LayerKVCache::make(1, d, o);
   if (!cache.ok() || !(*cache)->append(0, n, {k.data(), int64_t(n) * d, d}, {v.data(), int64_t(n) * d, d}).ok())
     return 1;
@@ -52,8 +54,15 @@ int main() {
     }
   }
   const double rel = std::sqrt(err / norm);
-  std::printf("tqkv consumer: %s %.2f bits/elem, fused attention vs float64 on the cache: %.2e relative\n",
-              spec->name().c_str(), (*q)->bits_per_element(), rel);
-  // AVX-512 bit-sliced kernels quantize the query to int8: ~1e-3; float kernels ~1e-6.
-  return rel < 1e-2 ? 0 : 1;
+  double qerr = 0, qnorm = 0;
+  for (size_t i = 0; i < k.size(); ++i) {
+    qerr += (double(x[i]) - k[i]) * (double(x[i]) - k[i]);
+    qnorm += double(k[i]) * k[i];
+  }
+  std::printf("tqkv consumer: %s %.2f bits/elem, relative MSE %.4f; rvq3x2/tq4 cache, fused attention vs "
+              "float64 on the cache: %.2e relative\n",
+              spec->name().c_str(), (*q)->bits_per_element(), qerr / qnorm, rel);
+  // rvq1x2 on Gaussian data: relative MSE 2 (1 - sqrt(1 - 0.1175)) = 0.121 (tests/quant); float32
+  // attention over 100 tokens: ~1e-6 (bound 2e-5 as in tests/attention/fused_attention_test.cc).
+  return (rel < 2e-5 && qerr / qnorm > 0.10 && qerr / qnorm < 0.13) ? 0 : 1;
 }

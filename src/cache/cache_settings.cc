@@ -1,0 +1,59 @@
+#include "tqkv/cache_settings.h"
+
+#include "tqkv/codebook.h"
+#include "tqkv/format.h"
+
+namespace tqkv {
+
+StatusOr<ModelCacheConfig> make_cache_config(const CacheSettings& s) {
+  ModelCacheConfig c;
+  if (!s.method.empty()) {
+    TQKV_ASSIGN_OR_RETURN(c, cache_config_from_method(s.method, s.key_bits, s.residuals, s.value_bits,
+                                                      s.use_hadamard));
+  } else {
+    c.base.key_format = FormatSpec{FormatKind::kF16, 16, 1};
+    c.base.value_format = FormatSpec{FormatKind::kF16, 16, 1};
+    c.base.quant.use_hadamard = s.use_hadamard;
+  }
+  if (!s.cache_type_k.empty()) {
+    auto k = parse_format(s.cache_type_k);
+    if (!k.ok()) return invalid_argument("invalid cache_type_k (--cache-type-k): " + k.status().message());
+    c.base.key_format = *k;
+  }
+  if (!s.cache_type_v.empty()) {
+    auto v = parse_format(s.cache_type_v);
+    if (!v.ok()) return invalid_argument("invalid cache_type_v (--cache-type-v): " + v.status().message());
+    c.base.value_format = *v;
+  }
+  if (s.boundary_layers < 0)
+    return invalid_argument("boundary_layers (--kv-boundary-layers) must be >= 0, got " +
+                            std::to_string(s.boundary_layers));
+  if (s.window < 0)
+    return invalid_argument("kv_window (--kv-window) must be >= 0, got " + std::to_string(s.window));
+  if (s.sinks < 0)
+    return invalid_argument("kv_sinks (--kv-sinks) must be >= 0, got " + std::to_string(s.sinks));
+  c.boundary_layers = s.boundary_layers;
+  auto b = parse_format(s.boundary_type);
+  if (!b.ok()) return invalid_argument("invalid boundary_type (--kv-boundary-type): " + b.status().message());
+  c.boundary_key_format = c.boundary_value_format = *b;
+  c.base.recent_window = s.window;
+  c.base.sink_tokens = s.sinks;
+  auto rc = parse_residual_codebook(s.residual_codebook);
+  if (!rc.ok())
+    return invalid_argument("invalid residual_codebook (--residual-codebook): " + rc.status().message());
+  c.base.quant.residual_codebook = *rc;
+  c.base.quant.norm_correction = s.norm_correction;
+  return c;
+}
+
+std::string describe_cache_config(const ModelCacheConfig& c) {
+  std::string s = "k=" + c.base.key_format.name() + " v=" + c.base.value_format.name();
+  if (c.base.recent_window) s += " window=" + std::to_string(c.base.recent_window);
+  if (c.base.sink_tokens) s += " sinks=" + std::to_string(c.base.sink_tokens);
+  if (c.boundary_layers)
+    s += " boundary=" + std::to_string(c.boundary_layers) + "x" + c.boundary_key_format.name();
+  if (!c.base.quant.use_hadamard) s += " no-hadamard";
+  return s;
+}
+
+}  // namespace tqkv

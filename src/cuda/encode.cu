@@ -1,0 +1,449 @@
+// Fused encode kernel: norm (double, canonical 8-lane order of src/quant/reduce.h), randomized
+// Hadamard rotation (signs, permutation and block WHT of src/quant/rotation.cc, any head_dim),
+// every Lloyd-Max / residual pass, bit packing; q8_0, q4_0 and f16 too. Codes are bit-identical
+// to the CPU scalar reference: every float operation is the same IEEE operation in the same
+// order (explicit __fadd_rn/__fmul_rn/__dadd_rn, no contraction: this file is also compiled with
+// -fmad=false).
+//
+// One warp per job (a tile of up to 16 tokens of one (page, head), or up to 16 vectors of the
+// per-vector path). A group of 8 lanes encodes one token: lane r holds elements i = 8 j + r
+// (slot j), so the CPU's canonical lane i % 8 of the double sum of squares is lane r, a plane
+// byte (bits of elements 8 j .. 8 j + 7) is one ballot, butterflies with h < 8 are shuffles
+// inside the group and those with h >= 8 are register swaps.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/cuda_internal.h"
+#include "cuda/gpu_layout.h"
+
+namespace tqkv::gpu {
+namespace {
+
+__device__ __forceinline__ uint16_t dev_float_to_half(float f) {
+  const uint32_t u = __float_as_uint(f);
+  const uint32_t sign = (u >> 16) & 0x8000;
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs >= 0x7f800000u)
+    return static_cast<uint16_t>(sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 | ((abs >> 13) & 0x3ff) : 0));
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00);
+  if (abs < 0x38800000u) {
+    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
+    const uint32_t e = abs >> 23;
+    const uint32_t m = (abs & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return static_cast<uint16_t>(sign | r);
+  }
+  uint32_t r = abs - 0x38000000u;
+  const uint32_t rem = r & 0x1fff;
+  r >>= 13;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
+  return static_cast<uint16_t>(sign | r);
+}
+
+template <class T> __device__ __forceinline__ float load_elem(const T* p);
+template <> __device__ __forceinline__ float load_elem<float>(const float* p) { return __ldg(p); }
+template <> __device__ __forceinline__ float load_elem<uint16_t>(const uint16_t* p) {
+  return __uint_as_float(static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(p))) << 16);
+}
+
+// Canonical reduce8_tree over the 8 lanes of a group: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+__device__ __forceinline__ double group_reduce8(double v) {
+  v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4, 8));
+  v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2, 8));
+  v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1, 8));
+  return v;
+}
+
+__device__ __forceinline__ int block_size_of(int i, int d) {
+  return i < d ? 1 << (31 - __clz(i ^ d)) : 0;
+}
+
+// Chunk word <-> fields (see gpu_layout.h). Loops over the fields of word wd of lane L's chunk.
+template <class F>
+__device__ __forceinline__ void for_word_fields(int codec, int wd, F&& f) {
+  const int w = codec_field_bits(codec);
+  for (int k = 0; k < 32 / w; ++k) {
+    int p, s;
+    if (codec == kQ4) {
+      p = wd * 4 + (k % 4);
+      s = k / 4;
+    } else {
+      const int bit = 32 * wd + k * w;
+      p = bit / (2 * w);
+      s = (bit / w) % 2;
+    }
+    f(p, s, field_bit(codec, p, s) % 32, (1u << w) - 1u);
+  }
+}
+
+// Packs a tile from the staged fields with head_dim and codec known at compile time (index
+// arithmetic by constants); each lane writes its chunk with 16-byte stores where it can.
+template <int D, int CODEC>
+__device__ __forceinline__ void pack_tile_fixed(bool value, const uint16_t* fields, uint8_t* tile, int lane) {
+  constexpr int w = codec_field_bits(CODEC);
+  constexpr int cb = D * w / 16;  // chunk bytes
+  constexpr int nw = cb / 4;
+  uint32_t words[nw];
+#pragma unroll
+  for (int wd = 0; wd < nw; ++wd) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int k = 0; k < 32 / w; ++k) {
+      int p, s;
+      if (CODEC == kQ4) {
+        p = wd * 4 + (k % 4);
+        s = k / 4;
+      } else {
+        const int bit = 32 * wd + k * w;
+        p = bit / (2 * w);
+        s = (bit / w) % 2;
+      }
+      int t, i;
+      slot_element(value, D, lane, p, s, &t, &i);
+      word |= (static_cast<uint32_t>(fields[t * D + i]) & ((1u << w) - 1u)) << (field_bit(CODEC, p, s) % 32);
+    }
+    words[wd] = word;
+  }
+  if constexpr (nw % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < nw / 4; ++q)
+      reinterpret_cast<uint4*>(tile + lane * cb)[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
+  } else {
+#pragma unroll
+    for (int q = 0; q < nw; ++q) reinterpret_cast<uint32_t*>(tile + lane * cb)[q] = words[q];
+  }
+}
+template <int D>
+__device__ __forceinline__ bool pack_tile_dispatch(int codec, bool value, const uint16_t* fields, uint8_t* tile, int lane) {
+  switch (codec) {
+    case kLut2: pack_tile_fixed<D, kLut2>(value, fields, tile, lane); return true;
+    case kLut4: pack_tile_fixed<D, kLut4>(value, fields, tile, lane); return true;
+    case kQ4: pack_tile_fixed<D, kQ4>(value, fields, tile, lane); return true;
+    case kQ8: pack_tile_fixed<D, kQ8>(value, fields, tile, lane); return true;
+    default: return false;  // f16 chunks are large: the generic loop below
+  }
+}
+
+template <int S, class T>
+__global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restrict__ sides,
+                                                     const EncodeJob* __restrict__ jobs, int n_jobs) {
+  constexpr int kMaxD = 8 * S;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ float s_lev[2][4][16], s_thr[2][4][16];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group = lane / 8, r = lane % 8;
+  uint16_t* fields = reinterpret_cast<uint16_t*>(smem_raw) + warp * 16 * kMaxD;
+  float* scratch = reinterpret_cast<float*>(smem_raw + 4 * 16 * kMaxD * sizeof(uint16_t)) + (warp * 4 + group) * kMaxD;
+  for (int idx = threadIdx.x; idx < 2 * 4 * 16; idx += blockDim.x) {
+    const int sd = idx / 64, k = (idx / 16) % 4, j = idx % 16;
+    s_lev[sd][k][j] = sides[sd].levels[k][j];
+    s_thr[sd][k][j] = sides[sd].thresholds[k][j];
+  }
+  __syncthreads();
+  const int job_id = blockIdx.x * 4 + warp;
+  if (job_id >= n_jobs) return;  // whole warp leaves together
+  const EncodeJob J = jobs[job_id];
+  const EncodeSide& P = sides[J.side];
+  const int d = P.dim;
+  const bool value = J.side == 1;
+
+  if (J.tile && !(J.s0 == 0 && J.s1 == 16)) {  // a full tile overwrites every field
+    for (int idx = lane; idx < 16 * d; idx += 32) fields[idx] = 0;
+    __syncwarp();
+    if (J.merge) {  // unpack the tile's existing fields (slots outside [s0, s1) are kept)
+      const int cb = static_cast<int>(chunk_bytes(P.codec, d));
+      const uint32_t* chunk = reinterpret_cast<const uint32_t*>(J.tile + lane * cb);
+      for (int wd = 0; wd < cb / 4; ++wd) {
+        const uint32_t word = chunk[wd];
+        for_word_fields(P.codec, wd, [&](int p, int s, int sh, uint32_t mask) {
+          int t, i;
+          slot_element(value, d, lane, p, s, &t, &i);
+          if (t < J.s0 || t >= J.s1) fields[t * d + i] = static_cast<uint16_t>((word >> sh) & mask);
+        });
+      }
+    }
+    __syncwarp();
+  }
+
+  const T* src0 = static_cast<const T*>(J.src);
+  for (int base = J.s0; base < J.s1; base += 4) {
+    const int t = base + group;
+    const bool active = t < J.s1;
+    const T* src = src0 + static_cast<long long>(t - J.s0) * J.src_stride;
+    float x[S];
+#pragma unroll
+    for (int j = 0; j < S; ++j) {
+      const int i = 8 * j + r;
+      x[j] = (active && i < d) ? load_elem<T>(src + i) : 0.0f;
+    }
+    uint16_t fld[S];
+    float scale_out = 0;
+    if (P.kind == 0) {
+      // ---- rotated Lloyd-Max family ----
+      double acc = 0;
+#pragma unroll
+      for (int j = 0; j < S; ++j)
+        if (8 * j + r < d) acc = __dadd_rn(acc, __dmul_rn(static_cast<double>(x[j]), static_cast<double>(x[j])));
+      const double sumsq = group_reduce8(acc);
+      const double norm = __dsqrt_rn(sumsq);
+      const double m = norm > 0 ? __ddiv_rn(__dsqrt_rn(static_cast<double>(d)), norm) : 0.0;
+      float v[S];
+#pragma unroll
+      for (int j = 0; j < S; ++j) v[j] = __double2float_rn(__dmul_rn(static_cast<double>(x[j]), m));
+      for (int rd = 0; rd < P.rounds; ++rd) {
+        const float* sg = P.signs + (static_cast<size_t>(J.head) * P.rounds + rd) * d;
+#pragma unroll
+        for (int j = 0; j < S; ++j) {
+          const int i = 8 * j + r;
+          if (i < d) v[j] = __fmul_rn(v[j], __ldg(sg + i));
+        }
+        if (!P.pow2) {
+          const int* pm = P.perm + (static_cast<size_t>(J.head) * P.rounds + rd) * d;
+          __syncwarp();
+#pragma unroll
+          for (int j = 0; j < S; ++j)
+            if (8 * j + r < d) scratch[8 * j + r] = v[j];
+          __syncwarp();
+#pragma unroll
+          for (int j = 0; j < S; ++j) {
+            const int i = 8 * j + r;
+            if (i < d) v[j] = scratch[__ldg(pm + i)];
+          }
+          __syncwarp();
+        }
+        // Block WHT: stages h = 1, 2, 4 across the group's lanes, then h = 8, 16, ... in registers.
+#pragma unroll
+        for (int h = 1; h < 8; h <<= 1) {
+#pragma unroll
+          for (int j = 0; j < S; ++j) {
+            const float partner = __shfl_xor_sync(0xffffffffu, v[j], h, 8);
+            if (block_size_of(8 * j + r, d) > h) v[j] = (r & h) ? __fsub_rn(partner, v[j]) : __fadd_rn(v[j], partner);
+          }
+        }
+#pragma unroll
+        for (int hs = 1; hs < S; hs <<= 1) {
+#pragma unroll
+          for (int j = 0; j < S; ++j) {
+            if ((j & hs) == 0 && block_size_of(8 * j + r, d) > 8 * hs) {
+              const float a = v[j], b = v[j | hs];
+              v[j] = __fadd_rn(a, b);
+              v[j | hs] = __fsub_rn(a, b);
+            }
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < S; ++j) {
+          const int bs = block_size_of(8 * j + r, d);
+          if (bs > 1) v[j] = __fmul_rn(v[j], __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(static_cast<double>(bs)))));
+        }
+      }
+      // Passes.
+      const int L = 1 << P.bits;
+      float z[S];
+#pragma unroll
+      for (int j = 0; j < S; ++j) {
+        z[j] = 0;
+        fld[j] = 0;
+      }
+      for (int k = 0; k < P.passes; ++k) {
+        const float* t = s_thr[J.side][k];
+        const float* c = s_lev[J.side][k];
+#pragma unroll
+        for (int j = 0; j < S; ++j) {
+          if (8 * j + r < d) {
+            int q = 0;
+            for (int jj = 0; jj < L - 1; ++jj) q += v[j] > t[jj];
+            v[j] = __fsub_rn(v[j], c[q]);
+            z[j] = k == 0 ? c[q] : __fadd_rn(z[j], c[q]);
+            fld[j] = static_cast<uint16_t>(fld[j] | (q << (P.bits * k)));
+          }
+        }
+      }
+      double zacc = 0;
+#pragma unroll
+      for (int j = 0; j < S; ++j)
+        if (8 * j + r < d) zacc = __dadd_rn(zacc, __dmul_rn(static_cast<double>(z[j]), static_cast<double>(z[j])));
+      const double qs = group_reduce8(zacc);
+      if (!isfinite(sumsq)) {
+        scale_out = __uint_as_float(0x7fc00000u);
+      } else if (P.norm_correction) {
+        scale_out = qs > 0 ? __double2float_rn(__ddiv_rn(norm, __dsqrt_rn(qs))) : 0.0f;
+      } else {
+        scale_out = __double2float_rn(__ddiv_rn(norm, __dsqrt_rn(static_cast<double>(d))));
+      }
+      if (J.vec_out) {  // warp-uniform: every lane takes part in the ballots
+        uint8_t* out = J.vec_out + static_cast<size_t>(t - J.s0) * P.code_size;
+        if (active && r == 0) {
+          const uint32_t sb = __float_as_uint(scale_out);
+          out[0] = sb & 0xff; out[1] = (sb >> 8) & 0xff; out[2] = (sb >> 16) & 0xff; out[3] = sb >> 24;
+        }
+        const int plane_bytes = (d + 7) / 8;
+        for (int k = 0; k < P.passes; ++k)
+          for (int jb = 0; jb < P.bits; ++jb) {
+            uint8_t* plane = out + 4 + (k * P.bits + jb) * plane_bytes;
+#pragma unroll
+            for (int j = 0; j < S; ++j) {
+              const uint32_t bal = __ballot_sync(0xffffffffu, (fld[j] >> (P.bits * k + jb)) & 1);
+              if (active && r == (j % 8) && j < plane_bytes) plane[j] = static_cast<uint8_t>(bal >> (8 * group));
+            }
+          }
+      }
+    } else if (P.kind == 1 || P.kind == 2) {
+      // ---- q8_0 / q4_0: blocks of 32 = slots 4b .. 4b+3 of the group's 8 lanes ----
+      const bool q4 = P.kind == 2;
+      const int nb = (d + 31) / 32;
+#pragma unroll
+      for (int b = 0; b < (S + 3) / 4; ++b) {
+        bool finite = true;
+        float amax = 0, mx = 0;
+        int midx = 1 << 30;
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {
+          const int j = 4 * b + jj;
+          if (j < S && 8 * j + r < d) {
+            finite = finite && isfinite(x[j]);
+            const float a = fabsf(x[j]);
+            if (a > amax) { amax = a; mx = x[j]; midx = 8 * j + r; }
+          }
+        }
+        // group reductions: all finite; max |x| with the lowest index among ties (CPU order)
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) {
+          finite = __shfl_xor_sync(0xffffffffu, static_cast<int>(finite), o, 8) && finite;
+          const float a2 = __shfl_xor_sync(0xffffffffu, amax, o, 8);
+          const float m2 = __shfl_xor_sync(0xffffffffu, mx, o, 8);
+          const int i2 = __shfl_xor_sync(0xffffffffu, midx, o, 8);
+          if (a2 > amax || (a2 == amax && i2 < midx)) { amax = a2; mx = m2; midx = i2; }
+        }
+        uint16_t dh;
+        if (!finite) {
+          dh = 0x7e00;
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj)
+            if (4 * b + jj < S) fld[4 * b + jj] = q4 ? 8 : 0;
+        } else if (!q4) {
+          float dd = amax / 127.0f;
+          if (dd > 65504.0f) dd = 65504.0f;
+          const float id = dd > 0 ? 1.0f / dd : 0.0f;
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            const int j = 4 * b + jj;
+            if (j < S) {
+              float q = rintf(__fmul_rn(x[j], id));
+              q = fminf(127.0f, fmaxf(-127.0f, q));
+              fld[j] = static_cast<uint16_t>(static_cast<uint8_t>(static_cast<int8_t>(q)));
+            }
+          }
+          dh = dev_float_to_half(dd);
+        } else {
+          float dd = mx / -8.0f;
+          if (dd > 65504.0f) dd = 65504.0f;
+          if (dd < -65504.0f) dd = -65504.0f;
+          const float id = dd != 0 ? 1.0f / dd : 0.0f;
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            const int j = 4 * b + jj;
+            if (j < S) {
+              float q = floorf(__fadd_rn(__fmul_rn(x[j], id), 8.5f));
+              q = fminf(15.0f, fmaxf(0.0f, q));
+              fld[j] = static_cast<uint16_t>(q);
+            }
+          }
+          dh = dev_float_to_half(dd);
+        }
+        if (active && b < nb) {
+          if (J.meta && r == 0) {
+            uint8_t* mp = J.meta + static_cast<size_t>(t) * (2 * nb) + 2 * b;
+            mp[0] = dh & 0xff; mp[1] = dh >> 8;
+          }
+          if (J.vec_out) {
+            const int bb = q4 ? 18 : 34;
+            uint8_t* blk = J.vec_out + static_cast<size_t>(t - J.s0) * P.code_size + b * bb;
+            if (r == 0) { blk[0] = dh & 0xff; blk[1] = dh >> 8; }
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+              const int j = 4 * b + jj;
+              if (j >= S) continue;
+              const int e = (8 * j + r) % 32;
+              if (!q4) {
+                blk[2 + e] = static_cast<uint8_t>(fld[j]);
+              } else if (jj < 2 && j + 2 < S) {
+                blk[2 + e] = static_cast<uint8_t>(fld[j] | (fld[j + 2] << 4));
+              }
+            }
+          }
+        }
+      }
+    } else {
+      // ---- f16 ----
+#pragma unroll
+      for (int j = 0; j < S; ++j) fld[j] = dev_float_to_half(x[j]);
+      if (active && J.vec_out) {
+        uint8_t* out = J.vec_out + static_cast<size_t>(t - J.s0) * P.code_size;
+#pragma unroll
+        for (int j = 0; j < S; ++j) {
+          const int i = 8 * j + r;
+          if (i < d) { out[2 * i] = fld[j] & 0xff; out[2 * i + 1] = fld[j] >> 8; }
+        }
+      }
+    }
+    if (active && J.tile) {
+#pragma unroll
+      for (int j = 0; j < S; ++j)
+        if (8 * j + r < d) fields[t * d + 8 * j + r] = fld[j];
+      if (P.kind == 0 && r == 0) *reinterpret_cast<float*>(J.meta + static_cast<size_t>(t) * 4) = scale_out;
+    }
+  }
+  if (J.tile) {
+    __syncwarp();
+    if (d == 8 * S && pack_tile_dispatch<8 * S>(P.codec, value, fields, J.tile, lane)) return;
+    const int cb = static_cast<int>(chunk_bytes(P.codec, d));
+    uint32_t* chunk = reinterpret_cast<uint32_t*>(J.tile + lane * cb);
+    for (int wd = 0; wd < cb / 4; ++wd) {
+      uint32_t word = 0;
+      for_word_fields(P.codec, wd, [&](int p, int s, int sh, uint32_t mask) {
+        int t, i;
+        slot_element(value, d, lane, p, s, &t, &i);
+        word |= (static_cast<uint32_t>(fields[t * d + i]) & mask) << sh;
+      });
+      chunk[wd] = word;
+    }
+  }
+}
+
+template <int S, class T>
+cudaError_t launch_encode_t(const EncodeSide* sides, const EncodeJob* jobs, int n_jobs, cudaStream_t st) {
+  const size_t smem = 4 * 16 * 8 * S * sizeof(uint16_t) + 4 * 4 * 8 * S * sizeof(float);
+  auto* k = encode_kernel<S, T>;
+  const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (e != cudaSuccess) return e;
+  const int blocks = (n_jobs + 3) / 4;
+  k<<<blocks, 128, smem, st>>>(sides, jobs, n_jobs);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t launch_encode_d(int dim, const EncodeSide* sides, const EncodeJob* jobs, int n_jobs, cudaStream_t st) {
+  const int slots = (dim + 7) / 8;
+  if (slots <= 8) return launch_encode_t<8, T>(sides, jobs, n_jobs, st);
+  if (slots <= 16) return launch_encode_t<16, T>(sides, jobs, n_jobs, st);
+  if (slots <= 32) return launch_encode_t<32, T>(sides, jobs, n_jobs, st);
+  return cudaErrorInvalidValue;  // head_dim > 256 (checked by the callers)
+}
+
+}  // namespace
+
+cudaError_t launch_encode(int max_dim, bool bf16, const EncodeSide* sides, const EncodeJob* jobs, int n_jobs,
+                          cudaStream_t st) {
+  if (n_jobs <= 0) return cudaSuccess;
+  return bf16 ? launch_encode_d<uint16_t>(max_dim, sides, jobs, n_jobs, st)
+              : launch_encode_d<float>(max_dim, sides, jobs, n_jobs, st);
+}
+
+}  // namespace tqkv::gpu
