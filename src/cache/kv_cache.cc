@@ -84,7 +84,7 @@ void setup_stream(StreamConfig& sc, const FormatSpec& format, int head_dim, int 
   for (const auto& q : sc.q) sc.codecs.push_back(HeadCodec{q.get(), q->rotation(), q->codebooks()});
 }
 
-StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rope) {
+StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rope, bool norm_correction) {
   StreamLayout L;
   L.format = sc.format;
   L.storage = sc.tiled ? KVStorage::kTiles : KVStorage::kPerVector;
@@ -92,6 +92,7 @@ StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rop
   L.page_bytes = sc.page_bytes;
   L.page_tokens = page_tokens;
   L.pre_rope = pre_rope;
+  L.norm_correction = norm_correction;
   if (sc.tiled) L.tiles = sc.lay;
   L.heads = sc.codecs.data();
   return L;
@@ -156,8 +157,9 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
   v.sink_tokens = options.sink_tokens;
   v.recent_window = options.recent_window;
   v.key = stream_layout(impl->st[kKeys], options.page_tokens,
-                        options.keys_pre_rope || format::row(options.key_format).pre_rope);
-  v.value = stream_layout(impl->st[kValues], options.page_tokens, false);
+                        options.keys_pre_rope || format::row(options.key_format).pre_rope,
+                        options.quant.norm_correction);
+  v.value = stream_layout(impl->st[kValues], options.page_tokens, false, options.quant.norm_correction);
   return std::unique_ptr<LayerKVCache>(new LayerKVCache(std::move(impl)));
 }
 

@@ -47,6 +47,7 @@ TEST(AttentionContract, ViewAddressesTheQuantizersBytes) {
     EXPECT_EQ(L.key.code_size, code_size(L.key.format, d));
     EXPECT_EQ(L.key.storage, std::string(kf) == "rvq1x2" ? KVStorage::kTiles : KVStorage::kPerVector);
     EXPECT_EQ(L.value.storage, KVStorage::kPerVector);
+    EXPECT_TRUE(L.key.norm_correction);  // the default QuantOptions
     const SequenceView sv = cache->sequence_view(0);
     EXPECT_EQ(sv.n_tokens, n);
     EXPECT_EQ(sv.n_compressed, n - S);
