@@ -228,16 +228,10 @@ void decode_rows(const StreamLayout& s, const StreamPages& sp, int head, int c0,
     std::memset(code.data() + 4, 0, T.planes * pb);
     for (int p = 0; p < T.planes; ++p)
       for (int i = 0; i < d; ++i) {
-        size_t byte = 64 + p * T.plane_bytes;
+        size_t byte;
         int b;
-        if (!T.is_value) {
-          byte += static_cast<size_t>(i / 4) * 8;
-          b = 4 * slot + (i % 4);
-        } else {
-          byte += (static_cast<size_t>(slot / 4) * T.groups + i / 16) * 8;
-          b = 4 * (i % 16) + (slot % 4);
-        }
-        const int bit = (tile[byte + b / 8] >> (b % 8)) & 1;
+        T.bit_location(p, slot, i, &byte, &b);
+        const int bit = (tile[byte] >> b) & 1;
         code[4 + p * pb + i / 8] |= static_cast<uint8_t>(bit << (i % 8));
       }
     q.decode(code.data(), 1, out + static_cast<size_t>(t) * d);
@@ -590,11 +584,13 @@ Status attend(const LayerView& L, const AttentionParams& params) {
   C.avx512 = level == SimdLevel::kAvx512;
   C.avx2 = level == SimdLevel::kAvx2;
   C.pre_rope = L.key.pre_rope;
-  C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope;
-  C.vtiles = L.value.storage == KVStorage::kTiles;
+  // Lookup tiles (TileParams::lut) have AVX-512 kernels only; at other levels they are decoded
+  // row by row (decode_rows) and run through the float kernels.
+  C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope && (!L.key.tiles.lut || C.avx512);
+  C.vtiles = L.value.storage == KVStorage::kTiles && (!L.value.tiles.lut || C.avx512);
   C.kf16 = L.key.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
   C.vf16 = L.value.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim;
-  C.vrot = !C.vtiles && L.value.format.rotated() && C.avx512 && L.head_dim % 16 == 0;
+  C.vrot = L.value.storage == KVStorage::kPerVector && L.value.format.rotated() && C.avx512 && L.head_dim % 16 == 0;
   C.dpad = C.vtiles ? 16 * L.value.tiles.groups : C.vrot ? L.head_dim : 0;
   C.scale = params.options.scale > 0 ? params.options.scale : 1.0f / std::sqrt(static_cast<float>(L.head_dim));
   C.opt_rope = params.options.rope;

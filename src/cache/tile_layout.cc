@@ -9,7 +9,28 @@ namespace tqkv {
 
 bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
                       TileLayout* out) {
-  if (!spec.rotated() || spec.bits > 2) return false;
+  if (!spec.rotated()) return false;
+  if (spec.bits > 2) {
+    // Lookup tiles: one pass of 3 or 4 bits, d % 16 == 0 (no padding: the tile holds exactly the
+    // bytes of 16 per-vector codes).
+    if (spec.passes != 1 || spec.bits > 4 || dim % 16 != 0) return false;
+    TileLayout L;
+    L.is_value = is_value;
+    L.dim = dim;
+    L.passes = 1;
+    L.bits = spec.bits;
+    L.planes = spec.bits;
+    L.lut = true;
+    const auto& lv = codebooks.passes[0].levels;
+    if (lv.size() != (1u << spec.bits)) return false;
+    for (size_t c = 0; c < lv.size(); ++c) L.levels[c] = lv[c];
+    L.design_mse = codebooks.mse;
+    L.groups = is_value ? dim / 16 : dim / 2;
+    L.plane_bytes = static_cast<size_t>(dim) * 2;  // 16 tokens x d bits
+    L.tile_bytes = 64 + L.planes * L.plane_bytes;
+    *out = L;
+    return true;
+  }
   TileLayout L;
   L.is_value = is_value;
   L.dim = dim;
@@ -71,17 +92,7 @@ bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& code
 namespace {
 // Byte and bit of (plane p, token t, coordinate i) inside a tile.
 inline void locate(const TileLayout& L, int p, int t, int i, size_t* byte, int* bit) {
-  size_t off = 64 + p * L.plane_bytes;
-  int b;
-  if (!L.is_value) {
-    off += static_cast<size_t>(i / 4) * 8;
-    b = 4 * t + (i % 4);
-  } else {
-    off += (static_cast<size_t>(t / 4) * L.groups + i / 16) * 8;
-    b = 4 * (i % 16) + (t % 4);
-  }
-  *byte = off + b / 8;
-  *bit = b % 8;
+  L.bit_location(p, t, i, byte, bit);
 }
 }  // namespace
 
@@ -99,6 +110,17 @@ inline uint64_t spread4(uint64_t x) {
 
 void TileLayout::scatter(const uint8_t* code, size_t plane_stride, int t, uint8_t* tile) const {
   std::memcpy(tile + 4 * t, code, 4);
+  if (lut) {  // bit by bit (encode side, not the attention hot path)
+    for (int p = 0; p < planes; ++p)
+      for (int i = 0; i < dim; ++i) {
+        size_t byte;
+        int b;
+        locate(*this, p, t, i, &byte, &b);
+        const int v = (code[4 + p * plane_stride + i / 8] >> (i % 8)) & 1;
+        tile[byte] = static_cast<uint8_t>((tile[byte] & ~(1u << b)) | (v << b));
+      }
+    return;
+  }
   for (int p = 0; p < planes; ++p) {
     const uint8_t* plane = code + 4 + p * plane_stride;
     uint8_t* dst = tile + 64 + p * plane_bytes;
