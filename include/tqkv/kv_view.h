@@ -36,7 +36,7 @@ class Quantizer;
 enum class KVStorage {
   kPerVector,  // token after token, code_size bytes each (the quantizer's format, docs/format.md)
   kTiles,      // bit-sliced tiles of kTileTokens tokens (rotated formats with 1- or 2-bit passes, and
-               // lookup tiles of rotated formats with one 3- or 4-bit pass: TileParams::lut)
+               // lookup tiles of rotated formats with 3-4 planes: TileParams::lut)
 };
 
 inline constexpr int kTileTokens = 16;  // tokens per bit-sliced tile
@@ -50,9 +50,10 @@ inline constexpr int kMaxTilePlanes = 8;  // passes * bits <= 4 * 2
 //   value tile: 16 x f32 scale | for each plane p: for each token quad q (4): for each chunk c of
 //               16 coordinates (ceil(d/16)): 8 bytes, bit (4 i + u) = bit p of token 4 q + u,
 //               coordinate 16 c + i
-// Lookup tiles (lut = true: rotated formats with ONE pass of 3 or 4 bits, d % 16 == 0, whose
-// codebooks are not affine in their bits): planes = bits, plane p = bit p of the code, and the
-// decoded value is levels[code] (no c0/alpha). Bits are grouped by 2 instead of 4:
+// Lookup tiles (lut = true: rotated formats with 3 or 4 bit-planes in all, passes * bits, and
+// d % 16 == 0: tq3, tq4, rvq1x3, rvq1x4, rvq2x2, rvq3x1, rvq4x1): plane p = pass p / bits, bit
+// p % bits, and the decoded coordinate is levels[sum_p bit_p << p] (the sum of the passes' levels;
+// c0/alpha/mult unused). Bits are grouped by 2 instead of 4:
 //   key tile:   16 x f32 scale | for each plane p: for each group g of 2 coordinates (d/2):
 //               4 bytes, bit (2 t + j) = bit p of token t, coordinate 2 g + j
 //   value tile: 16 x f32 scale | for each plane p: for each token pair q (8): for each chunk c of
@@ -76,7 +77,7 @@ struct TileParams {
   size_t tile_bytes = 0;           // 64 + planes * plane_bytes
   int groups = 0;                  // key: ceil(d/4) groups (lut: d/2); value: ceil(d/16) chunks
   bool lut = false;                // lookup tile (see above): z_hat[i] = levels[code]
-  float levels[16] = {};           // lut only: the pass's 2^bits levels
+  float levels[16] = {};           // lut only: decoded coordinate of each plane pattern (2^planes)
 
   // Byte offset (from the tile start) and bit of (plane p, token slot t, coordinate i).
   void bit_location(int p, int t, int i, size_t* byte, int* bit) const {

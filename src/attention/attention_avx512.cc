@@ -40,7 +40,7 @@ inline __mmask32 load_mask32(const uint8_t* p) {
 
 // Lookup tiles: the levels as int16 round(level / step), step = max|level| / kLut16Max.
 static float lut_table(const TileParams& L, int16_t* t32) {
-  const int n = 1 << L.bits;
+  const int n = 1 << L.planes;
   float lmax = 0;
   for (int c = 0; c < n; ++c) lmax = std::max(lmax, std::fabs(L.levels[c]));
   const float step = lmax > 0 ? lmax / kLut16Max : 1.0f;
@@ -49,8 +49,8 @@ static float lut_table(const TileParams& L, int16_t* t32) {
 }
 
 // Lookup tiles, keys: q16 = round(qr / dq), dq = max|qr| / kLut16Max (error <= dq / 2 per
-// coordinate, 1/8190 of the largest coordinate); levels to int16 (error <= step / 2, 1/8190 of the
-// largest level). Both are ~100x below the error of the 3-4 bit codes (docs/design.md).
+// coordinate, 1/16382 of the largest coordinate); levels to int16 (error <= step / 2, 1/16382 of
+// the largest level). Both are far below the error of the 3-4 bit codes (docs/design.md).
 static void prepare_q16_avx512(const TileParams& L, Queries* Q) {
   const float step = lut_table(L, Q->lut16);
   Q->q16.assign(static_cast<size_t>(Q->ns) * Q->d, 0);
@@ -229,8 +229,8 @@ static void key_scores_lut(const TileParams& L, const uint8_t* tile, const Queri
     qb[k] = &Q.q16[static_cast<size_t>(s0 + k) * Q.d];
     f[k] = _mm512_setzero_ps();
   }
-  for (int g0 = 0; g0 < L.groups; g0 += 32) {  // flush to float every 64 coordinates
-    const int ge = std::min(L.groups, g0 + 32);
+  for (int g0 = 0; g0 < L.groups; g0 += 8) {  // flush to float every 16 coordinates (kLut16Max)
+    const int ge = std::min(L.groups, g0 + 8);
     __m512i a0[NS], a1[NS];
     for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
     for (int g = g0; g < ge; g += 2) {  // groups = d / 2 is a multiple of 8
@@ -344,22 +344,26 @@ static void value_accum_lut(const TileParams& L, const uint8_t* const* tiles, in
   const int dpad = 16 * L.groups;
   const int pairs = 8 * n_tiles;
   for (int c = 0; c < L.groups; ++c) {
-    __m512i a0[NS], a1[NS];
-    for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
-    for (int q = 0; q < pairs; q += 2) {  // q and q + 1 are in the same tile
-      const uint8_t* base = tiles[q / 8] + 64;
-      const size_t off = (static_cast<size_t>(q % 8) * L.groups + c) * 4;
-      const __m512i v0 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, off), T);
-      const __m512i v1 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, off + static_cast<size_t>(L.groups) * 4), T);
-      for (int k = 0; k < NS; ++k) {
-        a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q)));
-        a1[k] = _mm512_dpwssd_epi32(a1[k], v1, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q + 2)));
+    __m512 f[NS];
+    for (int k = 0; k < NS; ++k) f[k] = _mm512_setzero_ps();
+    for (int q0 = 0; q0 < pairs; q0 += 8) {  // one tile: flush to float every 16 tokens (kLut16Max)
+      __m512i a0[NS], a1[NS];
+      for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
+      const uint8_t* base = tiles[q0 / 8] + 64;
+      for (int q = q0; q < q0 + 8; q += 2) {
+        const size_t off = (static_cast<size_t>(q % 8) * L.groups + c) * 4;
+        const __m512i v0 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, off), T);
+        const __m512i v1 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, off + static_cast<size_t>(L.groups) * 4), T);
+        for (int k = 0; k < NS; ++k) {
+          a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q)));
+          a1[k] = _mm512_dpwssd_epi32(a1[k], v1, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q + 2)));
+        }
       }
+      for (int k = 0; k < NS; ++k) f[k] = _mm512_add_ps(f[k], _mm512_cvtepi32_ps(_mm512_add_epi32(a0[k], a1[k])));
     }
     for (int k = 0; k < NS; ++k) {
       float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
-      const __m512 f = _mm512_set1_ps(eps[s0 + k]);
-      _mm512_storeu_ps(dst, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0[k], a1[k])), f, _mm512_loadu_ps(dst)));
+      _mm512_storeu_ps(dst, _mm512_fmadd_ps(f[k], _mm512_set1_ps(eps[s0 + k]), _mm512_loadu_ps(dst)));
     }
   }
 }

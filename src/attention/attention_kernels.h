@@ -15,11 +15,11 @@
 namespace tqkv::attn {
 
 inline constexpr int kBlock = 64;  // tokens per softmax block (4 tiles)
-// Lookup tiles (TileParams::lut) at AVX-512: levels, query and value weights as 12-bit integers
-// (|x| <= 4095) multiplied by vpdpwssd. 64 products of two such numbers sum to < 2^30, so an int32
-// accumulator never overflows when it is flushed to float every 64 coordinates (keys) or after a
-// block of 64 tokens (values).
-inline constexpr int kLut16Max = 4095;
+// Lookup tiles (TileParams::lut) at AVX-512: levels, query and value weights as 14-bit integers
+// (|x| <= 8191) multiplied by vpdpwssd. 16 products of two such numbers sum to < 2^30, so an int32
+// accumulator never overflows when it is flushed to float every 16 coordinates (keys) or after
+// each tile of 16 tokens (values).
+inline constexpr int kLut16Max = 8191;
 // The f16 kernels (f16_scores_*, f16_accum_*) convert a block to a stack tile of kBlock x d floats;
 // they require d <= kF16DirectMaxDim (checked) and attend() uses the general decode path above.
 inline constexpr int kF16DirectMaxDim = 1024;

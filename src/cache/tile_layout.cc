@@ -10,20 +10,30 @@ namespace tqkv {
 bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
                       TileLayout* out) {
   if (!spec.rotated()) return false;
-  if (spec.bits > 2) {
-    // Lookup tiles: one pass of 3 or 4 bits, d % 16 == 0 (no padding: the tile holds exactly the
-    // bytes of 16 per-vector codes).
-    if (spec.passes != 1 || spec.bits > 4 || dim % 16 != 0) return false;
+  const int planes = spec.passes * spec.bits;
+  if (planes >= 3 && planes <= 4 && dim % 16 == 0) {
+    // Lookup tiles: 3 or 4 bit-planes in all (tq3, tq4, rvq1x3, rvq1x4, rvq2x2, rvq3x1, rvq4x1),
+    // d % 16 == 0 (no padding: the tile holds exactly the bytes of 16 per-vector codes). The table
+    // holds the decoded coordinate of every plane pattern, summed over passes as the per-vector
+    // decoder sums them (pass 0 first, in float).
     TileLayout L;
     L.is_value = is_value;
     L.dim = dim;
-    L.passes = 1;
+    L.passes = spec.passes;
     L.bits = spec.bits;
-    L.planes = spec.bits;
+    L.planes = planes;
     L.lut = true;
-    const auto& lv = codebooks.passes[0].levels;
-    if (lv.size() != (1u << spec.bits)) return false;
-    for (size_t c = 0; c < lv.size(); ++c) L.levels[c] = lv[c];
+    const int mask = (1 << spec.bits) - 1;
+    for (int idx = 0; idx < (1 << planes); ++idx) {
+      float z = 0;
+      for (int k = 0; k < spec.passes; ++k) {
+        const auto& lv = codebooks.passes[k].levels;
+        const size_t c = static_cast<size_t>((idx >> (k * spec.bits)) & mask);
+        if (lv.size() != static_cast<size_t>(mask + 1)) return false;
+        z = k == 0 ? lv[c] : z + lv[c];
+      }
+      L.levels[idx] = z;
+    }
     L.design_mse = codebooks.mse;
     L.groups = is_value ? dim / 16 : dim / 2;
     L.plane_bytes = static_cast<size_t>(dim) * 2;  // 16 tokens x d bits
@@ -31,6 +41,7 @@ bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& code
     *out = L;
     return true;
   }
+  if (spec.bits > 2) return false;
   TileLayout L;
   L.is_value = is_value;
   L.dim = dim;

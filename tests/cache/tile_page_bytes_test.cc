@@ -7,8 +7,8 @@
 //                  bit of token t, coordinate 4 g + u
 //      value tile: float32 scale[16] | plane p: quad q (4): chunk c (ceil(d/16)): uint64 w,
 //                  bit (4 i + u) of w = bit of token 4 q + u, coordinate 16 c + i
-//    lookup tiles (one 3- or 4-bit pass, d % 16 == 0; planes = bits), 2 coordinates / tokens per
-//    group instead of 4:
+//    lookup tiles (3 or 4 planes in all, d % 16 == 0), 2 coordinates / tokens per group instead
+//    of 4:
 //      key tile:   float32 scale[16] | plane p: group g (d/2): uint32 w, bit (2 t + u) of w =
 //                  bit of token t, coordinate 2 g + u
 //      value tile: float32 scale[16] | plane p: pair q (8): chunk c (d/16): uint32 w,
@@ -118,7 +118,7 @@ void check_pages(const char* kfmt, const char* vfmt, int d, int len, int sinks) 
         ASSERT_EQ(sl.tiles.planes, planes);
         for (int c0 = 0; c0 < n_comp; c0 += kTileTokens) {
           const int nt = std::min(kTileTokens, n_comp - c0);
-          const bool lut = q->format().passes == 1 && q->format().bits > 2;
+          const bool lut = planes >= 3 && planes <= 4 && d % 16 == 0;
           ASSERT_EQ(sl.tiles.lut, lut) << w;
           const std::vector<uint8_t> want =
               lut ? hand_built_lut_tile(&codes[c0 * q->code_size()], nt, q->code_size(), d, planes, value)
@@ -134,7 +134,8 @@ void check_pages(const char* kfmt, const char* vfmt, int d, int len, int sinks) 
 TEST(CachePageBytes, EqualHandBuiltPages) {
   // Tile formats (rvq/tq with 1-2 bit passes) and per-vector ones, both streams; 150 tokens =
   // 2+ pages of 64 and a partial last tile; d = 36 has padding in both tile layouts.
-  // Lookup tiles: tq3/tq4/rvq1x3 at d = 64, 80 (d = 36 stays per vector).
+  // Lookup tiles (3-4 planes: tq3/tq4/rvq1x3/rvq2x2/rvq4x1) at d = 64, 80; d = 36 keeps the
+  // 2-bit tile layout or per-vector codes.
   const char* pairs[][2] = {{"rvq1x2", "tq2"}, {"rvq2x2", "tq1"}, {"rvq1x3", "rvq2x1"}, {"tq3", "q4_0"},
                             {"q8_0", "kivi2"}, {"f16", "rvq4x1"}, {"kivi4", "f32"}, {"tq4", "tq3"},
                             {"rvq2x3", "tq4"}};
