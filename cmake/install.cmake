@@ -32,13 +32,11 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tqkvConfig.cmake ${CMAKE_CURRENT_BINAR
 
 # pkg-config: tqkv is a static library, so its link dependencies are listed for every consumer
 # (not only under --static).
-# The .pc file locates its prefix from its own place (${pcfiledir}), so `cmake --install --prefix P`
-# to any P gives a working file (the prefix known at configure time may not be the one used).
-if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
-  set(TQKV_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
-else()
-  string(REGEX REPLACE "[^/]+" ".." _tqkv_pc_up "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
-  set(TQKV_PC_PREFIX "\${pcfiledir}/${_tqkv_pc_up}")
+set(TQKV_PC_EXTRA_LIBS "")
+if(TQKV_CUDA_ENABLED)  # cmake/cuda.cmake: tqkv/cuda.h callers need the static CUDA runtime
+   set(TQKV_PC_EXTRA_LIBS " ${CUDA_cudart_static_LIBRARY} -l${CMAKE_DL_LIBS} -lrt")
 endif()
+file(RELATIVE_PATH TQKV_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")  # "../.." (or deeper)
+string(REGEX REPLACE "/$" "" TQKV_PC_TO_PREFIX "${TQKV_PC_TO_PREFIX}")
 configure_file(cmake/tqkv.pc.in ${CMAKE_CURRENT_BINARY_DIR}/tqkv.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tqkv.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

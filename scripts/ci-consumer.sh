@@ -16,6 +16,11 @@ test -f "$prefix/lib/cmake/tqkv/tqkvConfigVersion.cmake"
 test -f "$prefix/lib/pkgconfig/tqkv.pc"
 test -f "$prefix/include/tqkv/kv_cache.h"
 
+echo "== every installed public header compiles on its own"
+for h in "$prefix"/include/tqkv/*.h; do
+  echo "#include <tqkv/$(basename "$h")>" | c++ -std=c++20 -fsyntax-only -Wall -Wextra -Werror -I"$prefix/include" -x c++ -
+done
+
 echo "== consumer via find_package(tqkv)"
 cmake -S tests/consumer -B "$tmp/consumer" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix"
 cmake --build "$tmp/consumer"

@@ -9,8 +9,7 @@
 namespace tqkv::cli {
 
 void add_cache_flags(CLI::App& app, CacheFlags* f) {
-  app.add_option("--method", f->method,
-                 "Cache method: turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32 (default f16)");
+  app.add_option("--method", f->method, "Cache method: " + cache_method_names() + " (default f16)");
   app.add_option("--key-bits", f->key_bits, "Key bits per pass (--method)");
   app.add_option("--residuals", f->residuals, "Key passes in total for turboquant_rvq (--method)");
   app.add_option("--value-bits", f->value_bits, "Value bits (--method)");

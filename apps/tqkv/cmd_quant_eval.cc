@@ -6,6 +6,7 @@
 #include "command.h"
 #include "core/npy.h"
 #include "quant_eval.h"
+#include "tqkv/cache_config.h"
 #include "tqkv/synthetic.h"
 
 namespace tqkv::cli {
@@ -25,16 +26,10 @@ nlohmann::json EvalResult::to_json() const {
           {"residual_codebook", residual_codebook}};
 }
 
+// The key format the cache would use for `method` (one method table: cache_config_from_method).
 StatusOr<FormatSpec> format_for_method(const std::string& method, int bits, int residuals) {
-  std::string name;
-  if (method == "turboquant_rvq") name = "rvq" + std::to_string(bits) + "x" + std::to_string(residuals);
-  else if (method == "turboquant_mse") name = "tq" + std::to_string(bits);
-  else if (method == "kivi") name = "kivi" + std::to_string(bits);
-  else if (method == "q8_0" || method == "q4_0" || method == "f16" || method == "f32") name = method;
-  else
-    return invalid_argument("unknown method '" + method +
-                            "'; known: turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32");
-  return parse_format(name);
+  TQKV_ASSIGN_OR_RETURN(ModelCacheConfig c, cache_config_from_method(method, bits, residuals, 2, true));
+  return c.base.key_format;
 }
 
 StatusOr<EvalResult> evaluate(const std::string& method, const FormatSpec& spec, int dim,
@@ -52,7 +47,7 @@ StatusOr<EvalResult> evaluate(const std::string& method, const FormatSpec& spec,
   r.compression_vs_f16 = 16.0 / r.bits_per_element;
   r.q = measure_quality(data.data(), dec.data(), n, dim, 7);
   r.use_hadamard = spec.rotated() ? opts.use_hadamard : false;
-  r.residual_codebook = spec.kind == FormatKind::kRvq && spec.passes > 1
+  r.residual_codebook = spec.passes > 1  // only rvq has residual passes
                             ? residual_codebook_name(opts.residual_codebook) : "n/a";
   return r;
 }
@@ -124,7 +119,7 @@ Status run(const Opts& o) {
 Register reg("quant-eval", "Encode+decode vectors with one format and report quality (mse, cosine, SNR, inner-product error)",
              [](CLI::App& app) {
                auto o = std::make_shared<Opts>();
-               app.add_option("--method", o->method, "turboquant_rvq | turboquant_mse | kivi | q8_0 | q4_0 | f16 | f32")->capture_default_str();
+               app.add_option("--method", o->method, cache_method_names())->capture_default_str();
                app.add_option("--bits", o->bits, "bits per pass (rvq: default 1; tq/kivi: default 2)");
                app.add_option("--residuals", o->residuals, "rvq: total passes (first + residual), 1..4")->capture_default_str();
                app.add_option("--head-dim", o->head_dim, "vector length (ignored for .npy input)")->capture_default_str();

@@ -7,8 +7,9 @@
 //                            (rvq1x2 = 1-bit Gaussian pass + 1 residual pass), b in 1..4, p in 1..4
 //   tq{b}                    single-stage TurboQuant-MSE: rotation + one b-bit Lloyd-Max pass
 //   kivi{b}                  KIVI-style per-token asymmetric groups of 32 (fp16 scale + fp16 min), b in {2,4}
-// The byte layout of every format is written down in docs/format.md. code_size() is computed in
-// ONE place (format.cc) and every consumer (quantizers, cache, accounting) calls it.
+// The byte layout of every format is written down in docs/format.md. Every property of a format
+// (name, bits, planes, code size, rotated, storage, kernels) is one row of the format table
+// (src/format/format_table.cc); these functions and every consumer read it from there.
 #pragma once
 
 #include <cstddef>
@@ -29,7 +30,7 @@ struct FormatSpec {
   // Canonical name, e.g. "rvq1x2", "tq2", "q8_0".
   std::string name() const;
   // True for formats stored in the Hadamard-rotated domain (rvq, tq).
-  bool rotated() const { return kind == FormatKind::kRvq || kind == FormatKind::kTq; }
+  bool rotated() const;
   bool operator==(const FormatSpec&) const = default;
 };
 

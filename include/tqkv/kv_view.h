@@ -121,6 +121,9 @@ struct StreamLayout {
   size_t page_bytes = 0;   // bytes of one page
   int page_tokens = 0;     // tokens per page (multiple of 64)
   bool pre_rope = false;   // keys stored before RoPE (see top of file); always false for values
+  // Rotated formats: the stored scale makes the decoded norm equal the input's (QuantOptions::
+  // norm_correction); an encoder writing pages (e.g. a GPU backend) needs it, readers do not.
+  bool norm_correction = true;
   TileParams tiles;        // storage == kTiles only
   const HeadCodec* heads = nullptr;  // (n_kv_heads,)
 

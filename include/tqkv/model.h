@@ -26,6 +26,8 @@
 
 #include "tqkv/gguf.h"
 #include "tqkv/kv_cache.h"
+#include "tqkv/llama2c.h"  // convert_llama2c (moved; kept for old includes)
+#include "tqkv/sampler.h"  // Sampler (moved; kept for old includes)
 #include "tqkv/status.h"
 #include "tqkv/tokenizer.h"
 
@@ -104,6 +106,8 @@ class Model {
  private:
   Model() = default;
   Status init();
+  Status load_weights();
+  Status load_layer(int l);
   StatusOr<const float*> tensor(const std::string& name, std::vector<int64_t> dims, bool required = true);
   StatusOr<Matrix> matrix(const std::string& name, std::vector<int64_t> dims, bool required = true);
 
@@ -157,28 +161,5 @@ class InferenceContext {
   RopeParams rope_;                   // the model's RoPE (tqkv/attention.h)
   std::vector<float> rope_inv_freq_;  // rope_inv_freq(rope_)
 };
-
-// Sampling: greedy when temperature <= 0 (argmax, lowest id on ties); otherwise softmax(logits/T)
-// restricted to the top_k most likely (0 = all) and the smallest set with mass >= top_p (1 = all).
-struct SamplerOptions {
-  float temperature = 0.0f;
-  int top_k = 40;
-  float top_p = 0.95f;
-  uint64_t seed = 42;
-};
-class Sampler {
- public:
-  explicit Sampler(const SamplerOptions& o);
-  int sample(const float* logits, int vocab);
- private:
-  SamplerOptions o_;
-  uint64_t state_;
-  std::vector<std::pair<float, int>> buf_;
-};
-int argmax(const float* x, int n);
-
-// llama2.c checkpoint (legacy format) + tokenizer.bin -> GGUF llama (see docs/runtime.md).
-Status convert_llama2c(const std::string& model_bin, const std::string& tokenizer_bin,
-                       const std::string& out_gguf);
 
 }  // namespace tqkv

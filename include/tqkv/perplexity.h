@@ -21,6 +21,8 @@
 #include "tqkv/kv_cache.h"
 #include "tqkv/model.h"
 #include "tqkv/status.h"
+#include "tqkv/text_io.h"  // read_text_file (moved; kept for old includes)
+#include "tqkv/threads.h"  // set_runtime_threads (moved; kept for old includes)
 
 namespace tqkv {
 
@@ -52,18 +54,5 @@ struct PerplexityResult {
 
 StatusOr<PerplexityResult> run_perplexity(const Model& model, const ModelCacheConfig& cache_config,
                                           const std::string& text, const PerplexityOptions& options);
-
-// Reads a whole text file; files ending in ".xz" are decompressed (liblzma), streaming, and stop
-// with an error as soon as the text passes kMaxTextBytes (an .xz bomb never reaches memory). The
-// tokenizer needs ~55 bytes of working memory per text byte, so the cap bounds a run to ~3.5 GB.
-// A directory or a device is refused with one line.
-inline constexpr uint64_t kMaxTextBytes = uint64_t{64} << 20;
-StatusOr<std::string> read_text_file(const std::string& path, uint64_t max_bytes = kMaxTextBytes);
-
-// Sets the OpenMP threads the runtime uses (t >= 1); OpenBLAS always runs single-threaded inside them.
-void set_runtime_threads(int t);
-// Checks a user's thread count: 0 (all) or 1..kMaxThreads.
-inline constexpr int kMaxThreads = 1024;
-Status check_threads(int t);
 
 }  // namespace tqkv

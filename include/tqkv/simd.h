@@ -9,7 +9,8 @@ namespace tqkv {
 
 enum class SimdLevel { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
-// Highest level this CPU supports (avx512 needs F, BW, DQ, VL, VNNI; avx2 needs AVX2, FMA, F16C).
+// Highest level this CPU supports (avx512 needs AVX512 F, BW, DQ, VL, VNNI plus the avx2 set;
+// avx2 needs AVX2, FMA, F16C, BMI2). No other extension (e.g. AVX512_BF16) is required.
 SimdLevel detected_simd_level();
 // The level in use: detected, lowered by TQKV_SIMD or set_simd_level().
 SimdLevel active_simd_level();

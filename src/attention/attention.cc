@@ -14,7 +14,9 @@
 #include <string>
 
 #include "attention/attention_kernels.h"
+#include "cache/tile_layout.h"
 #include "core/half.h"
+#include "format/format_table.h"
 #include "tqkv/attention.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/simd.h"
@@ -203,7 +205,7 @@ kernels::RotatedParams rotated_params(const StreamLayout& s, int head, int d) {
     p.thresholds[k] = hc.codebooks->passes[k].thresholds.data();
   }
   p.rotation = hc.rotation;
-  p.plane_bytes = (static_cast<size_t>(d) + 7) / 8;
+  p.plane_bytes = format::plane_bytes(d);
   p.code_size = s.code_size;
   return p;
 }
@@ -217,23 +219,9 @@ void decode_rows(const StreamLayout& s, const StreamPages& sp, int head, int c0,
   }
   thread_local std::vector<uint8_t> code;
   code.resize(s.code_size);
-  // Tile -> per-vector code: scale, then each plane as ceil(d/8) bytes (docs/format.md).
-  const TileParams& T = s.tiles;
-  const size_t pb = (static_cast<size_t>(d) + 7) / 8;
   for (int t = 0; t < cnt; ++t) {
     const int c = c0 + t;
-    const uint8_t* tile = s.tile(sp.pages, c);
-    const int slot = c % kTileTokens;
-    std::memcpy(code.data(), tile + 4 * slot, 4);
-    std::memset(code.data() + 4, 0, T.planes * pb);
-    for (int p = 0; p < T.planes; ++p)
-      for (int i = 0; i < d; ++i) {
-        size_t byte;
-        int b;
-        T.bit_location(p, slot, i, &byte, &b);
-        const int bit = (tile[byte] >> b) & 1;
-        code[4 + p * pb + i / 8] |= static_cast<uint8_t>(bit << (i % 8));
-      }
+    gather_tile_slot(s.tiles, s.tile(sp.pages, c), c % kTileTokens, code.data());
     q.decode(code.data(), 1, out + static_cast<size_t>(t) * d);
   }
 }
@@ -588,9 +576,11 @@ Status attend(const LayerView& L, const AttentionParams& params) {
   // row by row (decode_rows) and run through the float kernels.
   C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope && (!L.key.tiles.lut || C.avx512);
   C.vtiles = L.value.storage == KVStorage::kTiles && (!L.value.tiles.lut || C.avx512);
-  C.kf16 = L.key.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
-  C.vf16 = L.value.format.kind == FormatKind::kF16 && L.head_dim <= attn::kF16DirectMaxDim;
-  C.vrot = L.value.storage == KVStorage::kPerVector && L.value.format.rotated() && C.avx512 && L.head_dim % 16 == 0;
+  const format::FormatRow& krow = format::row(L.key.format);
+  const format::FormatRow& vrow = format::row(L.value.format);
+  C.kf16 = krow.f16_rows && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
+  C.vf16 = vrow.f16_rows && L.head_dim <= attn::kF16DirectMaxDim;
+  C.vrot = L.value.storage == KVStorage::kPerVector && vrow.rotated && C.avx512 && L.head_dim % 16 == 0;
   C.dpad = C.vtiles ? 16 * L.value.tiles.groups : C.vrot ? L.head_dim : 0;
   C.scale = params.options.scale > 0 ? params.options.scale : 1.0f / std::sqrt(static_cast<float>(L.head_dim));
   C.opt_rope = params.options.rope;

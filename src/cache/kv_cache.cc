@@ -8,6 +8,7 @@
 #include "tqkv/cache_seed.h"
 #include "core/check.h"
 #include "core/half.h"
+#include "format/format_table.h"
 
 namespace tqkv {
 
@@ -76,7 +77,7 @@ void setup_stream(StreamConfig& sc, const FormatSpec& format, int head_dim, int 
   for (const auto& q : sc.q) sc.codecs.push_back(HeadCodec{q.get(), q->rotation(), q->codebooks()});
 }
 
-StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rope) {
+StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rope, bool norm_correction) {
   StreamLayout L;
   L.format = sc.format;
   L.storage = sc.tiled ? KVStorage::kTiles : KVStorage::kPerVector;
@@ -84,6 +85,7 @@ StreamLayout stream_layout(const StreamConfig& sc, int page_tokens, bool pre_rop
   L.page_bytes = sc.page_bytes;
   L.page_tokens = page_tokens;
   L.pre_rope = pre_rope;
+  L.norm_correction = norm_correction;
   if (sc.tiled) L.tiles = sc.lay;
   L.heads = sc.codecs.data();
   return L;
@@ -137,8 +139,10 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
   v.page_tokens = options.page_tokens;
   v.sink_tokens = options.sink_tokens;
   v.recent_window = options.recent_window;
-  v.key = stream_layout(impl->st[kKeys], options.page_tokens, options.keys_pre_rope);
-  v.value = stream_layout(impl->st[kValues], options.page_tokens, false);
+  v.key = stream_layout(impl->st[kKeys], options.page_tokens,
+                        options.keys_pre_rope || format::row(options.key_format).pre_rope,
+                        options.quant.norm_correction);
+  v.value = stream_layout(impl->st[kValues], options.page_tokens, false, options.quant.norm_correction);
   return std::unique_ptr<LayerKVCache>(new LayerKVCache(std::move(impl)));
 }
 
@@ -174,7 +178,7 @@ void put_compressed(const StreamConfig& sc, int P, int d, StreamStore& ss, int h
       sc.q[h]->encode(x, in_page, tmp.data(), stride);
       for (int j = 0; j < in_page; ++j) {
         const int slot = c % P + j;
-        sc.lay.scatter(&tmp[j * sc.code_size], (d + 7) / 8, slot % kTileTokens,
+        sc.lay.scatter(&tmp[j * sc.code_size], format::plane_bytes(d), slot % kTileTokens,
                        page + static_cast<size_t>(slot / kTileTokens) * sc.lay.tile_bytes);
       }
     } else {
@@ -333,32 +337,20 @@ Status LayerKVCache::attend_batch(const std::vector<Request>& reqs, int n_q_head
 
 // ---- model level ----------------------------------------------------------------------------
 
-std::string cache_method_names() { return "turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32"; }
+std::string cache_method_names() { return format::method_names(); }
 
 StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, int key_bits,
                                                     int residuals, int value_bits, bool use_hadamard) {
-  auto fmt = [](const std::string& n) { return parse_format(n); };
-  std::string kn, vn;
-  if (method == "turboquant_rvq") {
-    kn = "rvq" + std::to_string(key_bits) + "x" + std::to_string(residuals);
-    vn = "tq" + std::to_string(value_bits);
-  } else if (method == "turboquant_mse") {
-    kn = "tq" + std::to_string(key_bits);
-    vn = "tq" + std::to_string(value_bits);
-  } else if (method == "kivi") {
-    kn = "kivi" + std::to_string(key_bits);
-    vn = "kivi" + std::to_string(value_bits);
-  } else if (method == "q8_0" || method == "q4_0" || method == "f16" || method == "f32") {
-    kn = vn = method;
-  } else {
-    return invalid_argument("unknown cache method '" + method +
-                            "'; known: turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32");
-  }
-  if ((method == "turboquant_rvq" || method == "turboquant_mse") && value_bits != 2 && value_bits != 4)
+  const format::MethodRow* row = format::find_method(method);
+  if (row == nullptr)
+    return invalid_argument("unknown cache method '" + method + "'; known: " + format::method_names());
+  if (row->value_bits_mask != 0 && (value_bits < 0 || value_bits >= 32 || !(row->value_bits_mask >> value_bits & 1)))
     return invalid_argument("value bits must be 2 or 4, got " + std::to_string(value_bits));
   ModelCacheConfig c;
-  TQKV_ASSIGN_OR_RETURN(c.base.key_format, fmt(kn));
-  TQKV_ASSIGN_OR_RETURN(c.base.value_format, fmt(vn));
+  TQKV_ASSIGN_OR_RETURN(c.base.key_format,
+                        parse_format(format::expand_method_pattern(row->key_pattern, key_bits, residuals, value_bits)));
+  TQKV_ASSIGN_OR_RETURN(c.base.value_format,
+                        parse_format(format::expand_method_pattern(row->value_pattern, key_bits, residuals, value_bits)));
   c.base.quant.use_hadamard = use_hadamard;
   return c;
 }

@@ -1,5 +1,7 @@
 #include "cache/tile_layout.h"
 
+#include "format/format_table.h"
+
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -9,9 +11,9 @@ namespace tqkv {
 
 bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
                       TileLayout* out) {
-  if (!spec.rotated()) return false;
+  const format::FormatRow& row = format::row(spec);
   const int planes = spec.passes * spec.bits;
-  if (planes >= 3 && planes <= 4 && dim % 16 == 0) {
+  if (row.lut_tiled(spec, dim)) {
     // Lookup tiles: 3 or 4 bit-planes in all (tq3, tq4, rvq1x3, rvq1x4, rvq2x2, rvq3x1, rvq4x1),
     // d % 16 == 0 (no padding: the tile holds exactly the bytes of 16 per-vector codes). The table
     // holds the decoded coordinate of every plane pattern, summed over passes as the per-vector
@@ -41,7 +43,7 @@ bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& code
     *out = L;
     return true;
   }
-  if (spec.bits > 2) return false;
+  if (!row.tiled(spec)) return false;
   TileLayout L;
   L.is_value = is_value;
   L.dim = dim;
@@ -102,7 +104,7 @@ bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& code
 
 namespace {
 // Byte and bit of (plane p, token t, coordinate i) inside a tile.
-inline void locate(const TileLayout& L, int p, int t, int i, size_t* byte, int* bit) {
+inline void locate(const TileParams& L, int p, int t, int i, size_t* byte, int* bit) {
   L.bit_location(p, t, i, byte, bit);
 }
 }  // namespace
@@ -135,7 +137,7 @@ void TileLayout::scatter(const uint8_t* code, size_t plane_stride, int t, uint8_
   for (int p = 0; p < planes; ++p) {
     const uint8_t* plane = code + 4 + p * plane_stride;
     uint8_t* dst = tile + 64 + p * plane_bytes;
-    const int pb = (dim + 7) / 8;
+    const int pb = static_cast<int>(format::plane_bytes(dim));
     if (!is_value) {
       // Group g's 4 bits become nibble t % 2 of byte t / 2 of the group's 8 bytes.
       for (int g = 0; g < groups; ++g) {
@@ -159,13 +161,19 @@ void TileLayout::scatter(const uint8_t* code, size_t plane_stride, int t, uint8_
   }
 }
 
-void TileLayout::gather(const uint8_t* tile, int t, uint8_t* code) const {
-  const size_t pb = (static_cast<size_t>(dim) + 7) / 8;
+void TileLayout::gather(const uint8_t* tile, int t, uint8_t* code) const { gather_tile_slot(*this, tile, t, code); }
+
+void gather_tile_slot(const TileParams& L, const uint8_t* tile, int t, uint8_t* code) {
+  const size_t pb = format::plane_bytes(L.dim);
   std::memcpy(code, tile + 4 * t, 4);
-  std::memset(code + 4, 0, planes * pb);
-  for (int p = 0; p < planes; ++p)
-    for (int i = 0; i < dim; ++i)
-      code[4 + p * pb + i / 8] |= static_cast<uint8_t>(bit(tile, p, t, i) << (i % 8));
+  std::memset(code + 4, 0, L.planes * pb);
+  for (int p = 0; p < L.planes; ++p)
+    for (int i = 0; i < L.dim; ++i) {
+      size_t byte;
+      int b;
+      locate(L, p, t, i, &byte, &b);
+      code[4 + p * pb + i / 8] |= static_cast<uint8_t>(((tile[byte] >> b) & 1) << (i % 8));
+    }
 }
 
 int TileLayout::bit(const uint8_t* tile, int p, int t, int i) const {

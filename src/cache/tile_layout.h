@@ -37,6 +37,10 @@ struct TileLayout : TileParams {
   int bit(const uint8_t* tile, int p, int t, int i) const;
 };
 
+// Tile slot t -> per-vector code, for any reader of the public TileParams (the cache's read(),
+// attention's general path).
+void gather_tile_slot(const TileParams& L, const uint8_t* tile, int t, uint8_t* code);
+
 // The tile layout of a rotated format with 1- or 2-bit passes whose codebooks are symmetric
 // (affine in their bits). Returns false (the format is then stored per vector) otherwise.
 bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,

@@ -32,14 +32,11 @@ SimdLevel detect() {
   const bool avx2 = bit(b7, 5), bmi2 = bit(b7, 8);
   const bool avx512f = bit(b7, 16), avx512dq = bit(b7, 17), avx512bw = bit(b7, 30),
              avx512vl = bit(b7, 31), avx512vnni = bit(c7, 11);
-  bool avx512bf16 = false;
-  if (a7 >= 1) {
-    unsigned a71, b71, c71, d71;
-    __cpuid_count(7, 1, a71, b71, c71, d71);
-    avx512bf16 = bit(a71, 5);
-  }
+  // Exactly the features the *_avx512.cc files are compiled for (CMakeLists.txt) and use: F, BW,
+  // DQ, VL, VNNI (vpdpbusd in the attention kernels) plus the AVX2 set. Nothing needs AVX512_BF16,
+  // so Ice Lake and Cascade Lake servers qualify.
   const bool has_avx2 = ymm_os && avx2 && fma && f16c && bmi2;
-  if (has_avx2 && zmm_os && avx512f && avx512bw && avx512dq && avx512vl && avx512vnni && avx512bf16)
+  if (has_avx2 && zmm_os && avx512f && avx512bw && avx512dq && avx512vl && avx512vnni)
     return SimdLevel::kAvx512;
   if (has_avx2) return SimdLevel::kAvx2;
   return SimdLevel::kScalar;

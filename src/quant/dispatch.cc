@@ -1,56 +1,26 @@
 #include "quant/dispatch.h"
 
 #include "core/check.h"
+#include "format/format_table.h"
 
 namespace tqkv::dispatch {
 
-using namespace kernels;
-
-EncodeRotatedFn encode_rotated(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::kAvx512: return encode_rotated_avx512;
-    case SimdLevel::kAvx2: return encode_rotated_avx2;
-    default: return encode_rotated_scalar;
-  }
+namespace {
+template <typename Fn>
+Fn pick(const Fn (&fns)[3], SimdLevel level) {
+  const Fn f = fns[static_cast<int>(level)];
+  TQKV_CHECK(f != nullptr);
+  return f;
 }
+}  // namespace
 
-DecodeRotatedFn decode_rotated(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::kAvx512: return decode_rotated_avx512;
-    case SimdLevel::kAvx2: return decode_rotated_avx2;
-    default: return decode_rotated_scalar;
-  }
+kernels::EncodeRotatedFn encode_rotated(FormatKind kind, SimdLevel level) {
+  return pick(format::row(kind).encode_rotated, level);
 }
-
-#define TQKV_PICK(fmt, dir)                                              \
-  switch (level) {                                                       \
-    case SimdLevel::kAvx512: return dir##_##fmt##_avx512;                \
-    case SimdLevel::kAvx2: return dir##_##fmt##_avx2;                    \
-    default: return dir##_##fmt##_scalar;                                \
-  }
-
-EncodeBlockFn encode_block(FormatKind kind, SimdLevel level) {
-  switch (kind) {
-    case FormatKind::kF16: TQKV_PICK(f16, encode)
-    case FormatKind::kQ8_0: TQKV_PICK(q8_0, encode)
-    case FormatKind::kQ4_0: TQKV_PICK(q4_0, encode)
-    case FormatKind::kKivi: TQKV_PICK(kivi, encode)
-    default: break;
-  }
-  TQKV_CHECK(false);
-  return nullptr;
+kernels::DecodeRotatedFn decode_rotated(FormatKind kind, SimdLevel level) {
+  return pick(format::row(kind).decode_rotated, level);
 }
-
-DecodeBlockFn decode_block(FormatKind kind, SimdLevel level) {
-  switch (kind) {
-    case FormatKind::kF16: TQKV_PICK(f16, decode)
-    case FormatKind::kQ8_0: TQKV_PICK(q8_0, decode)
-    case FormatKind::kQ4_0: TQKV_PICK(q4_0, decode)
-    case FormatKind::kKivi: TQKV_PICK(kivi, decode)
-    default: break;
-  }
-  TQKV_CHECK(false);
-  return nullptr;
-}
+kernels::EncodeBlockFn encode_block(FormatKind kind, SimdLevel level) { return pick(format::row(kind).encode, level); }
+kernels::DecodeBlockFn decode_block(FormatKind kind, SimdLevel level) { return pick(format::row(kind).decode, level); }
 
 }  // namespace tqkv::dispatch

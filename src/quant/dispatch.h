@@ -1,4 +1,5 @@
-// Picks the kernel of each format for a SIMD level (internal).
+// Picks the kernel of a format for a SIMD level (internal): the format table's row
+// (format/format_table.h) holds the kernels per level; these helpers only index it.
 #pragma once
 
 #include "quant/kernels.h"
@@ -6,9 +7,10 @@
 
 namespace tqkv::dispatch {
 
-kernels::EncodeRotatedFn encode_rotated(SimdLevel level);
-kernels::DecodeRotatedFn decode_rotated(SimdLevel level);
-// kind: kF16, kQ8_0, kQ4_0 or kKivi.
+// kind: a rotated format (rvq, tq).
+kernels::EncodeRotatedFn encode_rotated(FormatKind kind, SimdLevel level);
+kernels::DecodeRotatedFn decode_rotated(FormatKind kind, SimdLevel level);
+// kind: a block format (f32, f16, q8_0, q4_0, kivi).
 kernels::EncodeBlockFn encode_block(FormatKind kind, SimdLevel level);
 kernels::DecodeBlockFn decode_block(FormatKind kind, SimdLevel level);
 

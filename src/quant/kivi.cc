@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "core/half.h"
-#include "quant/block_formats.h"
+#include "format/blocks.h"
 #include "quant/kernels.h"
 
 namespace tqkv::kernels {

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "format/format_table.h"
 #include "quant/dispatch.h"
 #include "quant/rotated_quantizer.h"
 
@@ -43,20 +44,8 @@ Status Quantizer::decode_tensor(const uint8_t* codes, const MutableTensorView4& 
 
 namespace {
 
-class F32Quantizer final : public Quantizer {
- public:
-  explicit F32Quantizer(int dim) : Quantizer({FormatKind::kF32, 32, 1}, dim) {}
-  void encode(const float* x, size_t n, uint8_t* codes, size_t x_stride) const override {
-    if (!x_stride) x_stride = dim();
-    for (size_t v = 0; v < n; ++v) std::memcpy(codes + v * code_size(), x + v * x_stride, code_size());
-  }
-  void decode(const uint8_t* codes, size_t n, float* y, size_t y_stride) const override {
-    if (!y_stride) y_stride = dim();
-    for (size_t v = 0; v < n; ++v) std::memcpy(y + v * y_stride, codes + v * code_size(), code_size());
-  }
-};
-
-// f16, q8_0, q4_0, kivi: stateless kernels selected per call.
+// Every non-rotated format (f32, f16, q8_0, q4_0, kivi): stateless kernels of its table row,
+// selected per call.
 class BlockQuantizer final : public Quantizer {
  public:
   BlockQuantizer(const FormatSpec& spec, int dim) : Quantizer(spec, dim) {}
@@ -75,19 +64,11 @@ class BlockQuantizer final : public Quantizer {
 StatusOr<std::unique_ptr<Quantizer>> make_quantizer(const FormatSpec& spec, int dim,
                                                     const QuantOptions& options) {
   TQKV_RETURN_IF_ERROR(validate_format(spec, dim));
-  switch (spec.kind) {
-    case FormatKind::kF32: return std::unique_ptr<Quantizer>(new F32Quantizer(dim));
-    case FormatKind::kF16:
-    case FormatKind::kQ8_0:
-    case FormatKind::kQ4_0:
-    case FormatKind::kKivi: return std::unique_ptr<Quantizer>(new BlockQuantizer(spec, dim));
-    case FormatKind::kRvq:
-    case FormatKind::kTq: {
-      TQKV_ASSIGN_OR_RETURN(auto q, RotatedQuantizer::make(spec, dim, options));
-      return std::unique_ptr<Quantizer>(std::move(q));
-    }
+  if (format::row(spec).rotated) {
+    TQKV_ASSIGN_OR_RETURN(auto q, RotatedQuantizer::make(spec, dim, options));
+    return std::unique_ptr<Quantizer>(std::move(q));
   }
-  return internal_error("unhandled format kind");
+  return std::unique_ptr<Quantizer>(new BlockQuantizer(spec, dim));
 }
 
 }  // namespace tqkv

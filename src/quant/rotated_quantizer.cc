@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "format/format_table.h"
 #include "quant/dispatch.h"
 #include "quant/reduce.h"
 
@@ -85,11 +86,12 @@ void decode_rotated_scalar(const RotatedParams& p, const uint8_t* codes, size_t 
 StatusOr<std::unique_ptr<RotatedQuantizer>> RotatedQuantizer::make(const FormatSpec& spec, int dim,
                                                                    const QuantOptions& options) {
   TQKV_RETURN_IF_ERROR(validate_format(spec, dim));
-  if (!spec.rotated()) return invalid_argument("RotatedQuantizer needs an rvq or tq format");
+  const format::FormatRow& row = format::row(spec);
+  if (!row.rotated) return invalid_argument("RotatedQuantizer needs an rvq or tq format");
   TQKV_ASSIGN_OR_RETURN(Rotation rot, Rotation::make(dim, options.seed, options.use_hadamard));
   const Density src = source_density_for_dim(dim);
   const ResidualCodebook mode =
-      spec.kind == FormatKind::kTq ? ResidualCodebook::kLaplacian : options.residual_codebook;
+      row.laplacian_passes ? ResidualCodebook::kLaplacian : options.residual_codebook;
   const PassCodebooks& cbs = residual_codebooks(mode, spec.bits, spec.passes, src, dim);
   return std::unique_ptr<RotatedQuantizer>(
       new RotatedQuantizer(spec, dim, std::move(rot), &cbs, options.norm_correction));
@@ -107,7 +109,7 @@ RotatedQuantizer::RotatedQuantizer(const FormatSpec& spec, int dim, Rotation rot
   }
   params_.rotation = &rotation_;
   params_.norm_correction = norm_correction;
-  params_.plane_bytes = (static_cast<size_t>(dim) + 7) / 8;
+  params_.plane_bytes = format::plane_bytes(dim);
   params_.code_size = code_size();
 }
 
@@ -115,13 +117,13 @@ void RotatedQuantizer::encode(const float* x, size_t n, uint8_t* codes, size_t x
   // The rotation pointer must refer to this object's member even after moves.
   kernels::RotatedParams p = params_;
   p.rotation = &rotation_;
-  dispatch::encode_rotated(active_simd_level())(p, x, n, x_stride ? x_stride : dim(), codes);
+  dispatch::encode_rotated(format().kind, active_simd_level())(p, x, n, x_stride ? x_stride : dim(), codes);
 }
 
 void RotatedQuantizer::decode(const uint8_t* codes, size_t n, float* y, size_t y_stride) const {
   kernels::RotatedParams p = params_;
   p.rotation = &rotation_;
-  dispatch::decode_rotated(active_simd_level())(p, codes, n, y, y_stride ? y_stride : dim());
+  dispatch::decode_rotated(format().kind, active_simd_level())(p, codes, n, y, y_stride ? y_stride : dim());
 }
 
 }  // namespace tqkv

@@ -39,7 +39,7 @@
 #include <cstring>
 #include <limits>
 
-#include "quant/block_formats.h"
+#include "format/blocks.h"
 #include "quant/kernels.h"
 
 namespace tqkv::kernels::TQKV_SIMD_NS {

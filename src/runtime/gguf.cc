@@ -15,6 +15,9 @@
 
 #include "core/file_io.h"
 #include "core/half.h"
+#include "format/blocks.h"
+#include "format/format_table.h"
+#include "tqkv/simd.h"
 
 namespace tqkv {
 namespace {
@@ -232,37 +235,24 @@ float f16_at(const uint8_t* p) {
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const uint8_t*>(src);
+  // Types that share a cache format's layout (f32, f16, q8_0, q4_0): that format's decode kernel
+  // from the format table (one implementation for cache and weights), in slices that keep the
+  // kernel's int element count small. n is a multiple of the block size (32) for q8_0/q4_0.
+  if (const format::FormatRow* row = format::row_for_ggml_type(static_cast<int>(type))) {
+    const FormatSpec spec{row->kind, row->fixed_bits, 1};
+    const int64_t slice = int64_t(1) << 20;  // elements, a multiple of 32
+    const kernels::DecodeBlockFn decode = row->decode[static_cast<int>(active_simd_level())];
+    for (int64_t i = 0; i < n; i += slice) {
+      const int cnt = static_cast<int>(std::min(slice, n - i));
+      decode(cnt, 0, b + row->code_size(spec, static_cast<size_t>(i)), 1, dst + i, static_cast<size_t>(cnt));
+    }
+    return;
+  }
   switch (type) {
-    case GgmlType::kF32: std::memcpy(dst, b, n * 4); break;
-    case GgmlType::kF16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h; std::memcpy(&h, b + 2 * i, 2);
-        dst[i] = half_to_float(h);
-      }
-      break;
     case GgmlType::kBF16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h; std::memcpy(&h, b + 2 * i, 2);
         dst[i] = f32_from_bits(static_cast<uint32_t>(h) << 16);
-      }
-      break;
-    case GgmlType::kQ8_0:  // block: fp16 d, int8 qs[32]; x = d * q
-      for (int64_t blk = 0; blk < n / 32; ++blk) {
-        const uint8_t* p = b + blk * 34;
-        uint16_t h; std::memcpy(&h, p, 2);
-        const float d = half_to_float(h);
-        for (int j = 0; j < 32; ++j) dst[blk * 32 + j] = d * static_cast<float>(static_cast<int8_t>(p[2 + j]));
-      }
-      break;
-    case GgmlType::kQ4_0:  // block: fp16 d, qs[16]; x[j] = d*((qs[j]&15)-8), x[j+16] = d*((qs[j]>>4)-8)
-      for (int64_t blk = 0; blk < n / 32; ++blk) {
-        const uint8_t* p = b + blk * 18;
-        uint16_t h; std::memcpy(&h, p, 2);
-        const float d = half_to_float(h);
-        for (int j = 0; j < 16; ++j) {
-          dst[blk * 32 + j] = d * static_cast<float>((p[2 + j] & 15) - 8);
-          dst[blk * 32 + j + 16] = d * static_cast<float>((p[2 + j] >> 4) - 8);
-        }
       }
       break;
     case GgmlType::kQ4_K:  // block of 256: f16 d, f16 dmin, scales[12] (8 x 6-bit scale+min), qs[128]
@@ -308,39 +298,19 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
   }
 }
 
+// llama.cpp's reference quantization (round half away from zero for q8_0), through the one
+// block implementation shared with the cache (format/blocks.h).
 std::vector<uint8_t> quantize_q8_0_row(const float* x, int64_t n) {
-  std::vector<uint8_t> out(n / 32 * 34);
-  for (int64_t blk = 0; blk < n / 32; ++blk) {
-    float amax = 0;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[blk * 32 + j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    const uint16_t h = float_to_half(d);
-    uint8_t* p = out.data() + blk * 34;
-    std::memcpy(p, &h, 2);
-    for (int j = 0; j < 32; ++j) p[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[blk * 32 + j] * id)));
-  }
+  std::vector<uint8_t> out(n / 32 * sizeof(BlockQ8_0));
+  auto* blocks = reinterpret_cast<BlockQ8_0*>(out.data());
+  for (int64_t blk = 0; blk < n / 32; ++blk) quantize_block_q8_0(x + blk * 32, 32, &blocks[blk], Rounding::kHalfAwayFromZero);
   return out;
 }
 
 std::vector<uint8_t> quantize_q4_0_row(const float* x, int64_t n) {
-  std::vector<uint8_t> out(n / 32 * 18);
-  for (int64_t blk = 0; blk < n / 32; ++blk) {
-    const float* xb = x + blk * 32;
-    float amax = 0, maxv = 0;
-    for (int j = 0; j < 32; ++j)
-      if (std::fabs(xb[j]) > amax) { amax = std::fabs(xb[j]); maxv = xb[j]; }
-    const float d = maxv / -8.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    uint8_t* p = out.data() + blk * 18;
-    const uint16_t h = float_to_half(d);
-    std::memcpy(p, &h, 2);
-    for (int j = 0; j < 16; ++j) {
-      const int a = std::min(15, static_cast<int>(xb[j] * id + 8.5f));
-      const int c = std::min(15, static_cast<int>(xb[j + 16] * id + 8.5f));
-      p[2 + j] = static_cast<uint8_t>(a | (c << 4));
-    }
-  }
+  std::vector<uint8_t> out(n / 32 * sizeof(BlockQ4_0));
+  auto* blocks = reinterpret_cast<BlockQ4_0*>(out.data());
+  for (int64_t blk = 0; blk < n / 32; ++blk) quantize_block_q4_0(x + blk * 32, 32, &blocks[blk]);
   return out;
 }
 

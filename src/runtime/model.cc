@@ -19,6 +19,66 @@ StatusOr<int> positive_int(const GgufFile& f, const std::string& key) {
   return static_cast<int>(v);
 }
 
+// Hyper-parameters of the GGUF's architecture (everything in ModelConfig but vocab_size and
+// tied_output, which come from the tensors).
+Status read_hparams(const GgufFile& f, ModelConfig& c) {
+  TQKV_ASSIGN_OR_RETURN(std::string arch, f.get_string("general.architecture"));
+  c.arch = arch;
+  if (arch == "llama") {
+    c.rope_style = RopeStyle::kAdjacent;
+  } else if (arch == "qwen2") {
+    c.rope_style = RopeStyle::kNeox;
+    c.qkv_bias = true;
+  } else if (arch == "qwen3") {
+    c.rope_style = RopeStyle::kNeox;
+    c.qk_norm = true;
+  } else {
+    return unsupported("architecture '" + arch + "' is not supported (supported: llama, qwen2, qwen3)");
+  }
+  const std::string a = arch + ".";
+  TQKV_ASSIGN_OR_RETURN(c.dim, positive_int(f, a + "embedding_length"));
+  TQKV_ASSIGN_OR_RETURN(c.hidden_dim, positive_int(f, a + "feed_forward_length"));
+  TQKV_ASSIGN_OR_RETURN(c.n_layers, positive_int(f, a + "block_count"));
+  TQKV_ASSIGN_OR_RETURN(c.n_heads, positive_int(f, a + "attention.head_count"));
+  c.n_kv_heads = c.n_heads;
+  if (f.find(a + "attention.head_count_kv")) {
+    TQKV_ASSIGN_OR_RETURN(c.n_kv_heads, positive_int(f, a + "attention.head_count_kv"));
+  }
+  TQKV_ASSIGN_OR_RETURN(c.context_length, positive_int(f, a + "context_length"));
+  if (c.n_heads % c.n_kv_heads != 0)
+    return corrupt("head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
+                   std::to_string(c.n_kv_heads));
+  c.head_dim = c.dim / c.n_heads;
+  if (f.find(a + "attention.key_length")) {
+    TQKV_ASSIGN_OR_RETURN(c.head_dim, positive_int(f, a + "attention.key_length"));
+    TQKV_ASSIGN_OR_RETURN(int vl, f.get_int_or(a + "attention.value_length", c.head_dim));
+    if (vl != c.head_dim) return unsupported("attention.value_length != key_length is not supported");
+  } else if (c.dim % c.n_heads != 0) {
+    return corrupt("embedding_length is not a multiple of head_count");
+  }
+  if (c.head_dim % 2 != 0) return unsupported("odd head_dim " + std::to_string(c.head_dim) + " is not supported by RoPE");
+  TQKV_ASSIGN_OR_RETURN(double eps, f.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  TQKV_ASSIGN_OR_RETURN(double base, f.get_float_or(a + "rope.freq_base", 10000.0));
+  TQKV_ASSIGN_OR_RETURN(int64_t rope_dim, f.get_int_or(a + "rope.dimension_count", c.head_dim));
+  if (!(eps > 0 && eps < 1)) return corrupt("attention.layer_norm_rms_epsilon out of range");
+  if (!(base > 1 && std::isfinite(base))) return corrupt("rope.freq_base out of range");
+  if (rope_dim < 2 || rope_dim > c.head_dim || rope_dim % 2) return corrupt("rope.dimension_count out of range");
+  c.rms_eps = static_cast<float>(eps);
+  c.rope_freq_base = static_cast<float>(base);
+  c.rope_dim = static_cast<int>(rope_dim);
+  if (const GgufValue* st = f.find(a + "rope.scaling.type")) {
+    if (st->type != GgufType::kString) return corrupt("rope.scaling.type must be a string");
+    if (st->s == "linear") {
+      TQKV_ASSIGN_OR_RETURN(double factor, f.get_float_or(a + "rope.scaling.factor", 1.0));
+      if (!(factor >= 1 && std::isfinite(factor))) return corrupt("rope.scaling.factor out of range");
+      c.rope_scale = static_cast<float>(factor);
+    } else if (st->s != "none") {
+      return unsupported("rope scaling '" + st->s + "' is not supported (supported: none, linear)");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<Model>> Model::load(const std::string& path) {
@@ -96,62 +156,8 @@ size_t Model::weight_bytes_per_token() const {
 
 Status Model::init() {
   const GgufFile& f = *file_;
-  TQKV_ASSIGN_OR_RETURN(std::string arch, f.get_string("general.architecture"));
   ModelConfig& c = config_;
-  c.arch = arch;
-  if (arch == "llama") {
-    c.rope_style = RopeStyle::kAdjacent;
-  } else if (arch == "qwen2") {
-    c.rope_style = RopeStyle::kNeox;
-    c.qkv_bias = true;
-  } else if (arch == "qwen3") {
-    c.rope_style = RopeStyle::kNeox;
-    c.qk_norm = true;
-  } else {
-    return unsupported("architecture '" + arch + "' is not supported (supported: llama, qwen2, qwen3)");
-  }
-  const std::string a = arch + ".";
-  TQKV_ASSIGN_OR_RETURN(c.dim, positive_int(f, a + "embedding_length"));
-  TQKV_ASSIGN_OR_RETURN(c.hidden_dim, positive_int(f, a + "feed_forward_length"));
-  TQKV_ASSIGN_OR_RETURN(c.n_layers, positive_int(f, a + "block_count"));
-  TQKV_ASSIGN_OR_RETURN(c.n_heads, positive_int(f, a + "attention.head_count"));
-  c.n_kv_heads = c.n_heads;
-  if (f.find(a + "attention.head_count_kv")) {
-    TQKV_ASSIGN_OR_RETURN(c.n_kv_heads, positive_int(f, a + "attention.head_count_kv"));
-  }
-  TQKV_ASSIGN_OR_RETURN(c.context_length, positive_int(f, a + "context_length"));
-  if (c.n_heads % c.n_kv_heads != 0)
-    return corrupt("head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
-                   std::to_string(c.n_kv_heads));
-  c.head_dim = c.dim / c.n_heads;
-  if (f.find(a + "attention.key_length")) {
-    TQKV_ASSIGN_OR_RETURN(c.head_dim, positive_int(f, a + "attention.key_length"));
-    TQKV_ASSIGN_OR_RETURN(int vl, f.get_int_or(a + "attention.value_length", c.head_dim));
-    if (vl != c.head_dim) return unsupported("attention.value_length != key_length is not supported");
-  } else if (c.dim % c.n_heads != 0) {
-    return corrupt("embedding_length is not a multiple of head_count");
-  }
-  if (c.head_dim % 2 != 0) return unsupported("odd head_dim " + std::to_string(c.head_dim) + " is not supported by RoPE");
-  TQKV_ASSIGN_OR_RETURN(double eps, f.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5));
-  TQKV_ASSIGN_OR_RETURN(double base, f.get_float_or(a + "rope.freq_base", 10000.0));
-  TQKV_ASSIGN_OR_RETURN(int64_t rope_dim, f.get_int_or(a + "rope.dimension_count", c.head_dim));
-  if (!(eps > 0 && eps < 1)) return corrupt("attention.layer_norm_rms_epsilon out of range");
-  if (!(base > 1 && std::isfinite(base))) return corrupt("rope.freq_base out of range");
-  if (rope_dim < 2 || rope_dim > c.head_dim || rope_dim % 2) return corrupt("rope.dimension_count out of range");
-  c.rms_eps = static_cast<float>(eps);
-  c.rope_freq_base = static_cast<float>(base);
-  c.rope_dim = static_cast<int>(rope_dim);
-  if (const GgufValue* st = f.find(a + "rope.scaling.type")) {
-    if (st->type != GgufType::kString) return corrupt("rope.scaling.type must be a string");
-    if (st->s == "linear") {
-      TQKV_ASSIGN_OR_RETURN(double factor, f.get_float_or(a + "rope.scaling.factor", 1.0));
-      if (!(factor >= 1 && std::isfinite(factor))) return corrupt("rope.scaling.factor out of range");
-      c.rope_scale = static_cast<float>(factor);
-    } else if (st->s != "none") {
-      return unsupported("rope scaling '" + st->s + "' is not supported (supported: none, linear)");
-    }
-  }
-
+  TQKV_RETURN_IF_ERROR(read_hparams(f, c));
   TQKV_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::from_gguf(f));
   const GgufTensorInfo* emb = f.find_tensor("token_embd.weight");
   if (!emb) return not_found("missing tensor 'token_embd.weight'");
@@ -160,9 +166,14 @@ Status Model::init() {
   if (c.vocab_size != tokenizer_->vocab_size())
     return corrupt("token_embd.weight has " + std::to_string(c.vocab_size) + " rows but the tokenizer has " +
                    std::to_string(tokenizer_->vocab_size()) + " tokens");
+  return load_weights();
+}
 
-  const int64_t D = c.dim, H = c.hidden_dim, QD = int64_t{c.n_heads} * c.head_dim,
-                KD = int64_t{c.n_kv_heads} * c.head_dim, V = c.vocab_size;
+// Every tensor, validated for presence, type and shape.
+Status Model::load_weights() {
+  const GgufFile& f = *file_;
+  ModelConfig& c = config_;
+  const int64_t D = c.dim, V = c.vocab_size;
   ModelWeights& w = weights_;
   TQKV_ASSIGN_OR_RETURN(w.token_embd, tensor("token_embd.weight", {D, V}));
   TQKV_ASSIGN_OR_RETURN(w.output_norm, tensor("output_norm.weight", {D}));
@@ -177,24 +188,30 @@ Status Model::init() {
     return corrupt("block_count " + std::to_string(c.n_layers) + " needs more tensors than the file's " +
                    std::to_string(f.tensors().size()) + " (missing layers?)");
   w.layers.resize(c.n_layers);
-  for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights& L = w.layers[l];
-    const std::string p = "blk." + std::to_string(l) + ".";
-    TQKV_ASSIGN_OR_RETURN(L.attn_norm, tensor(p + "attn_norm.weight", {D}));
-    TQKV_ASSIGN_OR_RETURN(L.wq, matrix(p + "attn_q.weight", {D, QD}));
-    TQKV_ASSIGN_OR_RETURN(L.wk, matrix(p + "attn_k.weight", {D, KD}));
-    TQKV_ASSIGN_OR_RETURN(L.wv, matrix(p + "attn_v.weight", {D, KD}));
-    TQKV_ASSIGN_OR_RETURN(L.wo, matrix(p + "attn_output.weight", {QD, D}));
-    TQKV_ASSIGN_OR_RETURN(L.bq, tensor(p + "attn_q.bias", {QD}, c.qkv_bias));
-    TQKV_ASSIGN_OR_RETURN(L.bk, tensor(p + "attn_k.bias", {KD}, c.qkv_bias));
-    TQKV_ASSIGN_OR_RETURN(L.bv, tensor(p + "attn_v.bias", {KD}, c.qkv_bias));
-    TQKV_ASSIGN_OR_RETURN(L.q_norm, tensor(p + "attn_q_norm.weight", {c.head_dim}, c.qk_norm));
-    TQKV_ASSIGN_OR_RETURN(L.k_norm, tensor(p + "attn_k_norm.weight", {c.head_dim}, c.qk_norm));
-    TQKV_ASSIGN_OR_RETURN(L.ffn_norm, tensor(p + "ffn_norm.weight", {D}));
-    TQKV_ASSIGN_OR_RETURN(L.w_gate, matrix(p + "ffn_gate.weight", {D, H}));
-    TQKV_ASSIGN_OR_RETURN(L.w_down, matrix(p + "ffn_down.weight", {H, D}));
-    TQKV_ASSIGN_OR_RETURN(L.w_up, matrix(p + "ffn_up.weight", {D, H}));
-  }
+  for (int l = 0; l < c.n_layers; ++l) TQKV_RETURN_IF_ERROR(load_layer(l));
+  return Status::Ok();
+}
+
+Status Model::load_layer(int l) {
+  const ModelConfig& c = config_;
+  const int64_t D = c.dim, H = c.hidden_dim, QD = int64_t{c.n_heads} * c.head_dim,
+                KD = int64_t{c.n_kv_heads} * c.head_dim;
+  LayerWeights& L = weights_.layers[l];
+  const std::string p = "blk." + std::to_string(l) + ".";
+  TQKV_ASSIGN_OR_RETURN(L.attn_norm, tensor(p + "attn_norm.weight", {D}));
+  TQKV_ASSIGN_OR_RETURN(L.wq, matrix(p + "attn_q.weight", {D, QD}));
+  TQKV_ASSIGN_OR_RETURN(L.wk, matrix(p + "attn_k.weight", {D, KD}));
+  TQKV_ASSIGN_OR_RETURN(L.wv, matrix(p + "attn_v.weight", {D, KD}));
+  TQKV_ASSIGN_OR_RETURN(L.wo, matrix(p + "attn_output.weight", {QD, D}));
+  TQKV_ASSIGN_OR_RETURN(L.bq, tensor(p + "attn_q.bias", {QD}, c.qkv_bias));
+  TQKV_ASSIGN_OR_RETURN(L.bk, tensor(p + "attn_k.bias", {KD}, c.qkv_bias));
+  TQKV_ASSIGN_OR_RETURN(L.bv, tensor(p + "attn_v.bias", {KD}, c.qkv_bias));
+  TQKV_ASSIGN_OR_RETURN(L.q_norm, tensor(p + "attn_q_norm.weight", {c.head_dim}, c.qk_norm));
+  TQKV_ASSIGN_OR_RETURN(L.k_norm, tensor(p + "attn_k_norm.weight", {c.head_dim}, c.qk_norm));
+  TQKV_ASSIGN_OR_RETURN(L.ffn_norm, tensor(p + "ffn_norm.weight", {D}));
+  TQKV_ASSIGN_OR_RETURN(L.w_gate, matrix(p + "ffn_gate.weight", {D, H}));
+  TQKV_ASSIGN_OR_RETURN(L.w_down, matrix(p + "ffn_down.weight", {H, D}));
+  TQKV_ASSIGN_OR_RETURN(L.w_up, matrix(p + "ffn_up.weight", {D, H}));
   return Status::Ok();
 }
 

@@ -49,6 +49,7 @@ TEST(AttentionContract, ViewAddressesTheQuantizersBytes) {
     EXPECT_EQ(L.key.storage, std::string(kf) == "q8_0" ? KVStorage::kPerVector : KVStorage::kTiles);
     EXPECT_EQ(L.key.tiles.lut, std::string(kf) == "tq3");
     EXPECT_EQ(L.value.storage, KVStorage::kPerVector);
+    EXPECT_TRUE(L.key.norm_correction);  // the default QuantOptions
     const SequenceView sv = cache->sequence_view(0);
     EXPECT_EQ(sv.n_tokens, n);
     EXPECT_EQ(sv.n_compressed, n - S);
@@ -145,6 +146,38 @@ TEST(AttentionContract, PreRopeWithF16WindowsMatchesPostRope) {
   for (size_t i = 0; i < r.out_pre.size(); ++i) worst = std::max(worst, std::fabs(double(r.out_pre[i]) - r.out_post[i]));
   EXPECT_LT(worst, 0.05);
   EXPECT_GT(worst, 0.0);  // the windows really are stored differently
+}
+
+TEST(AttentionContract, PreRopeTiledKeysMatchFloat64OnDecodedKeys) {
+  // rvq1x2 keys are stored in bit-sliced tiles; pre-RoPE they take the general path (tile ->
+  // per-vector code -> decode -> RoPE). Reference: float64 attention on cache.read()'s decoded
+  // (pre-RoPE) keys rotated with the same apply_rope. Only float32 rounding separates the two:
+  // dot products of 64 terms and a 300-token softmax, ~1e-6 relative; 1e-4 absolute on outputs of
+  // unit-variance values is a ~50x margin.
+  const int d = 64, n = 300, m = 2, nq = 2;
+  RopeParams rope{64, 10000.0f, 1.0f, RopeStyle::kNeox, nullptr};
+  const std::vector<float> inv = rope_inv_freq(rope);
+  auto cache = make_cache("rvq1x2", "f32", 1, d, 16, 2, true);
+  ASSERT_EQ(cache->view().key.storage, KVStorage::kTiles);
+  std::vector<float> k(static_cast<size_t>(n) * d), v(k.size()), q(static_cast<size_t>(nq) * m * d), out(q.size());
+  generate_llm_like(k.data(), n, d, 31);
+  generate_gaussian(v.data(), n, d, 32);
+  generate_gaussian(q.data(), nq * m, d, 33);
+  ASSERT_TRUE(cache->append(0, n, {k.data(), int64_t(n) * d, d}, {v.data(), int64_t(n) * d, d}).ok());
+  AttentionOptions o;
+  o.rope = rope;
+  ASSERT_TRUE(cache->attend(0, m, nq, {q.data(), int64_t(m) * d, d}, {out.data(), int64_t(m) * d, d}, o).ok());
+  std::vector<float> kd(k.size()), vd(v.size());
+  ASSERT_TRUE(cache->read(0, 0, 0, n, kd.data(), vd.data()).ok());
+  for (int t = 0; t < n; ++t) apply_rope(rope, inv.data(), t, &kd[static_cast<size_t>(t) * d]);
+  for (int h = 0; h < nq; ++h)
+    for (int j = 0; j < m; ++j) {
+      std::vector<double> ref;
+      const int visible = n - m + j + 1;
+      testing::reference_attention(&q[(static_cast<size_t>(h) * m + j) * d], kd.data(), vd.data(), visible, d,
+                                   1 / std::sqrt(double(d)), ref);
+      for (int i = 0; i < d; ++i) ASSERT_NEAR(out[(static_cast<size_t>(h) * m + j) * d + i], ref[i], 1e-4) << h << " " << j;
+    }
 }
 
 TEST(AttentionContract, PreRopeNeedsRopeParams) {

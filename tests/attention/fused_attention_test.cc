@@ -6,7 +6,7 @@
 //  - float kernels (scalar level everywhere; AVX-512 for f32/f16/q8_0/q4_0/kivi and rotated
 //    formats stored per vector): float32
 //    accumulation of <= 4096 terms, ~1e-6 relative RMS measured; bound 2e-5 (20x headroom,
-//    still 1000x below the error of the best lossy format, q8_0).
+//    still far below the error of the best lossy format, q8_0).
 //  - AVX-512 bit-sliced kernels (rvq/tq with 1-2 bit passes) quantize the rotated query to int8
 //    and the block's softmax weights to 7 bits, the lookup-tile kernels (3-4 planes, d % 16 == 0:
 //    tq3/tq4/rvq2x2/...) the query, levels and weights to 14-bit integers; their extra error must
@@ -245,6 +245,10 @@ const Case kCases[] = {
     {"rvq1x2", "tq2", 96, 300, 1, 8, 300}, {"rvq2x1", "tq1", 64, 97, 1, 8, 97}, {"tq3", "rvq1x1", 80, 300, 1, 1, 1},
     {"q8_0", "q4_0", 96, 1, 2, 8, 1}, {"q4_0", "kivi2", 96, 54, 1, 7, 1}, {"kivi4", "q8_0", 576, 97, 1, 4, 97},
     {"f16", "tq4", 96, 300, 1, 7, 300}, {"rvq2x3", "rvq1x3", 80, 300, 2, 1, 300},
+    // Causal prefill longer than the window: early queries must not see the window's (future)
+    // tokens, late ones see them in f16.
+    {"q8_0", "q8_0", 64, 100, 1, 1, 100, 16, 0}, {"tq2", "tq2", 64, 130, 1, 4, 128, 16, 4},
+    {"rvq1x2", "f16", 96, 97, 2, 7, 60, 32, 0},
     // Split-K: one kv head, 2500 tokens, 8 threads -> splits of 1024 tokens merged (plus sinks
     // and window in split 0).
     {"rvq1x2", "tq2", 128, 2500, 1, 4, 1, 0, 0, 1, 8}, {"q4_0", "q8_0", 96, 2500, 1, 7, 3, 32, 4, 1, 8},

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "testing/cache_reference.h"
 #include "tqkv/synthetic.h"
 
 namespace tqkv {
@@ -99,22 +100,25 @@ TEST(KVCache, BytesResidentMatchesHandFormula) {
 }
 
 TEST(KVCache, WindowKeepsRecentTokensInF16) {
+  // Sinks 0..3 and the 32 most recent tokens (268..299) are exactly the f16 round trip of the
+  // input; tokens 4..267 are exactly the quantizer's decode of their f16 copy (they were
+  // compressed when they left the window). Exact equality: see cache_contents_test.cc, which
+  // covers every format and shape; this is the window case at a glance.
   const int H = 1, d = 64;
   Data a(H, 300, d, 4);
-  auto c = std::move(LayerKVCache::make(H, d, opts("rvq1x2", "tq2", 32, 4))).value();
+  const KVCacheOptions o = opts("rvq1x2", "tq2", 32, 4);
+  auto c = std::move(LayerKVCache::make(H, d, o)).value();
   ASSERT_TRUE(c->append(0, 300, a.kv(0), a.vv(0)).ok());
-  std::vector<float> k(300 * d), v(300 * d);
+  std::vector<float> k(300 * d), v(300 * d), f16(300 * d);
   ASSERT_TRUE(c->read(0, 0, 0, 300, k.data(), v.data()).ok());
-  auto rel = [&](int t) {
-    double e = 0, s = 0;
-    for (int i = 0; i < d; ++i) {
-      e += (k[t * d + i] - a.k[t * d + i]) * (k[t * d + i] - a.k[t * d + i]);
-      s += a.k[t * d + i] * a.k[t * d + i];
-    }
-    return e / s;
-  };
-  for (int t : {0, 3, 268, 299}) EXPECT_LT(rel(t), 1e-5) << "sink/window token " << t << " is f16";
-  for (int t : {4, 100, 267}) EXPECT_GT(rel(t), 1e-3) << "token " << t << " is compressed";
+  testing::f16_round_trip(a.k.data(), 300, d, f16.data());
+  const std::vector<float> want = testing::expected_contents(o, d, 0, 0, CacheStream::kKey, a.k.data(), 300);
+  for (int t : {0, 3, 268, 299})
+    EXPECT_EQ(0, std::memcmp(&k[t * d], &f16[t * d], d * sizeof(float))) << "sink/window token " << t << " is f16";
+  for (int t : {4, 100, 267}) {
+    EXPECT_NE(0, std::memcmp(&k[t * d], &f16[t * d], d * sizeof(float))) << "token " << t << " is compressed";
+    EXPECT_EQ(0, std::memcmp(&k[t * d], &want[t * d], d * sizeof(float))) << "token " << t;
+  }
 }
 
 TEST(KVCache, ClearErrors) {

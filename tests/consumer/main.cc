@@ -22,9 +22,11 @@ int main() {
   (*q)->encode(k.data(), n, codes.data());
   (*q)->decode(codes.data(), n, x.data());
 
+  // A cache whose formats attention reads with float kernels at every SIMD level (3-bit RVQ keys,
+  // 4-bit TurboQuant values), so the fused result matches float64 to float32 accuracy.
   tqkv::KVCacheOptions o;
-  o.key_format = *spec;
-  o.value_format = *tqkv::parse_format("tq2");
+  o.key_format = *tqkv::parse_format("rvq3x2");
+  o.value_format = *tqkv::parse_format("tq4");
   auto cache = tqkv::LayerKVCache::make(1, d, o);
   if (!cache.ok() || !(*cache)->append(0, n, {k.data(), int64_t(n) * d, d}, {v.data(), int64_t(n) * d, d}).ok())
     return 1;
@@ -33,38 +35,34 @@ int main() {
   if (!(*cache)->attend(0, 1, nq, {qv.data(), d, d}, {out.data(), d, d}).ok()) return 1;
   std::vector<float> kd(size_t(n) * d), vd(kd.size());
   if (!(*cache)->read(0, 0, 0, n, kd.data(), vd.data()).ok()) return 1;
-  // float64 attention of query head h over (keys, values): (d) output.
-  auto attention64 = [&](int h, const float* ks, const float* vs) {
+  double err = 0, norm = 0;
+  for (int h = 0; h < nq; ++h) {
     std::vector<double> s(n), o64(d, 0.0);
     double mx = -1e300, l = 0;
     for (int t = 0; t < n; ++t) {
       double a = 0;
-      for (int i = 0; i < d; ++i) a += double(qv[h * d + i]) * ks[t * d + i];
+      for (int i = 0; i < d; ++i) a += double(qv[h * d + i]) * kd[t * d + i];
       s[t] = a / std::sqrt(double(d));
       mx = std::max(mx, s[t]);
     }
     for (int t = 0; t < n; ++t) l += (s[t] = std::exp(s[t] - mx));
     for (int t = 0; t < n; ++t)
-      for (int i = 0; i < d; ++i) o64[i] += s[t] / l * vs[t * d + i];
-    return o64;
-  };
-  double err = 0, norm = 0, ferr = 0, fnorm = 0;
-  for (int h = 0; h < nq; ++h) {
-    const std::vector<double> od = attention64(h, kd.data(), vd.data());  // on the cache's contents
-    const std::vector<double> ox = attention64(h, k.data(), v.data());    // on the original K/V
+      for (int i = 0; i < d; ++i) o64[i] += s[t] / l * vd[t * d + i];
     for (int i = 0; i < d; ++i) {
-      err += (out[h * d + i] - od[i]) * (out[h * d + i] - od[i]);
-      norm += od[i] * od[i];
-      ferr += (od[i] - ox[i]) * (od[i] - ox[i]);
-      fnorm += ox[i] * ox[i];
+      err += (out[h * d + i] - o64[i]) * (out[h * d + i] - o64[i]);
+      norm += o64[i] * o64[i];
     }
   }
-  const double rel = std::sqrt(err / norm), fmt_rel = std::sqrt(ferr / fnorm);
-  std::printf("tqkv consumer: %s %.2f bits/elem, fused attention vs float64 on the cache: %.2e relative "
-              "(the format's own error vs exact attention: %.2e)\n",
-              spec->name().c_str(), (*q)->bits_per_element(), rel, fmt_rel);
-  // The contract of the fused kernels (tests/attention/fused_attention_test.cc): float kernels
-  // within 2e-5; the AVX-512 bit-sliced kernels (int8 query, 7-bit block weights) add less than
-  // 5% of the format's own error.
-  return rel < 2e-5 || rel < 0.05 * fmt_rel ? 0 : 1;
+  const double rel = std::sqrt(err / norm);
+  double qerr = 0, qnorm = 0;
+  for (size_t i = 0; i < k.size(); ++i) {
+    qerr += (double(x[i]) - k[i]) * (double(x[i]) - k[i]);
+    qnorm += double(k[i]) * k[i];
+  }
+  std::printf("tqkv consumer: %s %.2f bits/elem, relative MSE %.4f; rvq3x2/tq4 cache, fused attention vs "
+              "float64 on the cache: %.2e relative\n",
+              spec->name().c_str(), (*q)->bits_per_element(), qerr / qnorm, rel);
+  // rvq1x2 on Gaussian data: relative MSE 2 (1 - sqrt(1 - 0.1175)) = 0.121 (tests/quant); float32
+  // attention over 100 tokens: ~1e-6 (bound 2e-5 as in tests/attention/fused_attention_test.cc).
+  return (rel < 2e-5 && qerr / qnorm > 0.10 && qerr / qnorm < 0.13) ? 0 : 1;
 }

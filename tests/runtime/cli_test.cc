@@ -2,6 +2,7 @@
 // And the JSON keys of perplexity on a tiny model written here.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -112,6 +113,32 @@ TEST(Cli, PerplexityJsonKeysAndGenerate) {
   j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["prompt_tokens"].get<int>(), 7);  // BOS + U+2581 as 3 unknown bytes + 3 unknown chars
   EXPECT_LE(j["generated_tokens"].get<int>(), 5);
+}
+
+}  // namespace
+}  // namespace tqkv
+
+namespace tqkv {
+namespace {
+
+TEST(Cli, DefaultModelAndTextAreFoundAtRunTime) {
+  // No path is baked in at build time: the build-tree binary finds the shipped model and text in
+  // the source tree above its build directory (apps/tqkv/data_paths.cc); --help shows the
+  // resolved defaults, and both must exist.
+  for (const char* cmd : {"generate --help", "perplexity --help"}) {
+    const auto r = testing::run_cli(cmd);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    for (const std::string opt : {"--model TEXT=", "--file TEXT="}) {
+      const size_t at = r.out.find(opt);
+      if (at == std::string::npos) {
+        EXPECT_NE(std::string(cmd), "perplexity --help") << opt << " default missing:\n" << r.out;
+        continue;
+      }
+      const size_t b = at + opt.size();
+      const std::string path = r.out.substr(b, r.out.find_first_of(" \n", b) - b);
+      EXPECT_TRUE(std::filesystem::is_regular_file(path)) << cmd << ": default " << path << " does not exist";
+    }
+  }
 }
 
 }  // namespace

@@ -40,7 +40,7 @@ TEST(KldFile, WrittenBytesFollowTheDocumentedLayoutAndHandBuiltFileIsReadBack) {
   testing::TinySpec s;
   s.ctx = 16;
   GgufWriter w;
-  testing::make_tiny_model(s, &w);
+  const testing::TinyModel tiny = testing::make_tiny_model(s, &w);
   auto model = Model::from_gguf(std::move(*GgufFile::parse(w.to_bytes())));
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   std::string text;
@@ -65,8 +65,20 @@ TEST(KldFile, WrittenBytesFollowTheDocumentedLayoutAndHandBuiltFileIsReadBack) {
   EXPECT_EQ(get<uint32_t>(a, 20), 16u);                     // ctx
   const uint32_t n_chunks = get<uint32_t>(a, 24);
   EXPECT_EQ(n_chunks, static_cast<uint32_t>(base->chunks));
-  EXPECT_NE(get<uint32_t>(a, 28), 0u);                      // model fingerprint (checked against the model on read:
-                                                            // the hostile-input tests)
+  {
+    // model_fingerprint: FNV-1a 64 over the arch name, the int32 shape fields and the float32
+    // output_norm and blk.0.attn_norm weights, folded as h ^ (h >> 32).
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto bytes = [&](const void* p, size_t n) {
+      for (size_t i = 0; i < n; ++i) { h ^= static_cast<const uint8_t*>(p)[i]; h *= 0x100000001b3ull; }
+    };
+    bytes(s.arch.data(), s.arch.size());
+    const int32_t f[] = {s.dim, s.hidden, s.n_layers, s.n_heads, s.n_kv_heads, s.dim / s.n_heads, s.vocab};
+    bytes(f, sizeof f);
+    bytes(tiny.out_norm.data(), tiny.out_norm.size() * sizeof(float));
+    bytes(tiny.layers[0].attn_norm.data(), tiny.layers[0].attn_norm.size() * sizeof(float));
+    EXPECT_EQ(get<uint32_t>(a, 28), static_cast<uint32_t>(h ^ (h >> 32)));  // model_fingerprint
+  }
   const uint64_t n_pos = get<uint64_t>(a, 32);
   EXPECT_EQ(n_pos, uint64_t(n_chunks) * (16 - 1 - 16 / 2));
   EXPECT_EQ(n_pos, static_cast<uint64_t>(base->tokens));

@@ -1,0 +1,78 @@
+// The reference q8_0 / q4_0 block quantization (format/blocks.h).
+#include "format/blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/half.h"
+
+namespace tqkv {
+
+void quantize_block_q8_0(const float* x, int cnt, BlockQ8_0* out, Rounding rounding) {
+  float vals[kQ8Block] = {};
+  bool finite = true;
+  float amax = 0;
+  for (int i = 0; i < cnt; ++i) {
+    vals[i] = x[i];
+    finite = finite && std::isfinite(vals[i]);
+    amax = std::max(amax, std::fabs(vals[i]));
+  }
+  if (!finite) {
+    out->d = 0x7e00;  // fp16 NaN
+    std::memset(out->qs, 0, sizeof(out->qs));
+    return;
+  }
+  float d = amax / 127.0f;
+  if (d > 65504.0f) d = 65504.0f;
+  const float id = d > 0 ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQ8Block; ++i) {
+    float q = rounding == Rounding::kNearestEven ? std::nearbyint(vals[i] * id) : std::round(vals[i] * id);
+    q = std::min(127.0f, std::max(-127.0f, q));
+    out->qs[i] = static_cast<int8_t>(q);
+  }
+  out->d = float_to_half(d);
+}
+
+void quantize_block_q4_0(const float* x, int cnt, BlockQ4_0* out) {
+  float vals[kQ4Block] = {};
+  bool finite = true;
+  float amax = 0, mx = 0;
+  for (int i = 0; i < cnt; ++i) {
+    vals[i] = x[i];
+    finite = finite && std::isfinite(vals[i]);
+    if (std::fabs(vals[i]) > amax) { amax = std::fabs(vals[i]); mx = vals[i]; }
+  }
+  if (!finite) {
+    out->d = 0x7e00;
+    std::memset(out->qs, 0x88, sizeof(out->qs));
+    return;
+  }
+  float d = mx / -8.0f;
+  if (d > 65504.0f) d = 65504.0f;
+  if (d < -65504.0f) d = -65504.0f;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  uint8_t q[kQ4Block];
+  for (int i = 0; i < kQ4Block; ++i) {
+    float t = std::floor(vals[i] * id + 8.5f);
+    t = std::min(15.0f, std::max(0.0f, t));
+    q[i] = static_cast<uint8_t>(t);
+  }
+  for (int j = 0; j < 16; ++j) out->qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
+  out->d = float_to_half(d);
+}
+
+void dequantize_block_q8_0(const BlockQ8_0& b, int cnt, float* y) {
+  const float d = half_to_float(b.d);
+  for (int i = 0; i < cnt; ++i) y[i] = d * static_cast<float>(b.qs[i]);
+}
+
+void dequantize_block_q4_0(const BlockQ4_0& b, int cnt, float* y) {
+  const float d = half_to_float(b.d);
+  for (int i = 0; i < cnt; ++i) {
+    const int q = i < 16 ? (b.qs[i] & 15) : (b.qs[i - 16] >> 4);
+    y[i] = d * static_cast<float>(q - 8);
+  }
+}
+
+}  // namespace tqkv

@@ -1,0 +1,140 @@
+// The rows of the format table (format_table.h) and of the method table.
+#include "format/format_table.h"
+
+#include "core/check.h"
+#include "format/blocks.h"
+
+#include <cstring>
+#include <iterator>
+
+namespace tqkv::format {
+namespace {
+
+using namespace kernels;
+
+size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
+
+size_t size_f32(const FormatSpec&, size_t d) { return 4 * d; }
+size_t size_f16(const FormatSpec&, size_t d) { return 2 * d; }
+size_t size_q8_0(const FormatSpec&, size_t d) { return div_up(d, kQ8Block) * sizeof(BlockQ8_0); }
+size_t size_q4_0(const FormatSpec&, size_t d) { return div_up(d, kQ4Block) * sizeof(BlockQ4_0); }
+// f32 scale, then for each pass `bits` bit-planes of ceil(d/8) bytes.
+size_t size_rotated(const FormatSpec& s, size_t d) {
+  return sizeof(float) + static_cast<size_t>(s.passes) * s.bits * plane_bytes(d);
+}
+// Per group of 32: fp16 scale, fp16 min, then `bits` bit-planes of 4 bytes.
+size_t size_kivi(const FormatSpec& s, size_t d) { return div_up(d, kKiviGroup) * kivi_group_bytes(s.bits); }
+
+int no_planes(const FormatSpec&) { return 0; }
+int rotated_planes(const FormatSpec& s) { return s.passes * s.bits; }
+int kivi_planes(const FormatSpec& s) { return s.bits; }
+
+// f32 "kernels": the code is the float row itself.
+void encode_f32(int dim, int, const float* x, size_t n, size_t x_stride, uint8_t* codes) {
+  for (size_t v = 0; v < n; ++v) std::memcpy(codes + v * 4 * dim, x + v * x_stride, 4 * static_cast<size_t>(dim));
+}
+void decode_f32(int dim, int, const uint8_t* codes, size_t n, float* y, size_t y_stride) {
+  for (size_t v = 0; v < n; ++v) std::memcpy(y + v * y_stride, codes + v * 4 * dim, 4 * static_cast<size_t>(dim));
+}
+
+#define TQKV_BLOCK_FNS(fmt)                                                     \
+  {encode_##fmt##_scalar, encode_##fmt##_avx2, encode_##fmt##_avx512},          \
+  {decode_##fmt##_scalar, decode_##fmt##_avx2, decode_##fmt##_avx512}, {}, {}
+#define TQKV_ROTATED_FNS                                                        \
+  {}, {}, {encode_rotated_scalar, encode_rotated_avx2, encode_rotated_avx512},  \
+  {decode_rotated_scalar, decode_rotated_avx2, decode_rotated_avx512}
+
+constexpr unsigned kBits1to4 = 0b11110, kBits2or4 = 0b10100;
+constexpr int kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ8_0 = 8;  // ggml type ids (tqkv/gguf.h)
+
+// Indexed by FormatKind (checked in row()).
+const FormatRow kRows[] = {
+    // kind              name    pattern        fixed mask       passes  rot  lapl  code_size     planes          tile pre   f16   ggml
+    {FormatKind::kF32,  "f32",  "f32",         32, 0,         false, 1, false, false, size_f32,     no_planes,      0, false, false, kGgmlF32,
+     {encode_f32, encode_f32, encode_f32}, {decode_f32, decode_f32, decode_f32}, {}, {}},
+    {FormatKind::kF16,  "f16",  "f16",         16, 0,         false, 1, false, false, size_f16,     no_planes,      0, false, true,  kGgmlF16,
+     TQKV_BLOCK_FNS(f16)},
+    {FormatKind::kQ8_0, "q8_0", "q8_0",        8,  0,         false, 1, false, false, size_q8_0,    no_planes,      0, false, false, kGgmlQ8_0,
+     TQKV_BLOCK_FNS(q8_0)},
+    {FormatKind::kQ4_0, "q4_0", "q4_0",        4,  0,         false, 1, false, false, size_q4_0,    no_planes,      0, false, false, kGgmlQ4_0,
+     TQKV_BLOCK_FNS(q4_0)},
+    {FormatKind::kRvq,  "rvq",  "rvq{b}x{p}",  0,  kBits1to4, true,  4, true,  false, size_rotated, rotated_planes, 2, false, false, -1,
+     TQKV_ROTATED_FNS},
+    {FormatKind::kTq,   "tq",   "tq{b}",       0,  kBits1to4, false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
+     TQKV_ROTATED_FNS},
+    {FormatKind::kKivi, "kivi", "kivi{b}",     0,  kBits2or4, false, 1, false, false, size_kivi,    kivi_planes,    0, false, false, -1,
+     TQKV_BLOCK_FNS(kivi)},
+};
+
+const MethodRow kMethods[] = {
+    {"turboquant_rvq", "rvq{k}x{r}", "tq{v}", kBits2or4},
+    {"turboquant_mse", "tq{k}", "tq{v}", kBits2or4},
+    {"kivi", "kivi{k}", "kivi{v}", 0},
+    {"q8_0", "q8_0", "q8_0", 0},
+    {"q4_0", "q4_0", "q4_0", 0},
+    {"f16", "f16", "f16", 0},
+    {"f32", "f32", "f32", 0},
+};
+
+std::string bits_list(unsigned mask) {
+  std::string s;
+  for (int b = 0; b < 32; ++b)
+    if (mask >> b & 1) s += (s.empty() ? "" : ", ") + std::to_string(b);
+  return s;
+}
+
+}  // namespace
+
+const FormatRow& row(FormatKind kind) {
+  const auto i = static_cast<size_t>(kind);
+  TQKV_CHECK(i < std::size(kRows) && kRows[i].kind == kind);
+  return kRows[i];
+}
+
+const FormatRow* row_for_ggml_type(int ggml_type) {
+  for (const FormatRow& r : kRows)
+    if (r.ggml_type == ggml_type) return &r;
+  return nullptr;
+}
+
+std::string known_formats() {
+  std::string s;
+  for (const FormatRow& r : kRows) {
+    if (!s.empty()) s += ", ";
+    s += r.pattern;
+    if (r.fixed_bits == 0) {
+      s += " (b " + bits_list(r.bits_mask);
+      if (r.has_passes) s += "; p 1-" + std::to_string(r.max_passes);
+      s += ")";
+    }
+  }
+  return s;
+}
+
+const MethodRow* find_method(std::string_view method) {
+  for (const MethodRow& m : kMethods)
+    if (method == m.method) return &m;
+  return nullptr;
+}
+
+std::string method_names() {
+  std::string s;
+  for (const MethodRow& m : kMethods) s += (s.empty() ? "" : ", ") + std::string(m.method);
+  return s;
+}
+
+std::string expand_method_pattern(const char* pattern, int key_bits, int residuals, int value_bits) {
+  std::string out;
+  for (const char* p = pattern; *p; ++p) {
+    if (p[0] == '{' && p[1] && p[2] == '}') {
+      const int v = p[1] == 'k' ? key_bits : p[1] == 'r' ? residuals : value_bits;
+      out += std::to_string(v);
+      p += 2;
+    } else {
+      out += *p;
+    }
+  }
+  return out;
+}
+
+}  // namespace tqkv::format
