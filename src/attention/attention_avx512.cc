@@ -217,6 +217,19 @@ static inline __m512i lut_index(const TileParams& L, const uint8_t* base, size_t
   return idx;
 }
 
+// Lookup tiles: the code indices of two adjacent 32-bit groups (one 64-bit mask per plane at
+// base + p * plane_bytes + offset) as bytes, widened to two vectors of 32 words.
+template <int PL>
+static inline void lut_index2(const TileParams& L, const uint8_t* base, size_t offset, __m512i* i0, __m512i* i1) {
+  __m512i idx = _mm512_maskz_mov_epi8(load_mask64(base + offset), _mm512_set1_epi8(1));
+  const int planes = PL > 0 ? PL : L.planes;
+  for (int p = 1; p < planes; ++p)
+    idx = _mm512_mask_add_epi8(idx, load_mask64(base + p * L.plane_bytes + offset), idx,
+                               _mm512_set1_epi8(static_cast<char>(1 << p)));
+  *i0 = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(idx));
+  *i1 = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(idx, 1));
+}
+
 // Lookup key tile: vpermw turns the 32 indices into int16 levels, vpdpwssd multiplies them with
 // the state's 2 int16 query coordinates: one instruction per 16 tokens x 2 coordinates.
 template <int NS, int PL>
@@ -234,8 +247,10 @@ static void key_scores_lut(const TileParams& L, const uint8_t* tile, const Queri
     __m512i a0[NS], a1[NS];
     for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
     for (int g = g0; g < ge; g += 2) {  // groups = d / 2 is a multiple of 8
-      const __m512i v0 = _mm512_permutexvar_epi16(lut_index<PL>(L, planes, 4 * static_cast<size_t>(g)), T);
-      const __m512i v1 = _mm512_permutexvar_epi16(lut_index<PL>(L, planes, 4 * static_cast<size_t>(g) + 4), T);
+      __m512i i0, i1;
+      lut_index2<PL>(L, planes, 4 * static_cast<size_t>(g), &i0, &i1);
+      const __m512i v0 = _mm512_permutexvar_epi16(i0, T);
+      const __m512i v1 = _mm512_permutexvar_epi16(i1, T);
       for (int k = 0; k < NS; ++k) {
         a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(qb[k] + 2 * g)));
         a1[k] = _mm512_dpwssd_epi32(a1[k], v1, _mm512_set1_epi32(load_i32(qb[k] + 2 * g + 2)));
@@ -343,23 +358,52 @@ static void value_accum_lut(const TileParams& L, const uint8_t* const* tiles, in
                             const float* eps, int s0, const __m512i T, float* o) {
   const int dpad = 16 * L.groups;
   const int pairs = 8 * n_tiles;
-  for (int c = 0; c < L.groups; ++c) {
-    __m512 f[NS];
-    for (int k = 0; k < NS; ++k) f[k] = _mm512_setzero_ps();
+  // Two chunks (c, c + 1: adjacent 32-bit groups, one 64-bit mask per plane) per step; groups =
+  // d / 16 is odd for some d, then the last chunk runs alone through lut_index.
+  int c = 0;
+  for (; c + 2 <= L.groups; c += 2) {
+    __m512 f0[NS], f1[NS];
+    for (int k = 0; k < NS; ++k) f0[k] = f1[k] = _mm512_setzero_ps();
     for (int q0 = 0; q0 < pairs; q0 += 8) {  // one tile: flush to float every 16 tokens (kLut16Max)
       __m512i a0[NS], a1[NS];
       for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
       const uint8_t* base = tiles[q0 / 8] + 64;
-      for (int q = q0; q < q0 + 8; q += 2) {
-        const size_t off = (static_cast<size_t>(q % 8) * L.groups + c) * 4;
-        const __m512i v0 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, off), T);
-        const __m512i v1 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, off + static_cast<size_t>(L.groups) * 4), T);
+      for (int q = q0; q < q0 + 8; ++q) {
+        __m512i i0, i1;
+        lut_index2<PL>(L, base, (static_cast<size_t>(q % 8) * L.groups + c) * 4, &i0, &i1);
+        const __m512i v0 = _mm512_permutexvar_epi16(i0, T);
+        const __m512i v1 = _mm512_permutexvar_epi16(i1, T);
         for (int k = 0; k < NS; ++k) {
-          a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q)));
-          a1[k] = _mm512_dpwssd_epi32(a1[k], v1, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q + 2)));
+          const __m512i wk = _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q));
+          a0[k] = _mm512_dpwssd_epi32(a0[k], v0, wk);
+          a1[k] = _mm512_dpwssd_epi32(a1[k], v1, wk);
         }
       }
-      for (int k = 0; k < NS; ++k) f[k] = _mm512_add_ps(f[k], _mm512_cvtepi32_ps(_mm512_add_epi32(a0[k], a1[k])));
+      for (int k = 0; k < NS; ++k) {
+        f0[k] = _mm512_add_ps(f0[k], _mm512_cvtepi32_ps(a0[k]));
+        f1[k] = _mm512_add_ps(f1[k], _mm512_cvtepi32_ps(a1[k]));
+      }
+    }
+    for (int k = 0; k < NS; ++k) {
+      float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
+      const __m512 e = _mm512_set1_ps(eps[s0 + k]);
+      _mm512_storeu_ps(dst, _mm512_fmadd_ps(f0[k], e, _mm512_loadu_ps(dst)));
+      _mm512_storeu_ps(dst + 16, _mm512_fmadd_ps(f1[k], e, _mm512_loadu_ps(dst + 16)));
+    }
+  }
+  for (; c < L.groups; ++c) {
+    __m512 f[NS];
+    for (int k = 0; k < NS; ++k) f[k] = _mm512_setzero_ps();
+    for (int q0 = 0; q0 < pairs; q0 += 8) {
+      __m512i a0[NS];
+      for (int k = 0; k < NS; ++k) a0[k] = _mm512_setzero_si512();
+      const uint8_t* base = tiles[q0 / 8] + 64;
+      for (int q = q0; q < q0 + 8; ++q) {
+        const __m512i v0 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, (static_cast<size_t>(q % 8) * L.groups + c) * 4), T);
+        for (int k = 0; k < NS; ++k)
+          a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q)));
+      }
+      for (int k = 0; k < NS; ++k) f[k] = _mm512_add_ps(f[k], _mm512_cvtepi32_ps(a0[k]));
     }
     for (int k = 0; k < NS; ++k) {
       float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
