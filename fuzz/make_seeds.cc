@@ -10,6 +10,7 @@
 
 #include "core/npy.h"
 #include "testing/runtime_tiny_model.h"
+#include "tqkv/cache_file.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
 
@@ -132,6 +133,35 @@ int main(int argc, char** argv) {
       auto r = tqkv::run_perplexity(**m, tqkv::ModelCacheConfig{}, std::string(40, 'a'), o);
       if (!r.ok()) { std::fprintf(stderr, "%s\n", r.status().to_string().c_str()); return 1; }
       put("kld", "top" + std::to_string(k) + ".kld", slurp(p));
+      std::remove(p.c_str());
+    }
+  }
+  // Prompt-cache files: what save_cache_file writes for fuzz_cache_file's model and cache (two
+  // prompt lengths: inside the window, and several pages plus a partial tile).
+  {
+    tqkv::testing::TinySpec s;
+    s.ctx = 128;
+    s.n_kv_heads = 2;
+    tqkv::GgufWriter w;
+    tqkv::testing::make_tiny_model(s, &w);
+    auto m = tqkv::Model::from_gguf(std::move(tqkv::GgufFile::parse(w.to_bytes())).value());
+    if (!m.ok()) return 1;
+    tqkv::ModelCacheConfig cc;
+    cc.base.key_format = *tqkv::parse_format("rvq1x2");
+    cc.base.value_format = *tqkv::parse_format("tq2");
+    cc.base.recent_window = 4;
+    cc.base.sink_tokens = 2;
+    for (int n : {5, 83}) {
+      auto ctx = tqkv::InferenceContext::make(**m, cc, 16, 128);
+      std::vector<int> toks(n);
+      for (int i = 0; i < n; ++i) toks[i] = (7 * i + 3) % (*m)->config().vocab_size;
+      std::vector<float> logits((*m)->config().vocab_size);
+      if (!(*ctx)->forward(toks.data(), n, logits.data(), false).ok()) return 1;
+      tqkv::CacheFileContents c;
+      c.sequences = {{0, toks}};
+      const std::string p = g_dir + "/tmp.tqkvc";
+      if (!tqkv::save_cache_file(p, **m, (*ctx)->cache(), c).ok()) return 1;
+      put("cache_file", "n" + std::to_string(n) + ".tqkvc", slurp(p));
       std::remove(p.c_str());
     }
   }

@@ -1,5 +1,5 @@
 // tqkv generate -m M.gguf -p PROMPT -n N [--temp T --top-k K --top-p P --seed S] [cache flags]
-//               [--threads T] [--steps S] [--json]
+//               [--threads T] [--steps S] [--json] [--prompt-cache FILE]
 // Streams the prompt and the generated text to stdout the way llama2.c's run.c prints it (pieces,
 // leading space dropped after BOS, byte tokens as bytes, unprintable single bytes skipped, a final
 // newline). Stops at N new tokens, at EOS/BOS, or when the context is full. Timing and KV bytes go
@@ -64,6 +64,14 @@ Status run(const Opts& o) {
                         {"kv_f16_bytes", f16},
                         {"kv_ratio_vs_f16", kv ? double(f16) / kv : 0.0},
                         {"cache", describe_cache_config(cc)}};
+    if (!o.gen.prompt_cache.empty()) {
+      const PromptCacheReport& r = gen->prompt_cache_report();
+      j["prompt_cache"] = {{"file", o.gen.prompt_cache}, {"loaded_tokens", r.loaded_tokens},
+                           {"saved_tokens", r.saved_tokens}, {"file_bytes", r.file_bytes},
+                           {"f16_file_bytes", r.f16_file_bytes}};
+      if (r.loaded_tokens > 0)
+        j["prompt_cache"]["prefill_seconds_saved"] = r.file_prefill_seconds - r.load_seconds - gen->prefill_seconds();
+    }
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("\n");
@@ -75,6 +83,23 @@ Status run(const Opts& o) {
                  (wb + kv) / 1e6, wb / 1e6, kv / 1e6, (wb + kv) * gen_tps / 1e9);
     std::fprintf(stderr, "KV cache (%s): %zu bytes resident vs %zu bytes as f16 (f16 / resident = %.2fx)\n",
                  describe_cache_config(cc).c_str(), kv, f16, kv ? double(f16) / kv : 0.0);
+    if (!o.gen.prompt_cache.empty()) {
+      const PromptCacheReport& r = gen->prompt_cache_report();
+      const double ratio = r.file_bytes ? double(r.f16_file_bytes) / r.file_bytes : 0.0;
+      if (r.replaced_other_prompt)
+        std::fprintf(stderr, "prompt cache %s held another prompt: recomputed\n", o.gen.prompt_cache.c_str());
+      if (r.loaded_tokens > 0) {
+        const double now = r.load_seconds + gen->prefill_seconds();
+        std::fprintf(stderr, "prompt cache: loaded %d tokens from %s: %zu bytes (an f16 cache file would be %zu "
+                     "bytes, %.2fx); prefill %.3f s -> %.3f s (saved %.3f s)\n", r.loaded_tokens,
+                     o.gen.prompt_cache.c_str(), r.file_bytes, r.f16_file_bytes, ratio, r.file_prefill_seconds, now,
+                     r.file_prefill_seconds - now);
+      }
+      if (r.saved_tokens > 0)
+        std::fprintf(stderr, "prompt cache: saved %d tokens to %s: %zu bytes vs %zu bytes as an f16 cache file "
+                     "(%.2fx smaller)\n", r.saved_tokens, o.gen.prompt_cache.c_str(), r.file_bytes, r.f16_file_bytes,
+                     ratio);
+    }
     note_if_slow_blas();
   }
   return Status::Ok();
@@ -93,6 +118,8 @@ Register reg("generate", "Generate text from a GGUF model with any KV cache form
   app.add_option("--seed", o->gen.sampler.seed, "Sampling seed");
   app.add_option("-t,--threads", o->threads, "Threads (default: all)");
   app.add_flag("--json", o->json, "Print one JSON object instead of streaming");
+  app.add_option("--prompt-cache", o->gen.prompt_cache,
+                 "Load the prompt's compressed cache from FILE if it holds a prefix of the prompt, else compute and save it");
   add_cache_flags(app, &o->cache);
   return [o]() -> Status { return run(*o); };
 });

@@ -29,6 +29,23 @@ struct GenerateOptions {
   int max_tokens = 128;    // new tokens, >= 0
   int steps = 0;           // > 0: run.c's steps (forward passes over BOS + prompt + new tokens); overrides max_tokens
   SamplerOptions sampler;  // greedy by default
+  // Prompt-cache file (tqkv/cache_file.h; `tqkv generate --prompt-cache`): when it exists and
+  // holds a prefix of the prompt, make() loads its compressed cache and the prefill runs only the
+  // rest (at least the last prompt token, for its logits); otherwise the prefill computes the
+  // whole prompt and saves its cache there (atomically). A file of another model, tokenizer or
+  // cache format, or a corrupt one, is an error; one holding another prompt is replaced.
+  std::string prompt_cache;
+};
+
+// What the prompt cache did (all zero without GenerateOptions::prompt_cache).
+struct PromptCacheReport {
+  int loaded_tokens = 0;          // tokens restored from the file
+  int saved_tokens = 0;           // tokens saved to the file after the prefill
+  size_t file_bytes = 0;          // the file (as loaded, or as saved)
+  size_t f16_file_bytes = 0;      // the same file with f16 K/V
+  double file_prefill_seconds = 0;  // the prefill time recorded in the loaded file
+  double load_seconds = 0;        // reading and restoring it
+  bool replaced_other_prompt = false;
 };
 
 // Checks max_tokens >= 0, steps >= 0, a finite temperature >= 0, top_p in (0, 1], top_k >= 0;
@@ -60,6 +77,7 @@ class TextGenerator {
   int generated() const { return generated_; }
   double prefill_seconds() const { return prefill_s_; }
   double decode_seconds() const { return decode_s_; }
+  const PromptCacheReport& prompt_cache_report() const { return pc_; }
 
  private:
   TextGenerator() = default;
@@ -72,6 +90,9 @@ class TextGenerator {
   std::vector<float> logits_;  // (vocab)
   int n_new_ = 0, generated_ = 0, prev_ = 0;
   bool prefilled_ = false, done_ = false;
+  std::string prompt_cache_;
+  int start_ = 0;  // prompt tokens already in the cache (restored from the prompt cache)
+  PromptCacheReport pc_;
   double prefill_s_ = 0, decode_s_ = 0;
 };
 

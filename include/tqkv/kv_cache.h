@@ -80,6 +80,7 @@ class LayerKVCache {
   Status read(int seq, int head, int t0, int t1, float* k, float* v) const;
 
  private:
+  friend class CacheFileAccess;  // save/restore of stored pages as they are (src/cache/cache_file.cc)
   struct Impl;
   explicit LayerKVCache(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

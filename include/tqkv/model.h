@@ -137,6 +137,10 @@ class InferenceContext {
   Status truncate(int n);      // rollback to n tokens
   void clear();
   const ModelKVCache& cache() const { return *cache_; }
+  // Prompt-cache files (tqkv/cache_file.h): the cache to restore sequence 0 into, then
+  // resume_at(n) to continue after its n tokens (n must equal what every layer now holds).
+  ModelKVCache& mutable_cache() { return *cache_; }
+  Status resume_at(int n);
 
   // Attention threads (0 = OpenMP default).
   void set_threads(int t) { attn_options_.threads = t; }

@@ -71,6 +71,16 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   return ctx;
 }
 
+Status InferenceContext::resume_at(int n) {
+  if (n < 0 || n > max_tokens_) return out_of_range("resume_at(" + std::to_string(n) + ") outside the context");
+  for (int l = 0; l < cache_->n_layers(); ++l)
+    if (cache_->layer(l).n_tokens(0) != n)
+      return invalid_argument("resume_at(" + std::to_string(n) + "): layer " + std::to_string(l) + " holds " +
+                              std::to_string(cache_->layer(l).n_tokens(0)) + " tokens");
+  n_past_ = n;
+  return Status::Ok();
+}
+
 Status InferenceContext::truncate(int n) {
   if (n < 0 || n > n_past_) return invalid_argument("truncate: n out of range");
   TQKV_RETURN_IF_ERROR(cache_->truncate(0, n));

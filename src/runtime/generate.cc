@@ -1,10 +1,14 @@
 #include "tqkv/generate.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+
+#include "tqkv/cache_file.h"
 
 namespace tqkv {
 namespace {
@@ -71,6 +75,29 @@ StatusOr<std::unique_ptr<TextGenerator>> TextGenerator::make(const Model& model,
   g->logits_.resize(model.config().vocab_size);
   g->prev_ = g->prompt_.back();
   ctx->clear();
+  g->prompt_cache_ = options.prompt_cache;
+  if (!g->prompt_cache_.empty() && ::access(g->prompt_cache_.c_str(), F_OK) == 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    TQKV_ASSIGN_OR_RETURN(CacheFileContents c,
+                          load_cache_file(g->prompt_cache_, model, ctx->mutable_cache(), ctx->max_tokens()));
+    const std::vector<int>* toks = nullptr;
+    for (const auto& [id, t] : c.sequences)
+      if (id == 0) toks = &t;
+    if (toks && toks->size() <= g->prompt_.size() && std::equal(toks->begin(), toks->end(), g->prompt_.begin())) {
+      const int cached = static_cast<int>(toks->size());
+      TQKV_RETURN_IF_ERROR(ctx->resume_at(cached));
+      g->start_ = std::min(cached, n_prompt - 1);  // the last prompt token runs again for its logits
+      TQKV_RETURN_IF_ERROR(ctx->truncate(g->start_));
+      g->pc_.loaded_tokens = cached;
+      g->pc_.file_bytes = c.stats.file_bytes;
+      g->pc_.f16_file_bytes = c.stats.f16_file_bytes;
+      g->pc_.file_prefill_seconds = c.prefill_seconds;
+    } else {
+      ctx->clear();
+      g->pc_.replaced_other_prompt = true;
+    }
+    g->pc_.load_seconds = seconds_since(t0);
+  }
   return g;
 }
 
@@ -78,11 +105,21 @@ StatusOr<bool> TextGenerator::next(GeneratedToken* out) {
   if (done_) return false;
   auto t0 = std::chrono::steady_clock::now();
   if (!prefilled_) {
-    Status s = ctx_->forward(prompt_.data(), static_cast<int>(prompt_.size()), logits_.data(), false);
+    Status s = ctx_->forward(prompt_.data() + start_, static_cast<int>(prompt_.size()) - start_, logits_.data(), false);
     prefill_s_ = seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
     if (!s.ok()) { done_ = true; return s; }
     prefilled_ = true;
+    if (!prompt_cache_.empty() && pc_.loaded_tokens < static_cast<int>(prompt_.size())) {
+      CacheFileContents c;
+      c.sequences = {{0, prompt_}};
+      c.prefill_seconds = prefill_s_ + pc_.file_prefill_seconds;
+      auto st = save_cache_file(prompt_cache_, *model_, ctx_->cache(), c);
+      if (!st.ok()) { done_ = true; return st.status(); }
+      pc_.saved_tokens = static_cast<int>(prompt_.size());
+      pc_.file_bytes = st->file_bytes;
+      pc_.f16_file_bytes = st->f16_file_bytes;
+    }
+    t0 = std::chrono::steady_clock::now();
   } else {
     // The previous token has not been run yet: stop before running it when nothing more is wanted.
     if (generated_ >= n_new_ || ctx_->n_past() >= ctx_->max_tokens()) { done_ = true; return false; }

@@ -51,12 +51,14 @@ struct Case {
   int d, kv_len, n_kv, gqa, m;
   int window = 0, sinks = 0, seqs = 1;
   int threads = 0;  // 8 with one kv head and a long sequence: split-K (several splits merged)
+  int split = 0;    // explicit split-K: compressed tokens per work item (0 = automatic)
 };
 
 std::string name(const Case& c) {
   return std::string(c.kfmt) + "_" + c.vfmt + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.kv_len) +
          "_g" + std::to_string(c.gqa) + "_m" + std::to_string(c.m) + "_w" + std::to_string(c.window) +
-         "_s" + std::to_string(c.sinks) + "_q" + std::to_string(c.seqs) + "_t" + std::to_string(c.threads);
+         "_s" + std::to_string(c.sinks) + "_q" + std::to_string(c.seqs) + "_t" + std::to_string(c.threads) +
+         "_k" + std::to_string(c.split);
 }
 
 struct Errors {
@@ -113,6 +115,7 @@ Errors run_case(const Case& c, SimdLevel level) {
     reqs.push_back({sq, c.m, {qs[sq].data(), int64_t(c.m) * c.d, c.d}, {outs[sq].data(), int64_t(c.m) * c.d, c.d}});
   AttentionOptions ao;
   ao.threads = c.threads;
+  ao.split_tokens = c.split;
   Status st = (*cache)->attend_batch(reqs, nq, ao);
   EXPECT_TRUE(st.ok()) << st.to_string();
   const double scale = 1 / std::sqrt(double(c.d));
@@ -253,6 +256,10 @@ const Case kCases[] = {
     // and window in split 0).
     {"rvq1x2", "tq2", 128, 2500, 1, 4, 1, 0, 0, 1, 8}, {"q4_0", "q8_0", 96, 2500, 1, 7, 3, 32, 4, 1, 8},
     {"rvq2x2", "tq4", 80, 2500, 1, 1, 1, 0, 0, 2, 8},
+    // Explicit split-K of 64 tokens: every tile boundary of a page is also a split boundary;
+    // decode and prefill, with sinks and a window (split 0 also handles those).
+    {"rvq1x2", "tq2", 96, 300, 2, 4, 1, 0, 0, 1, 2, 64}, {"rvq1x2", "tq2", 64, 300, 1, 7, 100, 16, 4, 2, 2, 64},
+    {"q8_0", "kivi4", 80, 200, 1, 8, 50, 0, 3, 1, 2, 128}, {"f16", "rvq2x1", 128, 97, 2, 1, 97, 0, 0, 1, 2, 64},
 };
 
 INSTANTIATE_TEST_SUITE_P(All, FusedAttention, ::testing::ValuesIn(kCases),

@@ -38,8 +38,8 @@ void check_level(const char* fmt, SimdLevel level, int d, int len, int nan_at) {
   ASSERT_TRUE((*cache)->read(0, 0, 0, len, kd.data(), vd.data()).ok());
   for (int t = 0; t < len; ++t) {
     if (t == nan_at) continue;
-    kr.insert(kr.end(), &kd[static_cast<size_t>(t) * d], &kd[static_cast<size_t>(t + 1) * d]);
-    vr.insert(vr.end(), &vd[static_cast<size_t>(t) * d], &vd[static_cast<size_t>(t + 1) * d]);
+    kr.insert(kr.end(), kd.data() + static_cast<size_t>(t) * d, kd.data() + static_cast<size_t>(t + 1) * d);
+    vr.insert(vr.end(), vd.data() + static_cast<size_t>(t) * d, vd.data() + static_cast<size_t>(t + 1) * d);
   }
   std::vector<double> ref;
   testing::reference_attention(q.data(), kr.data(), vr.data(), len - 1, d, 1 / std::sqrt(double(d)), ref);

@@ -14,9 +14,23 @@
 #include <vector>
 
 #include "tqkv/gguf.h"
+#include "tqkv/simd.h"
 
 namespace tqkv {
 namespace {
+
+// dequantize_row() runs the format table's decode kernel of the active SIMD level: every level
+// the CPU has is checked against the same hand-built bytes.
+std::vector<SimdLevel> levels() {
+  std::vector<SimdLevel> l = {SimdLevel::kScalar};
+  if (detected_simd_level() >= SimdLevel::kAvx2) l.push_back(SimdLevel::kAvx2);
+  if (detected_simd_level() >= SimdLevel::kAvx512) l.push_back(SimdLevel::kAvx512);
+  return l;
+}
+struct LevelGuard {
+  SimdLevel saved = active_simd_level();
+  ~LevelGuard() { set_simd_level(saved); }
+};
 
 TEST(GgufBlocks, Q4_0DequantizeHandBuilt) {
   // Two blocks: d = 0.5 (fp16 0x3800) and d = -2 (fp16 0xc000).
@@ -25,13 +39,17 @@ TEST(GgufBlocks, Q4_0DequantizeHandBuilt) {
   b[0] = 0x00; b[1] = 0x38;
   b[18] = 0x00; b[19] = 0xc0;
   for (int j = 0; j < 16; ++j) b[2 + j] = b[20 + j] = static_cast<uint8_t>(j | (15 - j) << 4);
-  std::vector<float> y(64);
-  dequantize_row(GgmlType::kQ4_0, b.data(), y.data(), 64);
-  for (int j = 0; j < 16; ++j) {
-    EXPECT_EQ(y[j], 0.5f * (j - 8)) << j;
-    EXPECT_EQ(y[16 + j], 0.5f * (15 - j - 8)) << 16 + j;
-    EXPECT_EQ(y[32 + j], -2.0f * (j - 8)) << 32 + j;
-    EXPECT_EQ(y[48 + j], -2.0f * (15 - j - 8)) << 48 + j;
+  LevelGuard guard;
+  for (SimdLevel level : levels()) {
+    set_simd_level(level);
+    std::vector<float> y(64);
+    dequantize_row(GgmlType::kQ4_0, b.data(), y.data(), 64);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[j], 0.5f * (j - 8)) << j << " at " << simd_level_name(level);
+      EXPECT_EQ(y[16 + j], 0.5f * (15 - j - 8)) << 16 + j << " at " << simd_level_name(level);
+      EXPECT_EQ(y[32 + j], -2.0f * (j - 8)) << 32 + j << " at " << simd_level_name(level);
+      EXPECT_EQ(y[48 + j], -2.0f * (15 - j - 8)) << 48 + j << " at " << simd_level_name(level);
+    }
   }
 }
 
@@ -55,9 +73,13 @@ TEST(GgufBlocks, Q8_0DequantizeHandBuilt) {
   std::vector<uint8_t> b(34);
   b[0] = 0x00; b[1] = 0x34;
   for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(0x80 + 8 * j);
-  std::vector<float> y(32);
-  dequantize_row(GgmlType::kQ8_0, b.data(), y.data(), 32);
-  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], 0.25f * (8 * j - 128)) << j;
+  LevelGuard guard;
+  for (SimdLevel level : levels()) {
+    set_simd_level(level);
+    std::vector<float> y(32);
+    dequantize_row(GgmlType::kQ8_0, b.data(), y.data(), 32);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], 0.25f * (8 * j - 128)) << j << " at " << simd_level_name(level);
+  }
 }
 
 TEST(GgufBlocks, Q8_0QuantizeToHandBuiltBytes) {
