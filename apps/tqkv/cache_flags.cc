@@ -21,6 +21,10 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
   app.add_option("--kv-window", f->window, "Keep the W most recent tokens in f16");
   app.add_option("--kv-sinks", f->sinks, "Keep the first S tokens in f16");
   app.add_option("--residual-codebook", f->residual_codebook, "rvq pass design: joint, optimal, laplacian");
+  app.add_option("--kv-preset", f->preset,
+                 "Recommended K+V configuration by average bits: " + cache_preset_names() + " (measured, docs/results.md)");
+  app.add_option("--pk-calib", f->pk_calib,
+                 "pk{b} keys: per-head key statistics from each sequence's first N tokens, which wait in f16 until then");
   app.add_flag("--no-norm-correction", f->no_norm_correction,
                "rvq/tq: store norm/sqrt(d) instead of the scale that preserves each vector's norm");
 }
@@ -40,6 +44,8 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   s.sinks = f.sinks;
   s.residual_codebook = f.residual_codebook;
   s.norm_correction = !f.no_norm_correction;
+  s.preset = f.preset;
+  s.pk_calib = f.pk_calib;
   return tqkv::make_cache_config(s);
 }
 

@@ -5,12 +5,15 @@
 //                    (methods: turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32; see
 //                    cache_config_from_method in tqkv/kv_cache.h)
 //   llama.cpp style: -ctk/--cache-type-k NAME, -ctv/--cache-type-v NAME (f32, f16, q8_0, q4_0,
-//                    rvq{b}x{p}, tq{b}, kivi{b}); each overrides the key or value format that
+//                    rvq{b}x{p}, tq{b}, kivi{b}, keys also pk{b}); each overrides the key or value format that
 //                    --method chose (or the default).
-// Default with neither: f16 keys and f16 values.
+// Or --kv-preset 2bit|3bit|4bit: the measured recommendation for that K+V budget (tqkv/cache_config.h);
+// -ctk/-ctv still override its formats; --method and --kv-preset exclude each other.
+// Default with none: f16 keys and f16 values.
 // Options: --kv-boundary-layers N (first and last N layers use --kv-boundary-type, default q8_0,
 // for both K and V), --kv-window W (f16 copy of the W most recent tokens), --kv-sinks S (f16 copy
-// of the first S tokens), --residual-codebook joint|optimal|laplacian (rvq pass design).
+// of the first S tokens), --residual-codebook joint|optimal|laplacian (rvq pass design),
+// --pk-calib N (pk{b} keys: statistics from the first N tokens of each sequence).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -35,6 +38,8 @@ struct CacheFlags {
   int sinks = 0;
   std::string residual_codebook = "joint";
   bool no_norm_correction = false;
+  int pk_calib = -1;  // --pk-calib N (pk{b} keys); -1 = the library default
+  std::string preset;  // --kv-preset 2bit|3bit|4bit
 };
 
 void add_cache_flags(CLI::App& app, CacheFlags* flags);

@@ -23,6 +23,10 @@ struct KVCacheOptions {
   // Keys are appended (and stored) BEFORE RoPE; attention applies RoPE on the fly
   // (AttentionOptions::rope). Also forced on by key formats whose table row says so.
   bool keys_pre_rope = false;
+  // pk{b} key formats: the sequence's first N tokens (N = pk_calib_tokens >= 1) give each kv
+  // head's key statistics; until then tokens that would be compressed wait in f16 ("pending").
+  // The statistics are fixed afterwards (no refresh). docs/design.md "Pre-RoPE keys".
+  int pk_calib_tokens = 128;
 };
 
 // Cache configuration for a whole model: the seed's style (method, bits, residuals, value bits,
@@ -45,5 +49,12 @@ StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, i
                                                     bool use_hadamard);
 // "turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32"
 std::string cache_method_names();
+
+// The recommended configuration for a K+V average bit budget ("2bit", "3bit", "4bit"), chosen
+// by measurement (docs/results.md, docs/design.md "Pre-RoPE keys"): pre-RoPE keys with
+// per-channel bits (pk{b}) and rotated values (tq{b}).
+StatusOr<ModelCacheConfig> cache_config_from_preset(const std::string& name);
+// "2bit, 3bit, 4bit"
+std::string cache_preset_names();
 
 }  // namespace tqkv

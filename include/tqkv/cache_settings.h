@@ -29,6 +29,8 @@ struct CacheSettings {
   int sinks = 0;                        // f16 copy of the first S tokens of each sequence
   std::string residual_codebook = "joint";  // rvq pass design: joint, optimal, laplacian
   bool norm_correction = true;          // rvq/tq: store the norm-preserving scale
+  std::string preset;                   // "2bit" | "3bit" | "4bit" (cache_config_from_preset); excludes method
+  int pk_calib = -1;                    // pk{b}: statistics from the first N tokens (-1 = library default)
 };
 
 // Validates every field; errors name the field in both spellings (e.g. "cache_type_k

@@ -7,6 +7,10 @@
 //                            (rvq1x2 = 1-bit Gaussian pass + 1 residual pass), b in 1..4, p in 1..4
 //   tq{b}                    single-stage TurboQuant-MSE: rotation + one b-bit Lloyd-Max pass
 //   kivi{b}                  KIVI-style per-token asymmetric groups of 32 (fp16 scale + fp16 min), b in {2,4}
+//   pk{b}                    pre-RoPE keys with per-channel bit allocation (also usable for values,
+//                            where no RoPE is involved), b = average coded bits per element in (0, 8],
+//                            fractional allowed (pk2, pk2.5, pk3.125); per-sequence statistics, so no
+//                            stateless Quantizer (tqkv/prerope_keys.h)
 // The byte layout of every format is written down in docs/format.md. Every property of a format
 // (name, bits, planes, code size, rotated, storage, kernels) is one row of the format table
 // (src/format/format_table.cc); these functions and every consumer read it from there.
@@ -20,17 +24,21 @@
 
 namespace tqkv {
 
-enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi };
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk };
 
 struct FormatSpec {
   FormatKind kind = FormatKind::kF16;
   int bits = 16;   // bits per code per pass (rvq, tq, kivi); 32/16/8/4 for the baselines
   int passes = 1;  // rvq only: total passes (first pass + residual passes)
+  double avg_bits = 0;  // pk only: average coded bits per element (bits = its ceiling)
 
   // Canonical name, e.g. "rvq1x2", "tq2", "q8_0".
   std::string name() const;
   // True for formats stored in the Hadamard-rotated domain (rvq, tq).
   bool rotated() const;
+  // True for key formats that store keys before RoPE (pk): the cache receives pre-RoPE keys and
+  // attention applies RoPE per position.
+  bool pre_rope() const;
   bool operator==(const FormatSpec&) const = default;
 };
 

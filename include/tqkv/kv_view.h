@@ -9,6 +9,10 @@
 //   t <  S                      sink row t:  stream.sink + t * head_dim        (f16)
 //   S <= t < S + n_compressed   compressed index c = t - S, in page pages[c / P] at slot c % P
 //                               (P = page_tokens), addressed with StreamLayout::code()/tile()
+//   S + n_compressed <= t < S + n_compressed + n_pending
+//                               pending row t - S - n_compressed: stream.pending + row * head_dim (f16);
+//                               only layers with a pk{b} stream have pending rows (tokens waiting
+//                               for the sequence's statistics, tqkv/prerope_keys.h)
 //   otherwise                   window row t % W: stream.window + (t % W) * head_dim   (f16)
 // with S = sink_tokens, W = recent_window. Byte layouts: docs/format.md ("KV cache pages").
 //
@@ -31,6 +35,7 @@
 namespace tqkv {
 
 class Quantizer;
+class PreRopeKeyCodec;
 
 // How the compressed tokens of one stream are laid out inside a page.
 enum class KVStorage {
@@ -152,6 +157,10 @@ struct StreamPages {
   int n_pages = 0;
   const uint16_t* sink = nullptr;    // (S, head_dim) f16, or null when S == 0 or never written
   const uint16_t* window = nullptr;  // (W, head_dim) f16 ring (row t % W), or null
+  const uint16_t* pending = nullptr;  // (n_pending, head_dim) f16 rows, or null
+  // pk{b} streams: this sequence's codec of this head (its statistics); null until they exist.
+  // Compressed pk codes decode with prerope->decode (keys: pre-RoPE keys; values: values).
+  const PreRopeKeyCodec* prerope = nullptr;
 };
 
 struct HeadPages {
@@ -163,6 +172,7 @@ struct SequenceView {
   int n_tokens = 0;      // tokens stored
   int n_compressed = 0;  // compressed tokens: positions S .. S + n_compressed - 1
   const HeadPages* heads = nullptr;  // (n_kv_heads,)
+  int n_pending = 0;     // f16 pending rows after the compressed ones (pk{b} before its statistics)
 };
 
 }  // namespace tqkv

@@ -18,6 +18,7 @@
 #include "core/half.h"
 #include "format/format_table.h"
 #include "tqkv/attention.h"
+#include "tqkv/prerope_keys.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/simd.h"
 
@@ -348,10 +349,12 @@ class WorkRunner {
     }
   }
 
-  // Sinks (positions 0 .. min(S, n) - 1) and the window (positions S + n_comp .. n - 1, ring
-  // slot = position % W), both f16.
+  // Sinks (positions 0 .. min(S, n) - 1), pending rows (pk keys before their statistics:
+  // positions S + n_comp .. S + n_comp + n_pending - 1) and the window (the positions after them,
+  // ring slot = position % W), all f16.
   void f16_ranges() {
     const int S = L_.sink_tokens, W = L_.recent_window;
+    const int pend0 = S + r_.seq.n_compressed, pend1 = pend0 + r_.seq.n_pending;
     for (int p0 = 0; p0 < std::min(S, n_); p0 += kBlock) {
       const int cnt = std::min(kBlock, std::min(S, n_) - p0);
       f16_rows(hp_.key.sink, p0, cnt, S_.kbuf.data(), 0);
@@ -359,7 +362,14 @@ class WorkRunner {
       rope_rows(S_.kbuf.data(), p0, cnt);
       float_block(S_.kbuf.data(), S_.vbuf.data(), p0, cnt);
     }
-    for (int p0 = S + r_.seq.n_compressed; p0 < n_; p0 += kBlock) {
+    for (int p0 = pend0; p0 < pend1; p0 += kBlock) {
+      const int cnt = std::min(kBlock, pend1 - p0);
+      f16_rows(hp_.key.pending, p0 - pend0, cnt, S_.kbuf.data(), 0);
+      f16_rows(hp_.value.pending, p0 - pend0, cnt, S_.vbuf.data(), 0);
+      rope_rows(S_.kbuf.data(), p0, cnt);
+      float_block(S_.kbuf.data(), S_.vbuf.data(), p0, cnt);
+    }
+    for (int p0 = pend1; p0 < n_; p0 += kBlock) {
       const int cnt = std::min(kBlock, n_ - p0);
       f16_rows(hp_.key.window, p0, cnt, S_.kbuf.data(), W);
       f16_rows(hp_.value.window, p0, cnt, S_.vbuf.data(), W);
@@ -400,6 +410,12 @@ class WorkRunner {
       attn::f16_scores_avx512(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
     } else if (C_.kf16 && C_.avx2) {
       attn::f16_scores_avx2(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
+    } else if (K.format.kind == FormatKind::kPk) {
+      // pk{b}: decode the block of pre-RoPE keys with this sequence's codec (reference decode),
+      // rotate each row to its position (apply_rope, as the forward pass rotates q), dot with q.
+      hp_.key.prerope->decode(K.code(hp_.key.pages, c0), cnt, S_.kbuf.data());
+      rope_rows(S_.kbuf.data(), L_.sink_tokens + c0, cnt);
+      float_scores(C_, S_.Q.q.data(), ns_, S_.kbuf.data(), cnt, d_, scores);
     } else {
       decode_rows(K, hp_.key, w_.head, c0, cnt, S_.kbuf.data(), d_);
       rope_rows(S_.kbuf.data(), L_.sink_tokens + c0, cnt);
@@ -431,6 +447,9 @@ class WorkRunner {
       const kernels::RotatedParams rp = rotated_params(V, w_.head, d_);
       attn::decode_rotated_domain_avx512(rp, V.code(hp_.value.pages, c0), cnt, S_.vbuf.data());
       float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.orot.data());
+    } else if (V.format.kind == FormatKind::kPk) {  // per-channel values: this sequence's codec
+      hp_.value.prerope->decode(V.code(hp_.value.pages, c0), cnt, S_.vbuf.data());
+      float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.o.data());
     } else {
       decode_rows(V, hp_.value, w_.head, c0, cnt, S_.vbuf.data(), d_);
       float_accum(C_, p, ns_, S_.vbuf.data(), cnt, d_, P_.o.data());
@@ -487,6 +506,12 @@ Status validate(const LayerView& L, const AttentionParams& p) {
                               std::to_string(n) + " tokens (append first)");
     if (r.q.data == nullptr || r.out.data == nullptr) return invalid_argument("attend: null q or out");
     if (r.seq.heads == nullptr) return invalid_argument("attend: sequence view without heads");
+    if (r.seq.n_compressed > 0)
+      for (int h = 0; h < L.n_kv_heads; ++h)
+        if ((L.key.format.kind == FormatKind::kPk && r.seq.heads[h].key.prerope == nullptr) ||
+            (L.value.format.kind == FormatKind::kPk && r.seq.heads[h].value.prerope == nullptr))
+          return invalid_argument("attend: pk codes are compressed but kv head " + std::to_string(h) +
+                                  " has no statistics in the sequence view");
   }
   const RopeParams& rope = p.options.rope;
   if (L.key.pre_rope && (rope.rotary_dims < 2 || rope.rotary_dims % 2 != 0 || rope.rotary_dims > L.head_dim))

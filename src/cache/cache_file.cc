@@ -314,9 +314,22 @@ class CacheFileAccess {
   }
 };
 
+// pk{b} layers hold per-sequence statistics and pending f16 rows that this file format does not
+// carry (yet): refuse them with one line instead of writing or reading an incomplete cache.
+static Status refuse_pk(const ModelKVCache& cache) {
+  for (int l = 0; l < cache.n_layers(); ++l) {
+    const LayerView& L = cache.layer(l).view();
+    if (L.key.format.kind == FormatKind::kPk || L.value.format.kind == FormatKind::kPk)
+      return unsupported("prompt-cache files do not store pk{b} caches yet (per-sequence key statistics); "
+                         "use another cache format with --prompt-cache");
+  }
+  return Status::Ok();
+}
+
 StatusOr<CacheFileStats> save_cache_file(const std::string& path, const Model& model, const ModelKVCache& cache,
                                          const CacheFileContents& contents) {
   if (cache.n_layers() < 1) return invalid_argument("cannot save an empty model cache");
+  TQKV_RETURN_IF_ERROR(refuse_pk(cache));
   if (contents.sequences.empty() || contents.sequences.size() > kMaxSequences)
     return invalid_argument("a cache file holds 1.." + std::to_string(kMaxSequences) + " sequences");
   const Fingerprint fp = fingerprint_of(model, cache);
@@ -401,6 +414,7 @@ StatusOr<CacheFileContents> load_cache_bytes(const std::vector<uint8_t>& bytes, 
                                              const Model& model, ModelKVCache& cache, int max_tokens) {
   const std::string who = "prompt cache '" + name + "'";
   if (cache.n_layers() < 1) return invalid_argument("cannot load into an empty model cache");
+  TQKV_RETURN_IF_ERROR(refuse_pk(cache));
   if (max_tokens <= 0) max_tokens = model.config().context_length;
   if (bytes.size() < kHeaderBytes || std::memcmp(bytes.data(), kMagic, 8) != 0)
     return corrupt(who + " is not a tqkv cache file (bad magic)");

@@ -7,7 +7,12 @@ namespace tqkv {
 
 StatusOr<ModelCacheConfig> make_cache_config(const CacheSettings& s) {
   ModelCacheConfig c;
-  if (!s.method.empty()) {
+  if (!s.preset.empty() && !s.method.empty())
+    return invalid_argument("preset (--kv-preset) and method (--method) both choose the cache formats; give one");
+  if (!s.preset.empty()) {
+    TQKV_ASSIGN_OR_RETURN(c, cache_config_from_preset(s.preset));
+    c.base.quant.use_hadamard = s.use_hadamard;
+  } else if (!s.method.empty()) {
     TQKV_ASSIGN_OR_RETURN(c, cache_config_from_method(s.method, s.key_bits, s.residuals, s.value_bits,
                                                       s.use_hadamard));
   } else {
@@ -43,6 +48,11 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheSettings& s) {
     return invalid_argument("invalid residual_codebook (--residual-codebook): " + rc.status().message());
   c.base.quant.residual_codebook = *rc;
   c.base.quant.norm_correction = s.norm_correction;
+  if (s.pk_calib != -1) {
+    if (s.pk_calib < 1)
+      return invalid_argument("pk_calib (--pk-calib) must be >= 1, got " + std::to_string(s.pk_calib));
+    c.base.pk_calib_tokens = s.pk_calib;
+  }
   return c;
 }
 
@@ -53,6 +63,8 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (c.boundary_layers)
     s += " boundary=" + std::to_string(c.boundary_layers) + "x" + c.boundary_key_format.name();
   if (!c.base.quant.use_hadamard) s += " no-hadamard";
+  if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk)
+    s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
   return s;
 }
 

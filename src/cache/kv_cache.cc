@@ -69,6 +69,13 @@ namespace {
 // Builds the storage description of one stream from its quantizers.
 void setup_stream(StreamConfig& sc, const FormatSpec& format, int head_dim, int page_tokens, bool is_value) {
   sc.format = format;
+  if (format.kind == FormatKind::kPk) {  // per-sequence codecs; per-vector codes in pages
+    sc.pk = true;
+    sc.code_size = code_size(format, head_dim);
+    sc.page_bytes = static_cast<size_t>(page_tokens) * sc.code_size;
+    sc.codecs.assign(sc.q.size(), HeadCodec{});
+    return;
+  }
   sc.code_size = sc.q[0]->code_size();
   const PassCodebooks* cbs = sc.q[0]->codebooks();
   sc.tiled = cbs != nullptr && make_tile_layout(format, head_dim, *cbs, is_value, &sc.lay);
@@ -98,9 +105,12 @@ void refresh_views(SeqState& s) {
     StreamPages* out[kStreams] = {&s.views[h].key, &s.views[h].value};
     for (int k = 0; k < kStreams; ++k) {
       const StreamStore& ss = s.heads[h].s[k];
+      const PkHead* pk = s.heads[h].pk.get();
       *out[k] = StreamPages{ss.pages.data(), static_cast<int>(ss.pages.size()),
                             ss.sink.empty() ? nullptr : ss.sink.data(),
-                            ss.win.empty() ? nullptr : ss.win.data()};
+                            ss.win.empty() ? nullptr : ss.win.data(),
+                            pk && !pk->pend[k].empty() ? pk->pend[k].data() : nullptr,
+                            pk ? pk->codec[k].get() : nullptr};
     }
   }
 }
@@ -118,6 +128,9 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
     return invalid_argument("recent_window and sink_tokens must be >= 0");
   if (options.recent_window > kMaxWindowTokens || options.sink_tokens > kMaxWindowTokens)  // rings are allocated whole
     return invalid_argument("recent_window and sink_tokens must be <= " + std::to_string(kMaxWindowTokens));
+  if ((options.key_format.kind == FormatKind::kPk || options.value_format.kind == FormatKind::kPk) &&
+      options.pk_calib_tokens < 1)
+    return invalid_argument("pk_calib_tokens must be >= 1, got " + std::to_string(options.pk_calib_tokens));
   auto impl = std::make_unique<Impl>();
   impl->n_kv_heads = n_kv_heads;
   impl->head_dim = head_dim;
@@ -128,6 +141,10 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
     for (int k = 0; k < kStreams; ++k) {
       QuantOptions qo = options.quant;
       qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
+      if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
+        impl->st[k].q.push_back(nullptr);
+        continue;
+      }
       TQKV_ASSIGN_OR_RETURN(auto q, make_quantizer(formats[k], head_dim, qo));
       impl->st[k].q.push_back(std::move(q));
     }
@@ -156,7 +173,7 @@ SequenceView LayerKVCache::sequence_view(int seq) const {
   auto it = impl_->seqs.find(seq);
   if (it == impl_->seqs.end()) return SequenceView{};
   const SeqState& s = it->second;
-  return SequenceView{s.n, s.n_comp, s.views.data()};
+  return SequenceView{s.n, s.n_comp, s.views.data(), s.n_pend};
 }
 
 int LayerKVCache::n_tokens(int seq) const {
@@ -192,6 +209,107 @@ void put_compressed(const StreamConfig& sc, int P, int d, StreamStore& ss, int h
 
 }  // namespace
 
+// pk{b} key layers (docs/design.md "Pre-RoPE keys"). Token t of head h goes to: sinks (t < S);
+// else the window ring (W > 0), whose oldest token leaves it when full; a token that leaves the
+// window (or every token >= S when W = 0) is compressed when the head's statistics exist, else it
+// waits as a pending f16 row. When the sequence holds N = pk_calib_tokens tokens, the statistics
+// are fitted on the (f16-stored) pre-RoPE keys of tokens 0..N-1 and every pending row is compressed.
+Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenView& k, const HeadTokenView& v) {
+  Impl& I = *this;
+  const int d = I.head_dim, S = I.sinks(), W = I.window(), P = I.page(), N = I.opt.pk_calib_tokens;
+  const HeadTokenView* in[kStreams] = {&k, &v};
+  const int n0 = s.n;
+  std::vector<uint8_t> tmp;
+  std::vector<float> row(2 * static_cast<size_t>(d));
+  int comp = s.n_comp, pend = s.n_pend;
+  for (int h = 0; h < I.n_kv_heads; ++h) {
+    HeadStore& hs = s.heads[h];
+    if (!hs.pk) hs.pk = std::make_unique<PkHead>();
+    PkHead& ph = *hs.pk;
+    comp = s.n_comp;
+    pend = s.n_pend;
+    // The token at position S + comp + pend leaves the f16 window (or skips it): compress or pend.
+    auto leave = [&](const float* kx, const float* vx) {
+      if (ph.fitted) {
+        const float* x[kStreams] = {kx, vx};
+        for (int st = 0; st < kStreams; ++st) {
+          StreamStore& ss = hs.s[st];
+          if (I.st[st].pk) {
+            while (static_cast<int>(ss.pages.size()) <= comp / P) ss.add_page(I.st[st].page_bytes);
+            ph.codec[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
+          } else {
+            put_compressed(I.st[st], P, d, ss, h, comp, x[st], 1, d, tmp);
+          }
+        }
+        ++comp;
+      } else {
+        const float* x[kStreams] = {kx, vx};
+        for (int st = 0; st < kStreams; ++st) {
+          std::vector<uint16_t>& pb = ph.pend[st];
+          pb.resize(static_cast<size_t>(pend + 1) * d);
+          to_f16(x[st], d, &pb[static_cast<size_t>(pend) * d]);
+        }
+        ++pend;
+      }
+    };
+    // f16 copy of stream st at stored position t (t < N, before the statistics: nothing compressed).
+    auto stored_row = [&](int st, int t, float* out) {
+      const StreamStore& ks = hs.s[st];
+      if (t < S) from_f16(&ks.sink[static_cast<size_t>(t) * d], d, out);
+      else if (t < S + pend) from_f16(&ph.pend[st][static_cast<size_t>(t - S) * d], d, out);
+      else from_f16(&ks.win[static_cast<size_t>(t % W) * d], d, out);
+    };
+    for (int i = 0; i < n; ++i) {
+      const int t = n0 + i;
+      if (t < S) {
+        for (int st = 0; st < kStreams; ++st) {
+          std::vector<uint16_t>& sink = hs.s[st].sink;
+          if (sink.empty()) sink.resize(static_cast<size_t>(S) * d);
+          to_f16(in[st]->at(h, i), d, &sink[static_cast<size_t>(t) * d]);
+        }
+      } else if (W == 0) {
+        leave(k.at(h, i), v.at(h, i));
+      } else {
+        for (int st = 0; st < kStreams; ++st)
+          if (hs.s[st].win.empty()) hs.s[st].win.resize(static_cast<size_t>(W) * d);
+        if (t - (S + comp + pend) == W) {  // window full: its oldest token leaves it
+          const int p = S + comp + pend;
+          from_f16(&hs.s[kKeys].win[static_cast<size_t>(p % W) * d], d, row.data());
+          from_f16(&hs.s[kValues].win[static_cast<size_t>(p % W) * d], d, row.data() + d);
+          leave(row.data(), row.data() + d);
+        }
+        for (int st = 0; st < kStreams; ++st)
+          to_f16(in[st]->at(h, i), d, &hs.s[st].win[static_cast<size_t>(t % W) * d]);
+      }
+      if (!ph.fitted && t + 1 == N) {  // N tokens stored: fit the statistics, compress the pending rows
+        std::vector<float> calib(static_cast<size_t>(N) * d);
+        for (int st = 0; st < kStreams; ++st) {
+          if (!I.st[st].pk) continue;
+          for (int u = 0; u < N; ++u) stored_row(st, u, &calib[static_cast<size_t>(u) * d]);
+          auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits, I.opt.quant.norm_correction);
+          if (!codec.ok()) return codec.status();
+          ph.codec[st] = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
+        }
+        ph.fitted = true;
+        const int np = pend;
+        std::vector<uint16_t> pk = std::move(ph.pend[kKeys]), pv = std::move(ph.pend[kValues]);
+        ph.pend[kKeys] = {};
+        ph.pend[kValues] = {};
+        pend = 0;
+        for (int r = 0; r < np; ++r) {
+          from_f16(&pk[static_cast<size_t>(r) * d], d, row.data());
+          from_f16(&pv[static_cast<size_t>(r) * d], d, row.data() + d);
+          leave(row.data(), row.data() + d);
+        }
+      }
+    }
+  }
+  s.n_comp = comp;  // every head advanced identically
+  s.n_pend = pend;
+  s.n = n0 + n;
+  return Status::Ok();
+}
+
 Status LayerKVCache::append(int seq, int n, const HeadTokenView& k, const HeadTokenView& v) {
   Impl& I = *impl_;
   if (seq < 0) return invalid_argument("sequence id must be >= 0, got " + std::to_string(seq));
@@ -199,6 +317,11 @@ Status LayerKVCache::append(int seq, int n, const HeadTokenView& k, const HeadTo
   if (k.data == nullptr || v.data == nullptr) return invalid_argument("append: null K or V");
   SeqState& s = I.seqs[seq];
   if (s.heads.empty()) s.heads.resize(I.n_kv_heads);
+  if (I.st[kKeys].pk || I.st[kValues].pk) {
+    TQKV_RETURN_IF_ERROR(I.append_prerope(s, n, k, v));
+    refresh_views(s);
+    return Status::Ok();
+  }
   const int d = I.head_dim, S = I.sinks(), W = I.window();
   const HeadTokenView* in[kStreams] = {&k, &v};
   std::vector<uint8_t> tmp;
@@ -254,9 +377,15 @@ Status LayerKVCache::truncate(int seq, int n) {
   SeqState& s = it->second;
   s.n = n;
   s.n_comp = std::min(s.n_comp, std::max(0, n - I.sinks()));
+  s.n_pend = std::min(s.n_pend, std::max(0, n - I.sinks() - s.n_comp));
   const size_t pages = (static_cast<size_t>(s.n_comp) + I.page() - 1) / I.page();
   for (HeadStore& hs : s.heads)
-    for (StreamStore& ss : hs.s) ss.keep_pages(std::min(ss.pages.size(), pages));
+    for (StreamStore& ss : hs.s) {
+      ss.keep_pages(std::min(ss.pages.size(), pages));
+    }
+  for (HeadStore& hs : s.heads)
+    if (hs.pk)
+      for (auto& pb : hs.pk->pend) pb.resize(std::min(pb.size(), static_cast<size_t>(s.n_pend) * I.head_dim));
   if (n == 0) I.seqs.erase(it);
   else refresh_views(s);
   return Status::Ok();
@@ -271,13 +400,22 @@ size_t LayerKVCache::bytes_resident() const {
     // Bookkeeping outside the pages (the map node, the 64-byte HeadPages view descriptors of
     // sequence_view) is not counted, as before the views existed.
     b += sizeof(SeqState) - sizeof(s.views) + s.heads.capacity() * sizeof(HeadStore);
-    for (const HeadStore& hs : s.heads)
+    for (const HeadStore& hs : s.heads) {
       for (int st = 0; st < kStreams; ++st) {
         const StreamStore& ss = hs.s[st];
         b += ss.pages.size() * page_alloc_bytes(I.st[st].page_bytes);
         b += ss.pages.capacity() * sizeof(uint8_t*);
         b += (ss.sink.capacity() + ss.win.capacity()) * sizeof(uint16_t);
       }
+      // pk statistics block (docs/format.md) and the codec object holding it.
+      if (hs.pk) {  // pending rows, statistics blocks (docs/format.md) and the codec objects
+        b += sizeof(PkHead);
+        for (int st = 0; st < kStreams; ++st) {
+          b += hs.pk->pend[st].capacity() * sizeof(uint16_t);
+          if (hs.pk->codec[st]) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
+        }
+      }
+    }
   }
   return b;
 }
@@ -303,13 +441,17 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
       } else if (t < S + s.n_comp) {
         const int c = t - S;
         const uint8_t* page = ss.pages[c / P];
-        if (sc.tiled) {
+        if (sc.pk) {
+          hs.pk->codec[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
+        } else if (sc.tiled) {
           sc.lay.gather(page + static_cast<size_t>((c % P) / kTileTokens) * sc.lay.tile_bytes, c % kTileTokens,
                         code.data());
           sc.q[head]->decode(code.data(), 1, o);
         } else {
           sc.q[head]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         }
+      } else if (t < S + s.n_comp + s.n_pend) {
+        from_f16(&hs.pk->pend[st][static_cast<size_t>(t - S - s.n_comp) * d], d, o);
       } else {
         from_f16(&ss.win[static_cast<size_t>(t % W) * d], d, o);
       }

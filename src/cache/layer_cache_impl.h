@@ -4,7 +4,9 @@
 // Per sequence and kv head, token position t lives in exactly one of three places:
 //   sinks      t < S                           f16, (S, head_dim)
 //   compressed S <= t < S + n_comp             key/value formats, pages of P tokens
-//   window     S + n_comp <= t < n             f16 ring of W slots, slot t % W
+//   pending    S + n_comp <= t < S + n_comp + n_pend   f16 rows (layers with a pk{b} stream only:
+//              tokens that would be compressed but wait for the sequence's statistics; K and V alike)
+//   window     S + n_comp + n_pend <= t < n     f16 ring of W slots, slot t % W
 // With W = 0 every token >= S is compressed on append. With W > 0 a token is compressed (from its
 // f16 copy) when it leaves the window. Compressed codes of rotated formats are in the rotated
 // domain of that head's key (or value) rotation.
@@ -17,6 +19,7 @@
 
 #include "cache/tile_layout.h"
 #include "tqkv/kv_cache.h"
+#include "tqkv/prerope_keys.h"
 
 namespace tqkv {
 
@@ -41,13 +44,25 @@ struct StreamStore {
   void keep_pages(size_t n);  // frees pages n..
 };
 
+// Per (sequence, kv head) state of layers with a pk{b} stream (allocated only for those layers, so
+// other layers' bookkeeping does not grow).
+struct PkHead {
+  // pk{b} streams (keys: pre-RoPE; values may use the same codec): this sequence's statistics,
+  // null until fitted (all pk streams of a head are fitted together, at N tokens) and for non-pk streams.
+  std::unique_ptr<PreRopeKeyCodec> codec[kStreams];
+  std::vector<uint16_t> pend[kStreams];  // (n_pend, head_dim) f16 rows before the statistics exist
+  bool fitted = false;
+};
+
 struct HeadStore {
   StreamStore s[kStreams];
+  std::unique_ptr<PkHead> pk;  // layers with a pk{b} stream only
 };
 
 struct SeqState {
   int n = 0;       // tokens stored
   int n_comp = 0;  // compressed tokens (positions S .. S + n_comp - 1)
+  int n_pend = 0;  // pending f16 tokens after them (pk layers only)
   std::vector<HeadStore> heads;  // (n_kv_heads,)
   std::vector<HeadPages> views;  // (n_kv_heads,) refreshed after every mutation
 };
@@ -57,6 +72,7 @@ struct StreamConfig {
   FormatSpec format;
   size_t code_size = 0;   // per-vector code size
   bool tiled = false;     // bit-sliced tiles (tile_layout.h) instead of per-vector codes
+  bool pk = false;        // pk{b}: per-sequence codecs (HeadStore::pk), q holds nulls
   TileLayout lay;
   size_t page_bytes = 0;
   std::vector<std::unique_ptr<Quantizer>> q;  // (n_kv_heads,)
@@ -73,6 +89,8 @@ struct LayerKVCache::Impl {
   int sinks() const { return opt.sink_tokens; }
   int window() const { return opt.recent_window; }
   int page() const { return opt.page_tokens; }
+  // append() of layers with a pk{b} key or value format (kv_cache.cc).
+  Status append_prerope(SeqState& s, int n, const HeadTokenView& k, const HeadTokenView& v);
 };
 
 }  // namespace tqkv

@@ -2,6 +2,8 @@
 #include "tqkv/format.h"
 
 #include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "format/format_table.h"
@@ -16,7 +18,10 @@ bool parse_int(std::string_view s, int* out) {
 }
 
 const FormatKind kAllKinds[] = {FormatKind::kF32, FormatKind::kF16,  FormatKind::kQ8_0, FormatKind::kQ4_0,
-                                FormatKind::kRvq, FormatKind::kTq, FormatKind::kKivi};
+                                FormatKind::kRvq, FormatKind::kTq, FormatKind::kKivi, FormatKind::kPk};
+
+// pk{b}: coded bits of one vector (the same rule as tqkv::prerope_total_bits).
+long pk_total_bits(double avg_bits, int head_dim) { return std::lround(avg_bits * head_dim); }
 
 // "rvq bits must be in 1..4" style message for a parametrized row.
 std::string range_message(const format::FormatRow& r) {
@@ -49,6 +54,11 @@ bool spec_in_range(const format::FormatRow& r, const FormatSpec& spec) {
 
 std::string FormatSpec::name() const {
   const format::FormatRow& r = format::row(kind);
+  if (kind == FormatKind::kPk) {  // fractional bits: shortest decimal
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "pk%.6g", avg_bits);
+    return buf;
+  }
   if (r.fixed_bits != 0) return r.name;
   std::string s(r.name);  // (not const char* + string&&: GCC 12 -Wrestrict false positive)
   s += std::to_string(bits);
@@ -60,6 +70,7 @@ std::string FormatSpec::name() const {
 }
 
 bool FormatSpec::rotated() const { return format::row(kind).rotated; }
+bool FormatSpec::pre_rope() const { return format::row(kind).pre_rope; }
 
 StatusOr<FormatSpec> parse_format(std::string_view name) {
   const std::string known = "known formats: " + format::known_formats();
@@ -68,8 +79,21 @@ StatusOr<FormatSpec> parse_format(std::string_view name) {
     const format::FormatRow& r = format::row(k);
     if (r.fixed_bits != 0 && name == r.name) return FormatSpec{k, r.fixed_bits, 1};
   }
+  if (name.starts_with("pk") && name.size() > 2 && name[2] >= '0' && name[2] <= '9') {  // pk{b}, b fractional
+    const std::string_view num = name.substr(2);
+    double avg = 0;
+    auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), avg);
+    if (ec == std::errc() && ptr == num.data() + num.size()) {
+      if (!(avg > 0 && avg <= 8))
+        return invalid_argument("format '" + std::string(name) + "': pk average bits must be in (0, 8]");
+      FormatSpec s{FormatKind::kPk, static_cast<int>(std::ceil(avg)), 1};
+      s.avg_bits = avg;
+      return s;
+    }
+  }
   for (FormatKind k : kAllKinds) {
     const format::FormatRow& r = format::row(k);
+    if (k == FormatKind::kPk) continue;
     if (r.fixed_bits != 0 || !name.starts_with(r.name)) continue;
     const std::string_view rest = name.substr(std::string_view(r.name).size());
     FormatSpec spec{k, 0, 1};
@@ -95,6 +119,12 @@ Status validate_format(const FormatSpec& spec, int head_dim) {
     return invalid_argument("head_dim must be <= 65536, got " + std::to_string(head_dim));
   const format::FormatRow& r = format::row(spec.kind);
   if (!spec_in_range(r, spec)) return invalid_argument(range_message(r));
+  if (spec.kind == FormatKind::kPk) {
+    const long total = pk_total_bits(spec.avg_bits, head_dim);
+    if (!std::isfinite(spec.avg_bits) || total < 1 || total > 8L * head_dim)
+      return invalid_argument(spec.name() + " at head_dim " + std::to_string(head_dim) + " gives " +
+                              std::to_string(total) + " coded bits per vector; need 1.." + std::to_string(8L * head_dim));
+  }
   return Status::Ok();
 }
 

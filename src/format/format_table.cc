@@ -4,6 +4,7 @@
 #include "core/check.h"
 #include "format/blocks.h"
 
+#include <cmath>
 #include <cstring>
 #include <iterator>
 
@@ -25,6 +26,11 @@ size_t size_rotated(const FormatSpec& s, size_t d) {
 // Per group of 32: fp16 scale, fp16 min, then `bits` bit-planes of 4 bytes.
 size_t size_kivi(const FormatSpec& s, size_t d) { return div_up(d, kKiviGroup) * kivi_group_bytes(s.bits); }
 
+// pk{b}: bf16 scale, then the code stream of round(avg_bits * d) bits (docs/format.md "pk{b}").
+size_t size_pk(const FormatSpec& s, size_t d) {
+  return 2 + div_up(static_cast<size_t>(std::lround(s.avg_bits * static_cast<double>(d))), 8);
+}
+
 int no_planes(const FormatSpec&) { return 0; }
 int rotated_planes(const FormatSpec& s) { return s.passes * s.bits; }
 int kivi_planes(const FormatSpec& s) { return s.bits; }
@@ -44,7 +50,7 @@ void decode_f32(int dim, int, const uint8_t* codes, size_t n, float* y, size_t y
   {}, {}, {encode_rotated_scalar, encode_rotated_avx2, encode_rotated_avx512},  \
   {decode_rotated_scalar, decode_rotated_avx2, decode_rotated_avx512}
 
-constexpr unsigned kBits1to4 = 0b11110, kBits2or4 = 0b10100;
+constexpr unsigned kBits1to4 = 0b11110, kBits2or4 = 0b10100, kBits1to8 = 0b111111110;
 constexpr int kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ8_0 = 8;  // ggml type ids (tqkv/gguf.h)
 
 // Indexed by FormatKind (checked in row()).
@@ -64,6 +70,10 @@ const FormatRow kRows[] = {
      TQKV_ROTATED_FNS},
     {FormatKind::kKivi, "kivi", "kivi{b}",     0,  kBits2or4, false, 1, false, false, size_kivi,    kivi_planes,    0, false, false, -1,
      TQKV_BLOCK_FNS(kivi)},
+    // pk{b}: fractional average bits (FormatSpec::avg_bits; bits = its ceiling); per-sequence
+    // statistics, so no stateless kernels: the cache codes it with tqkv::PreRopeKeyCodec.
+    {FormatKind::kPk,   "pk",   "pk{b}",       0,  kBits1to8, false, 1, false, false, size_pk,      no_planes,      0, true,  false, -1,
+     {}, {}, {}, {}},
 };
 
 const MethodRow kMethods[] = {

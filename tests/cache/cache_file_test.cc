@@ -101,7 +101,9 @@ TEST_P(CacheFileRoundTrip, SaveLoadContinueIsBitIdentical) {
   EXPECT_EQ(std::memcmp(all_a.data(), all_b.data(), all_a.size() * sizeof(float)), 0) << "logits differ after reload";
   // Compressed formats give a file smaller than the f16 one.
   // (rotated formats; q8_0/q4_0 blocks of 32 are larger than f16 at this test model's head_dim 8)
-  if (std::string(c.k).rfind("rvq", 0) == 0) EXPECT_LT(st->file_bytes, st->f16_file_bytes);
+  if (std::string(c.k).rfind("rvq", 0) == 0) {  // braces: EXPECT_* expands to an if/else
+    EXPECT_LT(st->file_bytes, st->f16_file_bytes);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, CacheFileRoundTrip,
