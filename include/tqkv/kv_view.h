@@ -40,7 +40,8 @@ class PreRopeKeyCodec;
 // How the compressed tokens of one stream are laid out inside a page.
 enum class KVStorage {
   kPerVector,  // token after token, code_size bytes each (the quantizer's format, docs/format.md)
-  kTiles,      // bit-sliced tiles of kTileTokens tokens (rotated formats with 1- or 2-bit passes)
+  kTiles,      // bit-sliced tiles of kTileTokens tokens (rotated formats with 1- or 2-bit passes, and
+               // lookup tiles of rotated formats with 3-4 planes: TileParams::lut)
 };
 
 inline constexpr int kTileTokens = 16;  // tokens per bit-sliced tile
@@ -54,6 +55,16 @@ inline constexpr int kMaxTilePlanes = 8;  // passes * bits <= 4 * 2
 //   value tile: 16 x f32 scale | for each plane p: for each token quad q (4): for each chunk c of
 //               16 coordinates (ceil(d/16)): 8 bytes, bit (4 i + u) = bit p of token 4 q + u,
 //               coordinate 16 c + i
+// Lookup tiles (lut = true: rotated formats with 3 or 4 bit-planes in all, passes * bits, and
+// d % 16 == 0: tq3, tq4, rvq1x3, rvq1x4, rvq2x2, rvq3x1, rvq4x1): plane p = pass p / bits, bit
+// p % bits, and the decoded coordinate is levels[sum_p bit_p << p] (the sum of the passes' levels;
+// c0/alpha/mult unused). Bits are grouped by 2 instead of 4:
+//   key tile:   16 x f32 scale | for each plane p: for each group g of 2 coordinates (d/2):
+//               4 bytes, bit (2 t + j) = bit p of token t, coordinate 2 g + j
+//   value tile: 16 x f32 scale | for each plane p: for each token pair q (8): for each chunk c of
+//               16 coordinates (d/16): 4 bytes, bit (2 i + u) = bit p of token 2 q + u,
+//               coordinate 16 c + i
+// Use bit_location() to read any tile without knowing which layout it has.
 // Plain data (fixed-size arrays, no pointers): can be copied to a device as is.
 struct TileParams {
   bool is_value = false;
@@ -69,7 +80,32 @@ struct TileParams {
   float lambda = 0;
   size_t plane_bytes = 0;          // bytes of one plane in one tile
   size_t tile_bytes = 0;           // 64 + planes * plane_bytes
-  int groups = 0;                  // key: ceil(d/4) groups; value: ceil(d/16) chunks
+  int groups = 0;                  // key: ceil(d/4) groups (lut: d/2); value: ceil(d/16) chunks
+  bool lut = false;                // lookup tile (see above): z_hat[i] = levels[code]
+  float levels[16] = {};           // lut only: decoded coordinate of each plane pattern (2^planes)
+
+  // Byte offset (from the tile start) and bit of (plane p, token slot t, coordinate i).
+  void bit_location(int p, int t, int i, size_t* byte, int* bit) const {
+    size_t off = 64 + static_cast<size_t>(p) * plane_bytes;
+    int b;
+    if (lut) {
+      if (!is_value) {
+        off += static_cast<size_t>(i / 2) * 4;
+        b = 2 * t + (i % 2);
+      } else {
+        off += (static_cast<size_t>(t / 2) * groups + i / 16) * 4;
+        b = 2 * (i % 16) + (t % 2);
+      }
+    } else if (!is_value) {
+      off += static_cast<size_t>(i / 4) * 8;
+      b = 4 * t + (i % 4);
+    } else {
+      off += (static_cast<size_t>(t / 4) * groups + i / 16) * 8;
+      b = 4 * (i % 16) + (t % 4);
+    }
+    *byte = off + b / 8;
+    *bit = b % 8;
+  }
 
   // The 16 f32 token scales at the start of a tile (0 for empty slots).
   const float* scales(const uint8_t* tile) const { return reinterpret_cast<const float*>(tile); }

@@ -597,13 +597,15 @@ Status attend(const LayerView& L, const AttentionParams& params) {
   C.avx512 = level == SimdLevel::kAvx512;
   C.avx2 = level == SimdLevel::kAvx2;
   C.pre_rope = L.key.pre_rope;
-  C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope;
-  C.vtiles = L.value.storage == KVStorage::kTiles;
+  // Lookup tiles (TileParams::lut) have AVX-512 kernels only; at other levels they are decoded
+  // row by row (decode_rows) and run through the float kernels.
+  C.ktiles = L.key.storage == KVStorage::kTiles && !C.pre_rope && (!L.key.tiles.lut || C.avx512);
+  C.vtiles = L.value.storage == KVStorage::kTiles && (!L.value.tiles.lut || C.avx512);
   const format::FormatRow& krow = format::row(L.key.format);
   const format::FormatRow& vrow = format::row(L.value.format);
   C.kf16 = krow.f16_rows && L.head_dim <= attn::kF16DirectMaxDim && !C.pre_rope;
   C.vf16 = vrow.f16_rows && L.head_dim <= attn::kF16DirectMaxDim;
-  C.vrot = !C.vtiles && vrow.rotated && C.avx512 && L.head_dim % 16 == 0;
+  C.vrot = L.value.storage == KVStorage::kPerVector && vrow.rotated && C.avx512 && L.head_dim % 16 == 0;
   C.dpad = C.vtiles ? 16 * L.value.tiles.groups : C.vrot ? L.head_dim : 0;
   C.scale = params.options.scale > 0 ? params.options.scale : 1.0f / std::sqrt(static_cast<float>(L.head_dim));
   C.opt_rope = params.options.rope;

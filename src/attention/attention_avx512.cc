@@ -32,7 +32,45 @@ inline int32_t load_i32(const void* p) {
 inline __mmask16 tail_mask(int rem) { return rem >= 16 ? 0xffff : static_cast<__mmask16>((1u << rem) - 1); }
 }  // namespace
 
+inline __mmask32 load_mask32(const uint8_t* p) {
+  uint32_t m;
+  std::memcpy(&m, p, 4);
+  return static_cast<__mmask32>(m);
+}
+
+// Lookup tiles: the levels as int16 round(level / step), step = max|level| / kLut16Max.
+static float lut_table(const TileParams& L, int16_t* t32) {
+  const int n = 1 << L.planes;
+  float lmax = 0;
+  for (int c = 0; c < n; ++c) lmax = std::max(lmax, std::fabs(L.levels[c]));
+  const float step = lmax > 0 ? lmax / kLut16Max : 1.0f;
+  for (int c = 0; c < 32; ++c) t32[c] = c < n ? static_cast<int16_t>(std::nearbyint(L.levels[c] / step)) : 0;
+  return step;
+}
+
+// Lookup tiles, keys: q16 = round(qr / dq), dq = max|qr| / kLut16Max (error <= dq / 2 per
+// coordinate, 1/16382 of the largest coordinate); levels to int16 (error <= step / 2, 1/16382 of
+// the largest level). Both are far below the error of the 3-4 bit codes (docs/design.md).
+static void prepare_q16_avx512(const TileParams& L, Queries* Q) {
+  const float step = lut_table(L, Q->lut16);
+  Q->q16.assign(static_cast<size_t>(Q->ns) * Q->d, 0);
+  Q->dq16.assign(Q->ns, 1.0f);
+  for (int s = 0; s < Q->ns; ++s) {
+    const float* qr = &Q->qr[static_cast<size_t>(s) * Q->d];
+    float amax = 0;
+    for (int i = 0; i < Q->d; ++i) amax = std::max(amax, std::fabs(qr[i]));
+    const float dq = amax > 0 ? amax / kLut16Max : 1.0f;
+    Q->dq16[s] = dq * step;
+    for (int i = 0; i < Q->d; ++i)
+      Q->q16[static_cast<size_t>(s) * Q->d + i] = static_cast<int16_t>(std::nearbyint(qr[i] / dq));
+  }
+}
+
 void prepare_q8_avx512(const TileParams& L, Queries* Q) {
+  if (L.lut) {
+    prepare_q16_avx512(L, Q);
+    return;
+  }
   const int gi = L.groups * 4;
   // One int8 digit per coordinate when the format's own error is large, two (q8 + q8lo / 254)
   // when it is small (fine formats need the extra precision to keep the kernel's error below
@@ -167,7 +205,77 @@ static void key_scores_combined_all(const TileParams& L, const uint8_t* tile, co
   by_state_groups(Q.ns, [&](auto NS, int s0) { key_scores_combined<decltype(NS)::value, PL>(L, tile, Q, s0, scores); });
 }
 
+// Lookup tiles: the code index (bits 0..planes-1) of 16 tokens x 2 coordinates as 32 words, from
+// the planes' 32-bit masks at base + p * plane_bytes + offset.
+template <int PL>
+static inline __m512i lut_index(const TileParams& L, const uint8_t* base, size_t offset) {
+  __m512i idx = _mm512_maskz_mov_epi16(load_mask32(base + offset), _mm512_set1_epi16(1));
+  const int planes = PL > 0 ? PL : L.planes;
+  for (int p = 1; p < planes; ++p)
+    idx = _mm512_mask_add_epi16(idx, load_mask32(base + p * L.plane_bytes + offset), idx,
+                                _mm512_set1_epi16(static_cast<int16_t>(1 << p)));
+  return idx;
+}
+
+// Lookup tiles: the code indices of two adjacent 32-bit groups (one 64-bit mask per plane at
+// base + p * plane_bytes + offset) as bytes, widened to two vectors of 32 words.
+template <int PL>
+static inline void lut_index2(const TileParams& L, const uint8_t* base, size_t offset, __m512i* i0, __m512i* i1) {
+  __m512i idx = _mm512_maskz_mov_epi8(load_mask64(base + offset), _mm512_set1_epi8(1));
+  const int planes = PL > 0 ? PL : L.planes;
+  for (int p = 1; p < planes; ++p)
+    idx = _mm512_mask_add_epi8(idx, load_mask64(base + p * L.plane_bytes + offset), idx,
+                               _mm512_set1_epi8(static_cast<char>(1 << p)));
+  *i0 = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(idx));
+  *i1 = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(idx, 1));
+}
+
+// Lookup key tile: vpermw turns the 32 indices into int16 levels, vpdpwssd multiplies them with
+// the state's 2 int16 query coordinates: one instruction per 16 tokens x 2 coordinates.
+template <int NS, int PL>
+static void key_scores_lut(const TileParams& L, const uint8_t* tile, const Queries& Q, int s0, float* scores) {
+  const __m512i T = _mm512_load_si512(Q.lut16);
+  const uint8_t* planes = tile + 64;
+  const int16_t* qb[NS];
+  __m512 f[NS];
+  for (int k = 0; k < NS; ++k) {
+    qb[k] = &Q.q16[static_cast<size_t>(s0 + k) * Q.d];
+    f[k] = _mm512_setzero_ps();
+  }
+  for (int g0 = 0; g0 < L.groups; g0 += 8) {  // flush to float every 16 coordinates (kLut16Max)
+    const int ge = std::min(L.groups, g0 + 8);
+    __m512i a0[NS], a1[NS];
+    for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
+    for (int g = g0; g < ge; g += 2) {  // groups = d / 2 is a multiple of 8
+      __m512i i0, i1;
+      lut_index2<PL>(L, planes, 4 * static_cast<size_t>(g), &i0, &i1);
+      const __m512i v0 = _mm512_permutexvar_epi16(i0, T);
+      const __m512i v1 = _mm512_permutexvar_epi16(i1, T);
+      for (int k = 0; k < NS; ++k) {
+        a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(qb[k] + 2 * g)));
+        a1[k] = _mm512_dpwssd_epi32(a1[k], v1, _mm512_set1_epi32(load_i32(qb[k] + 2 * g + 2)));
+      }
+    }
+    for (int k = 0; k < NS; ++k) f[k] = _mm512_add_ps(f[k], _mm512_cvtepi32_ps(_mm512_add_epi32(a0[k], a1[k])));
+  }
+  const __m512 sc = _mm512_loadu_ps(reinterpret_cast<const float*>(tile));
+  for (int k = 0; k < NS; ++k) {
+    const int s = s0 + k;
+    _mm512_storeu_ps(scores + s * kTileTokens, _mm512_mul_ps(_mm512_mul_ps(f[k], _mm512_set1_ps(Q.dq16[s])), sc));
+  }
+}
+
+template <int PL>
+static void key_scores_lut_all(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  by_state_groups(Q.ns, [&](auto NS, int s0) { key_scores_lut<decltype(NS)::value, PL>(L, tile, Q, s0, scores); });
+}
+
 void fast_key_scores_avx512(const TileParams& L, const uint8_t* tile, const Queries& Q, float* scores) {
+  if (L.lut) {
+    if (L.planes == 4) key_scores_lut_all<4>(L, tile, Q, scores);
+    else key_scores_lut_all<3>(L, tile, Q, scores);
+    return;
+  }
   if (Q.combined) {
     if (L.planes == 2) key_scores_combined_all<2>(L, tile, Q, scores);
     else if (L.planes == 1) key_scores_combined_all<1>(L, tile, Q, scores);
@@ -243,8 +351,102 @@ static void value_accum_combined_all(const TileParams& L, const uint8_t* const* 
   });
 }
 
+// Lookup value tiles: per chunk of 16 coordinates and token pair, vpermw gives the int16 levels
+// of 16 coordinates x 2 tokens and vpdpwssd multiplies them with the 2 tokens' int16 weights.
+template <int NS, int PL>
+static void value_accum_lut(const TileParams& L, const uint8_t* const* tiles, int n_tiles, const int16_t* w16,
+                            const float* eps, int s0, const __m512i T, float* o) {
+  const int dpad = 16 * L.groups;
+  const int pairs = 8 * n_tiles;
+  // Two chunks (c, c + 1: adjacent 32-bit groups, one 64-bit mask per plane) per step; groups =
+  // d / 16 is odd for some d, then the last chunk runs alone through lut_index.
+  int c = 0;
+  for (; c + 2 <= L.groups; c += 2) {
+    __m512 f0[NS], f1[NS];
+    for (int k = 0; k < NS; ++k) f0[k] = f1[k] = _mm512_setzero_ps();
+    for (int q0 = 0; q0 < pairs; q0 += 8) {  // one tile: flush to float every 16 tokens (kLut16Max)
+      __m512i a0[NS], a1[NS];
+      for (int k = 0; k < NS; ++k) a0[k] = a1[k] = _mm512_setzero_si512();
+      const uint8_t* base = tiles[q0 / 8] + 64;
+      for (int q = q0; q < q0 + 8; ++q) {
+        __m512i i0, i1;
+        lut_index2<PL>(L, base, (static_cast<size_t>(q % 8) * L.groups + c) * 4, &i0, &i1);
+        const __m512i v0 = _mm512_permutexvar_epi16(i0, T);
+        const __m512i v1 = _mm512_permutexvar_epi16(i1, T);
+        for (int k = 0; k < NS; ++k) {
+          const __m512i wk = _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q));
+          a0[k] = _mm512_dpwssd_epi32(a0[k], v0, wk);
+          a1[k] = _mm512_dpwssd_epi32(a1[k], v1, wk);
+        }
+      }
+      for (int k = 0; k < NS; ++k) {
+        f0[k] = _mm512_add_ps(f0[k], _mm512_cvtepi32_ps(a0[k]));
+        f1[k] = _mm512_add_ps(f1[k], _mm512_cvtepi32_ps(a1[k]));
+      }
+    }
+    for (int k = 0; k < NS; ++k) {
+      float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
+      const __m512 e = _mm512_set1_ps(eps[s0 + k]);
+      _mm512_storeu_ps(dst, _mm512_fmadd_ps(f0[k], e, _mm512_loadu_ps(dst)));
+      _mm512_storeu_ps(dst + 16, _mm512_fmadd_ps(f1[k], e, _mm512_loadu_ps(dst + 16)));
+    }
+  }
+  for (; c < L.groups; ++c) {
+    __m512 f[NS];
+    for (int k = 0; k < NS; ++k) f[k] = _mm512_setzero_ps();
+    for (int q0 = 0; q0 < pairs; q0 += 8) {
+      __m512i a0[NS];
+      for (int k = 0; k < NS; ++k) a0[k] = _mm512_setzero_si512();
+      const uint8_t* base = tiles[q0 / 8] + 64;
+      for (int q = q0; q < q0 + 8; ++q) {
+        const __m512i v0 = _mm512_permutexvar_epi16(lut_index<PL>(L, base, (static_cast<size_t>(q % 8) * L.groups + c) * 4), T);
+        for (int k = 0; k < NS; ++k)
+          a0[k] = _mm512_dpwssd_epi32(a0[k], v0, _mm512_set1_epi32(load_i32(w16 + (s0 + k) * kBlock + 2 * q)));
+      }
+      for (int k = 0; k < NS; ++k) f[k] = _mm512_add_ps(f[k], _mm512_cvtepi32_ps(a0[k]));
+    }
+    for (int k = 0; k < NS; ++k) {
+      float* dst = o + static_cast<size_t>(s0 + k) * dpad + 16 * c;
+      _mm512_storeu_ps(dst, _mm512_fmadd_ps(f[k], _mm512_set1_ps(eps[s0 + k]), _mm512_loadu_ps(dst)));
+    }
+  }
+}
+
+// Weights to int16 per state and block: w16 = round(w / eps), eps = max w / kLut16Max (error <=
+// eps / 2 per token); eps is returned times the level step.
+static void value_accum_lut_all(const TileParams& L, const uint8_t* const* tiles, int n_tiles, const float* w, int ns,
+                                float* o) {
+  thread_local std::vector<int16_t> w16;
+  thread_local std::vector<float> eps;
+  w16.resize(static_cast<size_t>(ns) * kBlock);
+  eps.resize(ns);
+  alignas(64) int16_t t32[32];
+  const float step = lut_table(L, t32);
+  const __m512i T = _mm512_load_si512(t32);
+  for (int s = 0; s < ns; ++s) {
+    const float* ws = w + s * kBlock;
+    __m512 mx = _mm512_setzero_ps();
+    for (int t = 0; t < kBlock; t += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(ws + t));
+    const float m = _mm512_reduce_max_ps(mx);
+    eps[s] = m > 0 ? m / kLut16Max * step : 0.0f;
+    const __m512 inv = _mm512_set1_ps(m > 0 ? kLut16Max / m : 0.0f);
+    for (int t = 0; t < kBlock; t += 16) {
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(ws + t), inv));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(w16.data() + s * kBlock + t), _mm512_cvtepi32_epi16(q));
+    }
+  }
+  by_state_groups(ns, [&](auto NS, int s0) {
+    if (L.planes == 4) value_accum_lut<decltype(NS)::value, 4>(L, tiles, n_tiles, w16.data(), eps.data(), s0, T, o);
+    else value_accum_lut<decltype(NS)::value, 3>(L, tiles, n_tiles, w16.data(), eps.data(), s0, T, o);
+  });
+}
+
 void fast_value_accum_avx512(const TileParams& L, const uint8_t* const* tiles, int n_tiles,
                              const float* w, int ns, float* o) {
+  if (L.lut) {
+    value_accum_lut_all(L, tiles, n_tiles, w, ns, o);
+    return;
+  }
   // 8-bit weights per state and block: w8 = round(w / eps), eps = max w / 255 (unsigned operand
   // of vpdpbusd; the bits are the signed operand).
   thread_local std::vector<uint8_t> w8;  // (ns, 64) scratch reused across blocks

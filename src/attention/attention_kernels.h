@@ -15,6 +15,11 @@
 namespace tqkv::attn {
 
 inline constexpr int kBlock = 64;  // tokens per softmax block (4 tiles)
+// Lookup tiles (TileParams::lut) at AVX-512: levels, query and value weights as 14-bit integers
+// (|x| <= 8191) multiplied by vpdpwssd. 16 products of two such numbers sum to < 2^30, so an int32
+// accumulator never overflows when it is flushed to float every 16 coordinates (keys) or after
+// each tile of 16 tokens (values).
+inline constexpr int kLut16Max = 8191;
 // The f16 kernels (f16_scores_*, f16_accum_*) convert a block to a stack tile of kBlock x d floats;
 // they require d <= kF16DirectMaxDim (checked) and attend() uses the general decode path above.
 inline constexpr int kF16DirectMaxDim = 1024;
@@ -55,6 +60,12 @@ struct Queries {
   int digits = 1;            // 1: q8 only; 2: q8 + q8lo / 254
   bool combined = false;     // planes folded into one byte (TileParams::mult); q8: (ns, groups * 4)
   std::vector<float> klut;   // (ns, groups, 16) scalar key kernel: nibble partial sums of qr
+  // AVX-512 lookup key tiles (TileParams::lut): q16 = round(qr / dq) in [-kLut16Max, kLut16Max]
+  // per state (ns, d), dq per state times the level step (lut_step) in dq16; lut16 = the levels
+  // as int16 round(level / lut_step), |.| <= kLut16Max, repeated to 32 entries for vpermw.
+  std::vector<int16_t> q16;
+  std::vector<float> dq16;   // (ns,)
+  alignas(64) int16_t lut16[32] = {};
   std::vector<int> valid;    // (ns,) scratch: valid tokens of the current block per state
 };
 

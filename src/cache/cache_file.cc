@@ -145,7 +145,7 @@ Fingerprint fingerprint_of(const Model& model, const ModelKVCache& cache) {
       p.kind = static_cast<uint32_t>(sl->format.kind);
       p.bits = sl->format.bits;
       p.passes = sl->format.passes;
-      p.storage = sl->storage == KVStorage::kTiles ? 1 : 0;
+      p.storage = sl->storage == KVStorage::kTiles ? (sl->tiles.lut ? 2 : 1) : 0;  // 2: lookup tiles
       p.code_size = sl->code_size;
       p.page_bytes = sl->page_bytes;
       p.tile_bytes = sl->storage == KVStorage::kTiles ? sl->tiles.tile_bytes : 0;

@@ -11,7 +11,39 @@ namespace tqkv {
 
 bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& codebooks, bool is_value,
                       TileLayout* out) {
-  if (!format::row(spec).tiled(spec)) return false;
+  const format::FormatRow& row = format::row(spec);
+  const int planes = spec.passes * spec.bits;
+  if (row.lut_tiled(spec, dim)) {
+    // Lookup tiles: 3 or 4 bit-planes in all (tq3, tq4, rvq1x3, rvq1x4, rvq2x2, rvq3x1, rvq4x1),
+    // d % 16 == 0 (no padding: the tile holds exactly the bytes of 16 per-vector codes). The table
+    // holds the decoded coordinate of every plane pattern, summed over passes as the per-vector
+    // decoder sums them (pass 0 first, in float).
+    TileLayout L;
+    L.is_value = is_value;
+    L.dim = dim;
+    L.passes = spec.passes;
+    L.bits = spec.bits;
+    L.planes = planes;
+    L.lut = true;
+    const int mask = (1 << spec.bits) - 1;
+    for (int idx = 0; idx < (1 << planes); ++idx) {
+      float z = 0;
+      for (int k = 0; k < spec.passes; ++k) {
+        const auto& lv = codebooks.passes[k].levels;
+        const size_t c = static_cast<size_t>((idx >> (k * spec.bits)) & mask);
+        if (lv.size() != static_cast<size_t>(mask + 1)) return false;
+        z = k == 0 ? lv[c] : z + lv[c];
+      }
+      L.levels[idx] = z;
+    }
+    L.design_mse = codebooks.mse;
+    L.groups = is_value ? dim / 16 : dim / 2;
+    L.plane_bytes = static_cast<size_t>(dim) * 2;  // 16 tokens x d bits
+    L.tile_bytes = 64 + L.planes * L.plane_bytes;
+    *out = L;
+    return true;
+  }
+  if (!row.tiled(spec)) return false;
   TileLayout L;
   L.is_value = is_value;
   L.dim = dim;
@@ -73,17 +105,7 @@ bool make_tile_layout(const FormatSpec& spec, int dim, const PassCodebooks& code
 namespace {
 // Byte and bit of (plane p, token t, coordinate i) inside a tile.
 inline void locate(const TileParams& L, int p, int t, int i, size_t* byte, int* bit) {
-  size_t off = 64 + p * L.plane_bytes;
-  int b;
-  if (!L.is_value) {
-    off += static_cast<size_t>(i / 4) * 8;
-    b = 4 * t + (i % 4);
-  } else {
-    off += (static_cast<size_t>(t / 4) * L.groups + i / 16) * 8;
-    b = 4 * (i % 16) + (t % 4);
-  }
-  *byte = off + b / 8;
-  *bit = b % 8;
+  L.bit_location(p, t, i, byte, bit);
 }
 }  // namespace
 
@@ -101,6 +123,17 @@ inline uint64_t spread4(uint64_t x) {
 
 void TileLayout::scatter(const uint8_t* code, size_t plane_stride, int t, uint8_t* tile) const {
   std::memcpy(tile + 4 * t, code, 4);
+  if (lut) {  // bit by bit (encode side, not the attention hot path)
+    for (int p = 0; p < planes; ++p)
+      for (int i = 0; i < dim; ++i) {
+        size_t byte;
+        int b;
+        locate(*this, p, t, i, &byte, &b);
+        const int v = (code[4 + p * plane_stride + i / 8] >> (i % 8)) & 1;
+        tile[byte] = static_cast<uint8_t>((tile[byte] & ~(1u << b)) | (v << b));
+      }
+    return;
+  }
   for (int p = 0; p < planes; ++p) {
     const uint8_t* plane = code + 4 + p * plane_stride;
     uint8_t* dst = tile + 64 + p * plane_bytes;

@@ -580,17 +580,10 @@ Status CudaLayerCache::load_sequence(int seq, const LayerView& L, const Sequence
             std::memcpy(code.data(), sl.tiles.scales(tile) + slot, 4);
             for (int pl = 0; pl < sl.tiles.planes; ++pl)
               for (int i = 0; i < D; ++i) {
-                int bit;
-                if (!sl.tiles.is_value) {
-                  uint64_t wv;
-                  std::memcpy(&wv, tile + 64 + pl * sl.tiles.plane_bytes + 8 * (i / 4), 8);
-                  bit = static_cast<int>((wv >> (4 * slot + i % 4)) & 1);
-                } else {
-                  uint64_t wv;
-                  std::memcpy(&wv, tile + 64 + pl * sl.tiles.plane_bytes + 8 * ((slot / 4) * sl.tiles.groups + i / 16), 8);
-                  bit = static_cast<int>((wv >> (4 * (i % 16) + slot % 4)) & 1);
-                }
-                if (bit) code[4 + pl * pb + i / 8] |= static_cast<uint8_t>(1 << (i % 8));
+                size_t byte;  // both tile layouts (2-bit and lut), TileParams::bit_location
+                int b;
+                sl.tiles.bit_location(pl, slot, i, &byte, &b);
+                if ((tile[byte] >> b) & 1) code[4 + pl * pb + i / 8] |= static_cast<uint8_t>(1 << (i % 8));
               }
           }
           // per-vector code -> fields + meta

@@ -47,6 +47,12 @@ struct FormatRow {
 
   // True when a vector of this spec is stored in bit-sliced tiles (if its codebooks allow).
   bool tiled(const FormatSpec& spec) const { return tile_max_bits > 0 && spec.bits <= tile_max_bits; }
+  // True when it is stored in lookup tiles instead (TileParams::lut): a tiled family (rvq, tq)
+  // with 3 or 4 bit-planes in all and d % 16 == 0 (tq3, tq4, rvq2x2, rvq1x3, rvq3x1, ...).
+  bool lut_tiled(const FormatSpec& spec, int d) const {
+    const int planes = spec.passes * spec.bits;
+    return tile_max_bits > 0 && rotated && planes >= 3 && planes <= 4 && d % 16 == 0;
+  }
 };
 
 // Bytes of one bit-plane of a per-vector code of d elements (rvq/tq, docs/format.md): the one

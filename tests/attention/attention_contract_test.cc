@@ -45,7 +45,9 @@ TEST(AttentionContract, ViewAddressesTheQuantizersBytes) {
     EXPECT_EQ(L.head_dim, d);
     EXPECT_EQ(L.sink_tokens, S);
     EXPECT_EQ(L.key.code_size, code_size(L.key.format, d));
-    EXPECT_EQ(L.key.storage, std::string(kf) == "rvq1x2" ? KVStorage::kTiles : KVStorage::kPerVector);
+    // rvq1x2: bit-sliced tiles; tq3 (3 planes, d % 16 == 0): lookup tiles.
+    EXPECT_EQ(L.key.storage, std::string(kf) == "q8_0" ? KVStorage::kPerVector : KVStorage::kTiles);
+    EXPECT_EQ(L.key.tiles.lut, std::string(kf) == "tq3");
     EXPECT_EQ(L.value.storage, KVStorage::kPerVector);
     EXPECT_TRUE(L.key.norm_correction);  // the default QuantOptions
     const SequenceView sv = cache->sequence_view(0);

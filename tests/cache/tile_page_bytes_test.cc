@@ -7,6 +7,12 @@
 //                  bit of token t, coordinate 4 g + u
 //      value tile: float32 scale[16] | plane p: quad q (4): chunk c (ceil(d/16)): uint64 w,
 //                  bit (4 i + u) of w = bit of token 4 q + u, coordinate 16 c + i
+//    lookup tiles (3 or 4 planes in all, d % 16 == 0), 2 coordinates / tokens per group instead
+//    of 4:
+//      key tile:   float32 scale[16] | plane p: group g (d/2): uint32 w, bit (2 t + u) of w =
+//                  bit of token t, coordinate 2 g + u
+//      value tile: float32 scale[16] | plane p: pair q (8): chunk c (d/16): uint32 w,
+//                  bit (2 i + u) of w = bit of token 2 q + u, coordinate 16 c + i
 //    where "bit of token t, coordinate i, plane p" is bit (i % 8) of byte (i / 8) of plane p of
 //    token t's per-vector code (docs/format.md section 1); slots past the last token hold zero
 //    bits and scale 0.
@@ -24,6 +30,26 @@ namespace tqkv {
 namespace {
 
 // codes: n_tok (<= 16) per-vector codes of the tokens in slots 0..n_tok-1 of one tile.
+std::vector<uint8_t> hand_built_lut_tile(const uint8_t* codes, int n_tok, size_t code_size, int d, int planes,
+                                         bool value) {
+  const size_t pb = d / 8;
+  const size_t plane_bytes = 2 * size_t(d);
+  std::vector<uint8_t> tile(64 + planes * plane_bytes, 0);
+  for (int t = 0; t < n_tok; ++t) std::memcpy(&tile[4 * t], &codes[t * code_size], 4);
+  for (int p = 0; p < planes; ++p)
+    for (int t = 0; t < n_tok; ++t)
+      for (int i = 0; i < d; ++i) {
+        const size_t word = value ? size_t(t / 2) * (d / 16) + i / 16 : size_t(i / 2);
+        const int bit = value ? 2 * (i % 16) + t % 2 : 2 * t + i % 2;
+        uint32_t w;
+        uint8_t* at = &tile[64 + p * plane_bytes + 4 * word];
+        std::memcpy(&w, at, 4);
+        w |= uint32_t((codes[t * code_size + 4 + p * pb + i / 8] >> (i % 8)) & 1) << bit;
+        std::memcpy(at, &w, 4);
+      }
+  return tile;
+}
+
 std::vector<uint8_t> hand_built_tile(const uint8_t* codes, int n_tok, size_t code_size, int d, int planes,
                                      bool value) {
   const size_t pb = (d + 7) / 8;  // bytes of one plane in a per-vector code
@@ -92,8 +118,11 @@ void check_pages(const char* kfmt, const char* vfmt, int d, int len, int sinks) 
         ASSERT_EQ(sl.tiles.planes, planes);
         for (int c0 = 0; c0 < n_comp; c0 += kTileTokens) {
           const int nt = std::min(kTileTokens, n_comp - c0);
+          const bool lut = planes >= 3 && planes <= 4 && d % 16 == 0;
+          ASSERT_EQ(sl.tiles.lut, lut) << w;
           const std::vector<uint8_t> want =
-              hand_built_tile(&codes[c0 * q->code_size()], nt, q->code_size(), d, planes, value);
+              lut ? hand_built_lut_tile(&codes[c0 * q->code_size()], nt, q->code_size(), d, planes, value)
+                  : hand_built_tile(&codes[c0 * q->code_size()], nt, q->code_size(), d, planes, value);
           ASSERT_EQ(sl.tiles.tile_bytes, want.size()) << w;
           const uint8_t* got = sl.tile(pages.pages, c0);
           ASSERT_EQ(0, std::memcmp(got, want.data(), want.size())) << w << ": tile of tokens " << c0 << "..";
@@ -105,8 +134,11 @@ void check_pages(const char* kfmt, const char* vfmt, int d, int len, int sinks) 
 TEST(CachePageBytes, EqualHandBuiltPages) {
   // Tile formats (rvq/tq with 1-2 bit passes) and per-vector ones, both streams; 150 tokens =
   // 2+ pages of 64 and a partial last tile; d = 36 has padding in both tile layouts.
+  // Lookup tiles (3-4 planes: tq3/tq4/rvq1x3/rvq2x2/rvq4x1) at d = 64, 80; d = 36 keeps the
+  // 2-bit tile layout or per-vector codes.
   const char* pairs[][2] = {{"rvq1x2", "tq2"}, {"rvq2x2", "tq1"}, {"rvq1x3", "rvq2x1"}, {"tq3", "q4_0"},
-                            {"q8_0", "kivi2"}, {"f16", "rvq4x1"}, {"kivi4", "f32"}};
+                            {"q8_0", "kivi2"}, {"f16", "rvq4x1"}, {"kivi4", "f32"}, {"tq4", "tq3"},
+                            {"rvq2x3", "tq4"}};
   for (const auto& p : pairs)
     for (int d : {64, 80, 36})
       for (int sinks : {0, 5}) check_pages(p[0], p[1], d, 150, sinks);
