@@ -25,6 +25,7 @@
 #include "tqkv/attention.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/prerope_keys.h"
+#include "tqkv/simd.h"
 
 namespace tqkv {
 namespace {
@@ -154,7 +155,7 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   Status st = cache.attend(0, c.m, nq, {q.data(), int64_t(c.m) * d, d}, {out.data(), int64_t(c.m) * d, d}, ao);
   ASSERT_TRUE(st.ok()) << st.to_string();
   const double scale = 1 / std::sqrt(double(d));
-  double err2 = 0, norm2 = 0;
+  double err2 = 0, norm2 = 0, fmt2 = 0, exact2 = 0;
   for (int h = 0; h < c.n_kv; ++h) {
     std::vector<float> kdr = kd[h], kor = ko[h];
     for (int t = 0; t < n; ++t) {
@@ -176,6 +177,10 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
         }
         err2 += e2;
         norm2 += r2;
+        for (int i = 0; i < d; ++i) {
+          fmt2 += (ref[i] - exact[i]) * (ref[i] - exact[i]);
+          exact2 += exact[i] * exact[i];
+        }
         // The derived bound of 3, from the measured score errors and value errors.
         std::vector<double> s(vis), sd(vis);
         double mx = -INFINITY, mxd = -INFINITY;
@@ -222,8 +227,18 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
             << "head " << qh << " query " << j << " chi2 " << chi2 << " value error " << std::sqrt(verr);
       }
   }
-  // 2: float32 scores / online softmax / accumulation over <= 1024 tokens.
-  EXPECT_LE(std::sqrt(err2 / norm2), 2e-5);
+  // 2: float32 scores / online softmax / accumulation over <= 1024 tokens: 2e-5. Values in lookup
+  // tiles (rotated 3-4 planes, d % 16 == 0) run on the AVX-512 integer kernels (14-bit levels and
+  // weights), whose contract is the fused test's: extra error below 5% of the format's own error
+  // (tests/attention/fused_attention_test.cc, Avx512WithinDerivedTolerance).
+  const FormatSpec vs = o.value_format;
+  const bool int_values = detected_simd_level() >= SimdLevel::kAvx512 && vs.rotated() && vs.bits > 2 &&
+                          vs.passes * vs.bits <= 4 && d % 16 == 0;
+  const double fused_vs_decoded = std::sqrt(err2 / norm2), format_error = std::sqrt(fmt2 / exact2);
+  if (int_values)
+    EXPECT_LT(fused_vs_decoded, 0.05 * format_error) << "format error " << format_error;
+  else
+    EXPECT_LE(fused_vs_decoded, 2e-5);
 }
 
 const Case kCases[] = {
