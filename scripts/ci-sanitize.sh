@@ -55,10 +55,13 @@ if [[ " $STEPS " == *" fuzz "* ]]; then
   ./build-asan/fuzz/make_seeds "$corpus"
   for t in gguf tokenizer_spm tokenizer_bpe llama2c npy kld cache_file; do
     mkdir -p "$corpus/$t"
+    # (the fuzzer's own exit status decides: a grep in the same pipeline must not mask it)
+    rc=0
     ASAN_OPTIONS=detect_leaks=1 ./build-asan/fuzz/fuzz_$t -max_total_time="$FUZZ_SECONDS" -timeout=10 \
-      -rss_limit_mb=2048 -max_len=65536 -dict=fuzz/dict/$t.dict -print_final_stats=1 "$corpus/$t" 2>&1 |
-      grep -E "^stat::number_of_executed_units|ERROR|SUMMARY|Done" || true
-    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "ci-sanitize: fuzz_$t found a bug (see above)"; exit 1; }
+      -rss_limit_mb=2048 -max_len=65536 -dict=fuzz/dict/$t.dict -print_final_stats=1 \
+      -artifact_prefix=build-asan/ "$corpus/$t" > "build-asan/fuzz_$t.log" 2>&1 || rc=$?
+    grep -E "^stat::number_of_executed_units|ERROR|SUMMARY|Done" "build-asan/fuzz_$t.log" || true
+    [ "$rc" -eq 0 ] || { tail -40 "build-asan/fuzz_$t.log"; echo "ci-sanitize: fuzz_$t found a bug (see above)"; exit 1; }
   done
   stamp "fuzz targets ran ${FUZZ_SECONDS}s each"
 fi

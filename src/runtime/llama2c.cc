@@ -39,7 +39,7 @@ StatusOr<L2cHeader> parse_header(const std::vector<uint8_t>& mb, const std::stri
   auto bad = [](int v, int hi) { return v < 1 || v > hi; };
   if (bad(h.dim, 1 << 16) || bad(h.hidden, 1 << 18) || bad(h.n_layers, 1024) || bad(h.n_heads, 1024) ||
       bad(h.n_kv, 1024) || bad(h.vocab, 1 << 20) || bad(h.seq_len, 1 << 22) || h.dim % h.n_heads ||
-      h.n_heads % h.n_kv)
+      h.n_heads % h.n_kv || (h.dim / h.n_heads) % 2)  // RoPE rotates pairs: head_dim must be even
     return corrupt("'" + model_bin + "' does not have a plausible llama2.c header (dim " + std::to_string(h.dim) +
                    ", layers " + std::to_string(h.n_layers) + ", heads " + std::to_string(h.n_heads) + "/" +
                    std::to_string(h.n_kv) + ", vocab " + std::to_string(hdr[5]) + ")");
