@@ -192,10 +192,10 @@ TEST(Hostile, GgufWriteIsAtomic) {
   EXPECT_EQ(slurp(a).substr(0, 4), "GGUF");
 }
 
-// A minimal llama2.c checkpoint (dim 8, 1 layer, 1 head, seq_len 16) and tokenizer.bin.
+// A minimal llama2.c checkpoint (dim 8, 1 layer, `heads` heads, 1 kv head, seq_len 16) and tokenizer.bin.
 void write_llama2c(const std::string& model, const std::string& tok, const std::vector<std::string>& pieces,
-                   int32_t vocab_field) {
-  const int32_t dim = 8, hidden = 8, L = 1, H = 1, KV = 1, seq = 16;
+                   int32_t vocab_field, int32_t heads = 1) {
+  const int32_t dim = 8, hidden = 8, L = 1, H = heads, KV = 1, seq = 16;
   const int32_t hdr[7] = {dim, hidden, L, H, KV, vocab_field, seq};
   const int64_t V = static_cast<int64_t>(pieces.size()), D = dim, hd = dim / H;
   const int64_t n = V * D + L * D + L * D * D + 2 * L * hd * D + L * D * D + L * D + 3 * L * hidden * D + D + seq * hd;
@@ -235,6 +235,14 @@ TEST(Hostile, ConvertLlama2cCraftedTokenizerAndOwnInput) {
   EXPECT_EQ(slurp(out), "precious");
   auto st = convert_llama2c(m, t, out);  // the library path, for the UBSan job
   EXPECT_FALSE(st.ok());
+  // 8 heads of dim 8: head_dim 1, which RoPE cannot rotate. Found by fuzz_llama2c: the converter
+  // wrote a GGUF that the loader then refused; now the header is refused and nothing is written.
+  write_llama2c(m, t, pieces, 6, 8);
+  std::remove(out.c_str());
+  st = convert_llama2c(m, t, out);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.to_string().find("plausible llama2.c header"), std::string::npos) << st.to_string();
+  EXPECT_FALSE(std::ifstream(out).good()) << "nothing written for a refused header";
 }
 
 struct KldFixture {
