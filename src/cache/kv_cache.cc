@@ -120,6 +120,13 @@ void refresh_views(SeqState& s) {
 StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int head_dim,
                                                            const KVCacheOptions& options, int layer) {
   if (n_kv_heads < 1) return invalid_argument("n_kv_heads must be >= 1, got " + std::to_string(n_kv_heads));
+  return make(all_kv_heads(n_kv_heads), head_dim, options, layer);
+}
+
+StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(const HeadShard& shard, int head_dim,
+                                                           const KVCacheOptions& options, int layer) {
+  TQKV_RETURN_IF_ERROR(validate_head_shard(shard));
+  const int n_kv_heads = shard.n_kv_heads;
   TQKV_RETURN_IF_ERROR(validate_format(options.key_format, head_dim));
   TQKV_RETURN_IF_ERROR(validate_format(options.value_format, head_dim));
   if (options.page_tokens < 64 || options.page_tokens % 64 != 0)
@@ -135,12 +142,15 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
   impl->n_kv_heads = n_kv_heads;
   impl->head_dim = head_dim;
   impl->layer = layer;
+  impl->shard = shard;
   impl->opt = options;
   const FormatSpec formats[kStreams] = {options.key_format, options.value_format};
   for (int h = 0; h < n_kv_heads; ++h)
     for (int k = 0; k < kStreams; ++k) {
       QuantOptions qo = options.quant;
-      qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
+      // The GLOBAL head index: a shard's head h is the unsharded cache's head kv_head_offset + h.
+      qo.seed = cache_rotation_seed(options.quant.seed, layer, shard.kv_head_offset + h,
+                                    k == kValues ? CacheStream::kValue : CacheStream::kKey);
       if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
         impl->st[k].q.push_back(nullptr);
         continue;
@@ -164,6 +174,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
 }
 
 int LayerKVCache::n_kv_heads() const { return impl_->n_kv_heads; }
+const HeadShard& LayerKVCache::shard() const { return impl_->shard; }
 int LayerKVCache::head_dim() const { return impl_->head_dim; }
 const KVCacheOptions& LayerKVCache::options() const { return impl_->opt; }
 const LayerView& LayerKVCache::view() const { return impl_->view; }
@@ -499,7 +510,15 @@ StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, i
 
 StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, int n_kv_heads, int head_dim,
                                                            const ModelCacheConfig& config) {
+  if (n_kv_heads < 1) return invalid_argument("n_kv_heads must be >= 1, got " + std::to_string(n_kv_heads));
+  return make(n_layers, all_kv_heads(n_kv_heads), head_dim, config);
+}
+
+StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, const HeadShard& shard, int head_dim,
+                                                           const ModelCacheConfig& config) {
   if (n_layers < 1) return invalid_argument("n_layers must be >= 1");
+  TQKV_RETURN_IF_ERROR(validate_head_shard(shard));
+  const int n_kv_heads = shard.n_kv_heads;
   auto m = std::make_unique<ModelKVCache>();
   m->n_kv_heads_ = n_kv_heads;
   m->head_dim_ = head_dim;
@@ -510,7 +529,7 @@ StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, int n_k
       o.key_format = config.boundary_key_format;
       o.value_format = config.boundary_value_format;
     }
-    TQKV_ASSIGN_OR_RETURN(auto layer, LayerKVCache::make(n_kv_heads, head_dim, o, l));
+    TQKV_ASSIGN_OR_RETURN(auto layer, LayerKVCache::make(shard, head_dim, o, l));
     m->layers_.push_back(std::move(layer));
   }
   return m;

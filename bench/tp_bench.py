@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Tensor-parallel decode with tqkv's compressed cache (issue 13; docs/tensor-parallel.md).
+
+Launch one process per GPU with torchrun; every rank holds its kv heads' compressed cache
+(tqkv.tp's sharding: rotations from the GLOBAL head index), runs attention locally, and NCCL's
+all-reduce (torch.distributed) sums the row-parallel o_proj / down_proj outputs:
+
+  torchrun --standalone --nproc_per_node 2 bench/tp_bench.py --out bench/results/tp-2gpu.json
+  torchrun --standalone --nproc_per_node 1 bench/tp_bench.py --out bench/results/tp-1gpu.json
+
+Two parts, both in one run:
+  generate  a small Llama (random weights by default, or --gguf via tqkv.hf.llama_from_gguf)
+            decodes greedily with each cache format, sharded over the ranks, and rank 0 repeats it
+            unsharded on its own GPU (no collectives): identical greedy tokens for f16, and the
+            KLD of each compressed format against the f16 logits, sharded vs single-GPU.
+  decode    an 8B-shaped random-weight Llama (32 layers, dim 4096, 32 q / 8 kv heads, d=128,
+            hidden 14336, vocab 128256, bf16 weights sharded over the ranks) with the cache filled
+            to --contexts tokens (random K/V appended on the GPU): decode tok/s (CUDA events,
+            median of --steps steps after warm-up) and per-GPU KV memory for each format, plus
+            torch's dense bf16 cache + SDPA (transformers' default cache) as the baseline.
+
+--device cpu runs the same code over tqkv.LayerCache with the gloo backend (tiny shapes): the
+smoke test of this script on a machine without GPUs (docs/tensor-parallel.md).
+
+NCCL's NVLink multicast stays off (the machines' rule): the three variables below are set before
+torch.distributed is imported, whatever the environment says.
+"""
+import os
+
+os.environ["NCCL_NVLS_ENABLE"] = "0"
+os.environ["TORCH_SYMM_MEM_DISABLE_MULTICAST"] = "1"
+os.environ["NVSHMEM_DISABLE_NVLS"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import tqkv  # noqa: E402
+import tqkv.tp  # noqa: E402
+
+FORMATS = {  # name -> (key format, value format); "sdpa" = torch dense bf16 cache, no tqkv
+    "f16": ("f16", "f16"),
+    "rvq1x2/tq2": ("rvq1x2", "tq2"),
+    "tq4/tq4": ("tq4", "tq4"),
+    "sdpa-bf16": None,
+}
+SHAPE_8B = dict(n_layers=32, dim=4096, n_heads=32, n_kv_heads=8, head_dim=128, hidden=14336, vocab=128256,
+                rope_base=500000.0, eps=1e-5)
+SHAPE_SMALL = dict(n_layers=4, dim=1024, n_heads=16, n_kv_heads=8, head_dim=64, hidden=2816, vocab=4096,
+                   rope_base=10000.0, eps=1e-5)
+SHAPE_TINY = dict(n_layers=2, dim=256, n_heads=8, n_kv_heads=4, head_dim=64, hidden=512, vocab=512,
+                  rope_base=10000.0, eps=1e-5)
+
+
+# ---- caches: one interface over the GPU cache (tqkv.gpu), the CPU cache and a dense baseline ----
+
+class TqkvGpuCache:
+    """tqkv.gpu.GpuLayerCache for this rank's heads (kv_head_offset = the shard's global offset)."""
+
+    def __init__(self, fmt, shard, head_dim, layer, max_tokens, device):
+        import tqkv.gpu
+        kf, vf = FORMATS[fmt]
+        try:
+            self.c = tqkv.gpu.GpuLayerCache(shard.n_kv_heads, head_dim, kf, vf, layer=layer, max_seqs=1,
+                                            max_tokens=max_tokens, device=device,
+                                            kv_head_offset=shard.kv_head_offset)
+        except TypeError as e:
+            raise SystemExit(f"tqkv.gpu.GpuLayerCache has no kv_head_offset ({e}): the GPU binding must pass it "
+                             "to CudaCacheConfig::kv_head_offset (include/tqkv/cuda.h)")
+
+    def append(self, k, v):  # (h, n, d)
+        self.c.append(k.to(torch.bfloat16).unsqueeze(0).contiguous(), v.to(torch.bfloat16).unsqueeze(0).contiguous())
+
+    def attend(self, q):  # (hq, m, d) -> float32
+        return self.c.attend(q.float().unsqueeze(0).contiguous())[0]
+
+    @property
+    def bytes(self):
+        return self.c.bytes_resident
+
+
+class TqkvCpuCache:
+    def __init__(self, fmt, shard, head_dim, layer, max_tokens, device):
+        kf, vf = FORMATS[fmt]
+        self.c = tqkv.LayerCache(shard.n_kv_heads, head_dim, tqkv.KVCacheConfig(cache_type_k=kf, cache_type_v=vf),
+                                 layer=layer, kv_head_offset=shard.kv_head_offset,
+                                 n_total_kv_heads=shard.n_total_kv_heads)
+
+    def append(self, k, v):
+        self.c.append(k.float().numpy(), v.float().numpy())
+
+    def attend(self, q):
+        return torch.from_numpy(self.c.attend(q.float().numpy()))
+
+    @property
+    def bytes(self):
+        return self.c.bytes_resident
+
+
+class DenseCache:
+    """transformers' default cache: dense K/V tensors (bf16 on GPU), grown by appending, SDPA with GQA."""
+
+    def __init__(self, fmt, shard, head_dim, layer, max_tokens, device):
+        dt = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.k = torch.empty(shard.n_kv_heads, max_tokens, head_dim, dtype=dt, device=device)
+        self.v = torch.empty_like(self.k)
+        self.n, self.g = 0, shard.n_q_heads // shard.n_kv_heads
+
+    def append(self, k, v):
+        m = k.shape[1]
+        self.k[:, self.n:self.n + m] = k
+        self.v[:, self.n:self.n + m] = v
+        self.n += m
+
+    def attend(self, q):
+        m = q.shape[1]
+        k, v = self.k[:, :self.n], self.v[:, :self.n]
+        mask = None
+        if m > 1:  # causal for the last m positions
+            i = torch.arange(m, device=q.device)[:, None] + self.n - m
+            mask = torch.arange(self.n, device=q.device)[None, :] <= i
+        try:  # torch >= 2.5: grouped-query attention without copying K/V per query head
+            return F.scaled_dot_product_attention(q.to(k.dtype)[None], k[None], v[None], attn_mask=mask,
+                                                  enable_gqa=True)[0].float()
+        except TypeError:  # older torch (the CPU smoke test): repeat the kv heads
+            k, v = k.repeat_interleave(self.g, 0), v.repeat_interleave(self.g, 0)
+            return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).float()
+
+    @property
+    def bytes(self):  # what holding n tokens takes (transformers' DynamicCache grows to exactly this)
+        return 2 * self.k.shape[0] * self.n * self.k.shape[2] * self.k.element_size()
+
+
+def make_cache(fmt, shard, head_dim, layer, max_tokens, device):
+    if FORMATS[fmt] is None:
+        return DenseCache(fmt, shard, head_dim, layer, max_tokens, device)
+    cls = TqkvGpuCache if device.type == "cuda" else TqkvCpuCache
+    return cls(fmt, shard, head_dim, layer, max_tokens, device)
+
+
+# ---- the model: Llama, Megatron-sharded; the all-reduce is torch.distributed's ----
+
+def _seed(*parts):
+    """A generator seed from (seed, tensor name, row block): the same on every rank and process
+    (Python's hash() of strings is salted per process, so it is not used)."""
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+def random_weights(shape, device, dtype, rank, world, seed=1234):
+    """This rank's shard of a random-weight Llama. Every matrix is drawn in blocks of 128 rows, each
+    from its own generator seeded by (seed, name, block), on `device`: a rank draws only the row
+    blocks it holds (column shards draw the whole matrix and slice it), and a world of 1 draws the
+    very matrices the shards are slices of. An 8B shape never exists whole on one GPU unless world
+    is 1."""
+    s = shape
+    hd, nq, nkv, dim = s["head_dim"], s["n_heads"], s["n_kv_heads"], s["dim"]
+    shard = tqkv.shard_heads(nkv, nq, rank, world)
+    qf = slice(shard.q_head_offset * hd, (shard.q_head_offset + shard.n_q_heads) * hd)
+    kvf = slice(shard.kv_head_offset * hd, (shard.kv_head_offset + shard.n_kv_heads) * hd)
+    hf = slice(s["hidden"] * rank // world, s["hidden"] * (rank + 1) // world)
+
+    def mat(name, rows, cols, std, row_sl=None, col_sl=None):
+        r0, r1 = (row_sl.start, row_sl.stop) if row_sl else (0, rows)
+        blocks = []
+        for b0 in range(r0 // 128 * 128, r1, 128):
+            g = torch.Generator(device=device).manual_seed(_seed(seed, name, b0))
+            blk = torch.randn(min(128, rows - b0), cols, generator=g, device=device)
+            blocks.append(blk[max(r0 - b0, 0):min(r1 - b0, blk.shape[0])].to(dtype))
+        w = torch.cat(blocks)
+        return (w[:, col_sl] if col_sl is not None else w).mul_(std).contiguous()
+
+    w = {"emb": mat("emb", s["vocab"], dim, 1.0), "norm": torch.ones(dim, device=device, dtype=dtype),
+         "lm_head": mat("lm_head", s["vocab"], dim, 3.0 / dim ** 0.5), "layers": []}
+    for l in range(s["n_layers"]):
+        w["layers"].append({
+            "attn_norm": torch.ones(dim, device=device, dtype=dtype),
+            "ffn_norm": torch.ones(dim, device=device, dtype=dtype),
+            "wq": mat(f"wq{l}", nq * hd, dim, 2.0 / dim ** 0.5, qf),
+            "wk": mat(f"wk{l}", nkv * hd, dim, 2.0 / dim ** 0.5, kvf),
+            "wv": mat(f"wv{l}", nkv * hd, dim, 1.0 / dim ** 0.5, kvf),
+            "wo": mat(f"wo{l}", dim, nq * hd, 1.0 / (nq * hd) ** 0.5, None, qf),
+            "w_gate": mat(f"wg{l}", s["hidden"], dim, 1.0 / dim ** 0.5, hf),
+            "w_up": mat(f"wu{l}", s["hidden"], dim, 1.0 / dim ** 0.5, hf),
+            "w_down": mat(f"wd{l}", dim, s["hidden"], 1.0 / s["hidden"] ** 0.5, None, hf),
+        })
+    return w, shard
+
+
+def gguf_weights(path, shape, device, dtype, rank, world):
+    """Weights of a GGUF model through tqkv.hf.llama_from_gguf (Hugging Face layout), sliced for this rank."""
+    import tqkv.hf
+    hf = tqkv.hf.llama_from_gguf(path)
+    sd = {k: v for k, v in hf.state_dict().items()}
+    c = hf.config
+    shape.update(n_layers=c.num_hidden_layers, dim=c.hidden_size, n_heads=c.num_attention_heads,
+                 n_kv_heads=c.num_key_value_heads, head_dim=c.hidden_size // c.num_attention_heads,
+                 hidden=c.intermediate_size, vocab=c.vocab_size, rope_base=float(c.rope_theta),
+                 eps=float(c.rms_norm_eps))
+    s = shape
+    shard = tqkv.shard_heads(s["n_kv_heads"], s["n_heads"], rank, world)
+    hd = s["head_dim"]
+    qf = slice(shard.q_head_offset * hd, (shard.q_head_offset + shard.n_q_heads) * hd)
+    kvf = slice(shard.kv_head_offset * hd, (shard.kv_head_offset + shard.n_kv_heads) * hd)
+    hfs = slice(s["hidden"] * rank // world, s["hidden"] * (rank + 1) // world)
+    t = lambda x: x.to(device=device, dtype=dtype).contiguous()  # noqa: E731
+    p = "model.layers.{}."
+    w = {"emb": t(sd["model.embed_tokens.weight"]), "norm": t(sd["model.norm.weight"]),
+         "lm_head": t(sd.get("lm_head.weight", sd["model.embed_tokens.weight"])), "layers": []}
+    for l in range(s["n_layers"]):
+        g = lambda n: sd[p.format(l) + n]  # noqa: E731
+        w["layers"].append({
+            "attn_norm": t(g("input_layernorm.weight")), "ffn_norm": t(g("post_attention_layernorm.weight")),
+            "wq": t(g("self_attn.q_proj.weight")[qf]), "wk": t(g("self_attn.k_proj.weight")[kvf]),
+            "wv": t(g("self_attn.v_proj.weight")[kvf]), "wo": t(g("self_attn.o_proj.weight")[:, qf]),
+            "w_gate": t(g("mlp.gate_proj.weight")[hfs]), "w_up": t(g("mlp.up_proj.weight")[hfs]),
+            "w_down": t(g("mlp.down_proj.weight")[:, hfs]),
+        })
+    return w, shard
+
+
+def rmsnorm(x, w, eps):
+    xf = x.float()
+    return (xf * torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+
+class Model:
+    """A Llama whose rank holds `shard` (its weights already sliced) and one cache per layer.
+    all_reduce=False: no collectives (the single-GPU reference, world 1)."""
+
+    def __init__(self, w, shard, shape, fmt, max_tokens, device, all_reduce):
+        self.w, self.s, self.shard, self.all_reduce = w, shape, shard, all_reduce
+        self.caches = [make_cache(fmt, shard, shape["head_dim"], l, max_tokens, device)
+                       for l in range(shape["n_layers"])]
+        self.n = 0
+        self.device = device
+
+    def reduce(self, x):
+        if self.all_reduce:
+            dist.all_reduce(x)  # the engine's all-reduce (NCCL on GPUs, gloo on CPUs)
+        return x
+
+    def forward(self, tokens):
+        s, w, hd = self.s, self.w, self.s["head_dim"]
+        nq, nkv = self.shard.n_q_heads, self.shard.n_kv_heads
+        m = len(tokens)
+        x = w["emb"][torch.tensor(tokens, device=self.device)]
+        pos = torch.arange(self.n, self.n + m, device=self.device)
+        for l, L in enumerate(w["layers"]):
+            h = rmsnorm(x, L["attn_norm"], s["eps"])
+            q = (h @ L["wq"].T).view(m, nq, hd).transpose(0, 1)
+            k = (h @ L["wk"].T).view(m, nkv, hd).transpose(0, 1)
+            v = (h @ L["wv"].T).view(m, nkv, hd).transpose(0, 1)
+            q = tqkv.tp.rope_neox(q.float(), pos, s["rope_base"])
+            k = tqkv.tp.rope_neox(k.float(), pos, s["rope_base"])
+            c = self.caches[l]
+            c.append(k, v)
+            a = c.attend(q).to(x.dtype)
+            x = x + self.reduce(a.transpose(0, 1).reshape(m, nq * hd) @ L["wo"].T)
+            h = rmsnorm(x, L["ffn_norm"], s["eps"])
+            x = x + self.reduce((F.silu(h @ L["w_gate"].T) * (h @ L["w_up"].T)) @ L["w_down"].T)
+        self.n += m
+        return (rmsnorm(x[-1:], w["norm"], s["eps"]) @ w["lm_head"].T)[0].float()
+
+    def fill(self, n_tokens, chunk=8192, seed=0):
+        """Random K/V for n_tokens positions appended straight into every layer's cache (the decode
+        benchmark's context; a prefill of a random-weight model would only cost time)."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        hd, nkv = self.s["head_dim"], self.shard.n_kv_heads
+        for t0 in range(0, n_tokens, chunk):
+            m = min(chunk, n_tokens - t0)
+            for c in self.caches:
+                k = torch.randn(nkv, m, hd, generator=g, device=self.device)
+                v = torch.randn(nkv, m, hd, generator=g, device=self.device)
+                c.append(k, v)
+        self.n += n_tokens
+
+    @property
+    def kv_bytes(self):
+        return sum(c.bytes for c in self.caches)
+
+
+def greedy(model, prompt, n_new):
+    logits = model.forward(prompt)
+    toks, rows = [], []
+    for i in range(n_new):
+        rows.append(logits.cpu())
+        t = int(torch.argmax(logits))
+        toks.append(t)
+        if i + 1 < n_new:
+            logits = model.forward([t])
+    return toks, torch.stack(rows)
+
+
+def kld(p_logits, q_logits):
+    """Mean over steps of KL(softmax(p) || softmax(q)), in float64."""
+    lp = torch.log_softmax(p_logits.double(), -1)
+    lq = torch.log_softmax(q_logits.double(), -1)
+    return float((lp.exp() * (lp - lq)).sum(-1).mean())
+
+
+def part_generate(args, rank, world, device):
+    shape = dict(SHAPE_TINY if args.device == "cpu" else SHAPE_SMALL)
+    dtype = torch.float32
+    load = (lambda r, wld: gguf_weights(args.gguf, shape, device, dtype, r, wld)) if args.gguf else \
+        (lambda r, wld: random_weights(shape, device, dtype, r, wld))
+    prompt = torch.randint(0, shape["vocab"], (args.prompt,), generator=torch.Generator().manual_seed(7)).tolist()
+    max_tokens = args.prompt + args.new + 64
+    w, shard = load(rank, world)
+    full = load(0, 1) if rank == 0 else None
+    out = {"shape": shape, "formats": {}}
+    for fmt in args.formats:
+        tp_toks, tp_logits = greedy(Model(w, shard, shape, fmt, max_tokens, device, world > 1), prompt, args.new)
+        r = {"tp_tokens": tp_toks}
+        if rank == 0:
+            one_toks, one_logits = greedy(Model(full[0], full[1], shape, fmt, max_tokens, device, False), prompt,
+                                          args.new)
+            r.update(single_tokens=one_toks, identical_tokens=tp_toks == one_toks,
+                     max_abs_logit_diff=float((tp_logits - one_logits).abs().max()))
+            out["formats"][fmt] = r
+            out["formats"][fmt]["_logits"] = (tp_logits, one_logits)
+    if rank == 0:
+        base_tp, base_one = out["formats"]["f16"]["_logits"] if "f16" in out["formats"] else (None, None)
+        for fmt, r in out["formats"].items():
+            tp_l, one_l = r.pop("_logits")
+            if base_tp is not None and fmt != "f16":
+                r["kld_vs_f16_tp"] = kld(base_tp, tp_l)
+                r["kld_vs_f16_single"] = kld(base_one, one_l)
+    return out
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b) / 1e3
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def part_decode(args, rank, world, device):
+    shape = dict(SHAPE_8B if args.device == "cuda" else SHAPE_TINY)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    w, shard = random_weights(shape, device, dtype, rank, world)
+    rows = []
+    for ctx in args.contexts:
+        for fmt in args.formats + ["sdpa-bf16"]:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            model = Model(w, shard, shape, fmt, ctx + args.steps + args.warmup + 1, device, world > 1)
+            model.fill(ctx)
+            times = []
+            tok = [1]
+            for i in range(args.warmup + args.steps):
+                dt = timed(lambda: model.forward(tok), device)
+                if i >= args.warmup:
+                    times.append(dt)
+            med = statistics.median(times)
+            row = {"context": ctx, "format": fmt, "world": world, "batch": 1, "decode_s_median": med,
+                   "decode_tok_s": 1.0 / med, "kv_bytes_per_gpu": model.kv_bytes,
+                   "kv_bytes_per_token_per_gpu": model.kv_bytes / (ctx + args.warmup + args.steps)}
+            if device.type == "cuda":
+                row["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(device)
+            t = torch.tensor([row["decode_s_median"]], dtype=torch.float64)
+            if world > 1:  # slowest rank decides the step time (they all wait on the all-reduce anyway)
+                t = t.to(device) if device.type == "cuda" else t
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            row["decode_s_median_max_rank"] = float(t.cpu()[0])
+            rows.append(row)
+            if rank == 0:
+                print(f"ctx {ctx:>7} {fmt:12s} world {world}: {1.0 / row['decode_s_median_max_rank']:8.2f} tok/s, "
+                      f"KV {row['kv_bytes_per_gpu'] / 2**30:7.3f} GiB per GPU", flush=True)
+            del model
+    return {"shape": shape, "rows": rows}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--parts", default="generate,decode")
+    ap.add_argument("--formats", default="f16,rvq1x2/tq2,tq4/tq4")
+    ap.add_argument("--contexts", default=None, help="decode contexts (default 32768,131072 on cuda, 256 on cpu)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=48)
+    ap.add_argument("--new", type=int, default=24)
+    ap.add_argument("--gguf", default=None, help="generate part: a GGUF model instead of random weights")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    args.formats = [f for f in args.formats.split(",") if f]
+    args.contexts = [int(c) for c in (args.contexts or ("32768,131072" if args.device == "cuda" else "256")).split(",")]
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if args.device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        dist.init_process_group("nccl", device_id=device) if world > 1 else None
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(1)
+        tqkv.set_threads(1)
+        dist.init_process_group("gloo") if world > 1 else None
+
+    res = {"world": world, "device": args.device,
+           "env": {k: os.environ[k] for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+                                              "NVSHMEM_DISABLE_NVLS")},
+           "torch": torch.__version__, "host": platform.node()}
+    try:
+        res["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                       cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        pass
+    if args.device == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(device)
+    parts = args.parts.split(",")
+    if "generate" in parts:
+        res["generate"] = part_generate(args, rank, world, device)
+        if rank == 0:
+            for fmt, r in res["generate"]["formats"].items():
+                print(f"generate {fmt:12s}: identical tokens {r['identical_tokens']}, max |dlogit| "
+                      f"{r['max_abs_logit_diff']:.3e}" + (f", KLD vs f16 tp {r['kld_vs_f16_tp']:.5f} single "
+                                                          f"{r['kld_vs_f16_single']:.5f}" if "kld_vs_f16_tp" in r else ""),
+                      flush=True)
+    if "decode" in parts:
+        res["decode"] = part_decode(args, rank, world, device)
+    if rank == 0 and args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
