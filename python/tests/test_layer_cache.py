@@ -57,7 +57,8 @@ def test_shard_heads(tqkv):
         (4, 4, 8, 16, 16, 32)
     assert repr(s) == "<tqkv.HeadShard kv_heads=[4, 8) of 8 q_heads=[16, 32)>"
     # Uneven: 5 kv heads on 3 ranks -> 2, 2, 1.
-    assert [tqkv.shard_heads(5, 10, r, 3).n_kv_heads for r in range(3)] == [2, 2, 1]
+    assert [(tqkv.shard_heads(5, 10, r, 3).kv_head_offset, tqkv.shard_heads(5, 10, r, 3).n_kv_heads)
+            for r in range(3)] == [(0, 2), (2, 2), (4, 1)]
     with pytest.raises(ValueError, match="world_size 16 exceeds the 8 kv heads"):
         tqkv.shard_heads(8, 32, 0, 16)
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\)"):

@@ -150,8 +150,10 @@ class TensorParallel:
         return rmsnorm(x[-1], w["norm"], c["eps"]) @ w["lm_head"].T
 
     def digests(self):
+        # Keyed by the heads the rank is MEANT to hold (its shard), whatever its cache believes.
+        shard = self.attn[0].shard
         return stored_digests([a.cache for a in self.attn],
-                              lambda cache: range(cache.kv_head_offset, cache.kv_head_offset + cache.n_kv_heads))
+                              lambda cache: range(shard.kv_head_offset, shard.kv_head_offset + shard.n_kv_heads))
 
 
 def greedy(model, prompt, n_new):
