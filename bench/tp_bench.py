@@ -9,7 +9,7 @@ all-reduce (torch.distributed) sums the row-parallel o_proj / down_proj outputs:
   torchrun --standalone --nproc_per_node 1 bench/tp_bench.py --out bench/results/tp-1gpu.json
 
 Two parts, both in one run:
-  generate  a small Llama (random weights by default, or --gguf via tqkv.hf.llama_from_gguf)
+  generate  a small Llama (random weights by default, or --gguf PATH through tqkv.convert)
             decodes greedily with each cache format, sharded over the ranks, and rank 0 repeats it
             unsharded on its own GPU (no collectives): identical greedy tokens for f16, and the
             KLD of each compressed format against the f16 logits, sharded vs single-GPU.
@@ -201,15 +201,15 @@ def random_weights(shape, device, dtype, rank, world, seed=1234):
 
 
 def gguf_weights(path, shape, device, dtype, rank, world):
-    """Weights of a GGUF model through tqkv.hf.llama_from_gguf (Hugging Face layout), sliced for this rank."""
-    import tqkv.hf
-    hf = tqkv.hf.llama_from_gguf(path)
-    sd = {k: v for k, v in hf.state_dict().items()}
-    c = hf.config
-    shape.update(n_layers=c.num_hidden_layers, dim=c.hidden_size, n_heads=c.num_attention_heads,
-                 n_kv_heads=c.num_key_value_heads, head_dim=c.hidden_size // c.num_attention_heads,
-                 hidden=c.intermediate_size, vocab=c.vocab_size, rope_base=float(c.rope_theta),
-                 eps=float(c.rms_norm_eps))
+    """A GGUF model's weights (tqkv.Model + tqkv.convert.llama_state_dict: transformers' Llama names
+    and RoPE layout, no transformers needed), sliced for this rank."""
+    import tqkv.convert
+    m = tqkv.Model(path)
+    sd = {k: torch.from_numpy(v) for k, v in tqkv.convert.llama_state_dict(m).items()}
+    c = m.config
+    shape.update(n_layers=c["n_layers"], dim=c["dim"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
+                 head_dim=c["head_dim"], hidden=c["hidden_dim"], vocab=c["vocab_size"],
+                 rope_base=float(c["rope_freq_base"]), eps=float(c.get("rms_eps", 1e-5)))
     s = shape
     shard = tqkv.shard_heads(s["n_kv_heads"], s["n_heads"], rank, world)
     hd = s["head_dim"]
@@ -217,11 +217,10 @@ def gguf_weights(path, shape, device, dtype, rank, world):
     kvf = slice(shard.kv_head_offset * hd, (shard.kv_head_offset + shard.n_kv_heads) * hd)
     hfs = slice(s["hidden"] * rank // world, s["hidden"] * (rank + 1) // world)
     t = lambda x: x.to(device=device, dtype=dtype).contiguous()  # noqa: E731
-    p = "model.layers.{}."
     w = {"emb": t(sd["model.embed_tokens.weight"]), "norm": t(sd["model.norm.weight"]),
-         "lm_head": t(sd.get("lm_head.weight", sd["model.embed_tokens.weight"])), "layers": []}
+         "lm_head": t(sd["lm_head.weight"]), "layers": []}
     for l in range(s["n_layers"]):
-        g = lambda n: sd[p.format(l) + n]  # noqa: E731
+        g = lambda n: sd[f"model.layers.{l}.{n}"]  # noqa: E731
         w["layers"].append({
             "attn_norm": t(g("input_layernorm.weight")), "ffn_norm": t(g("post_attention_layernorm.weight")),
             "wq": t(g("self_attn.q_proj.weight")[qf]), "wk": t(g("self_attn.k_proj.weight")[kvf]),
