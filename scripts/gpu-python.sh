@@ -9,7 +9,7 @@
 #   scripts/gpu-python.sh [DEBS_DIR] [OUT_DIR]
 #
 # DEBS_DIR: Debian .debs of tqkv's -dev dependencies for machines that lack them (as in
-# scripts/gpu-check.sh). OUT_DIR (default gpu-results/, or $OUT): pytest log, hf_quality.json,
+# scripts/gpu-check.sh, plus libxxhash-dev libxxhash0). OUT_DIR (default gpu-results/, or $OUT): pytest log, hf_quality.json,
 # gpu-hf-bench.json, logs.
 # Environment: GPU_PY_DEADLINE (seconds for the whole script, default 100000; the benchmark gets
 # what is left), GPU_PY_BENCH_ARGS (extra arguments, e.g. "--layers 8 --contexts 8192"),

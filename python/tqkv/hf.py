@@ -75,7 +75,10 @@ def enable(model):
     try:
         setter(ATTN_IMPLEMENTATION)
     except (TypeError, ValueError, AttributeError):  # older transformers, or a model that refuses the check
-        model.config._attn_implementation = ATTN_IMPLEMENTATION
+        try:
+            model.config._attn_implementation = ATTN_IMPLEMENTATION
+        except AttributeError:  # a read-only property (transformers 5 keeps the value here)
+            model.config._attn_implementation_internal = ATTN_IMPLEMENTATION
     return model
 
 
