@@ -13,7 +13,8 @@
 # gpu-hf-bench.json, logs.
 # Environment: GPU_PY_DEADLINE (seconds for the whole script, default 100000; the benchmark gets
 # what is left), GPU_PY_BENCH_ARGS (extra arguments, e.g. "--layers 8 --contexts 8192"),
-# GPU_PY_SKIP_BENCH=1, GPU_PY_SKIP_TESTS=1.
+# GPU_PY_SKIP_BENCH=1, GPU_PY_SKIP_TESTS=1, GPU_PY_MUTATIONS=1 (after the tests: break the installed
+# package's Python in four ways, one at a time, and check that the named test fails each time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEBS=${1:-}
@@ -50,10 +51,38 @@ export TQKV_PYTHON_INSTALL_DIR
 if [ "${GPU_PY_SKIP_TESTS:-0}" != 1 ]; then
   LEFT=$(( DEADLINE - SECONDS - 60 ))
   timeout $(( LEFT > 60 ? LEFT : 60 )) "$PY" -m pytest -q -rs -p no:cacheprovider -s \
-    python/tests/test_gpu.py python/tests/test_gpu_hf.py python/tests/test_convert.py python/tests/test_install.py \
+    python/tests/test_gpu.py python/tests/test_gpu_hf.py python/tests/test_docs.py python/tests/test_convert.py \
+    python/tests/test_install.py \
     > "$OUTDIR/pytest-gpu.log" 2>&1 || status=1
   grep -E "worst error|passed|failed|skipped|error|Error" "$OUTDIR/pytest-gpu.log" | tail -40
   echo "tests done ($SECONDS s)"
+fi
+
+# Mutation check: each line breaks one thing in the built package (not the sources) and names the
+# test that must catch it.
+mutate() {  # NAME FILE SED-EXPRESSION PYTEST-SELECTOR
+  local f=$B/python/tqkv/$2
+  cp "$f" "$f.orig"
+  sed -i "$3" "$f"
+  if cmp -s "$f" "$f.orig"; then
+    echo "mutation $1: the edit did not apply"; status=1
+  elif timeout 200 "$PY" -m pytest -q -x -p no:cacheprovider "$4" >> "$OUTDIR/mutations.log" 2>&1; then
+    echo "mutation $1: NOT caught by $4"; status=1
+  else
+    echo "mutation $1: caught by $4"
+  fi
+  mv "$f.orig" "$f"
+}
+if [ "${GPU_PY_MUTATIONS:-0}" = 1 ]; then
+  mutate "no RoPE unpermute" convert.py 's|transpose(0, 2, 1, 3)|transpose(0, 1, 2, 3)|' \
+    python/tests/test_gpu_hf.py::test_logits_match_tqkv_perplexity
+  mutate "attention output layout" hf.py 's|return out.to(query.dtype).transpose(1, 2).contiguous(), None|return out.to(query.dtype).contiguous(), None|' \
+    python/tests/test_gpu_hf.py::test_logits_match_tqkv_perplexity
+  mutate "cache not found by attention" hf.py 's|        setattr(key_states, _TAG, self)|        pass|' \
+    python/tests/test_gpu_hf.py::test_greedy_tokens_identical_f16
+  mutate "stream not passed" gpu.py 's|, _stream(self.device))|, 0)|' \
+    python/tests/test_gpu.py::test_side_stream_ordering
+  echo "mutations done ($SECONDS s)"
 fi
 
 if [ "${GPU_PY_SKIP_BENCH:-0}" != 1 ]; then

@@ -19,7 +19,8 @@ batch), inference only (no gradients through the cache), head_dim 64/128/256, qu
 ``DynamicCache``) the "tqkv" attention falls back to transformers' SDPA.
 
 ``llama_from_gguf(path)`` builds a ``LlamaForCausalLM`` from a GGUF read by ``tqkv.Model`` (no
-download): the test model of python/tests/test_gpu_hf.py and bench/gpu_hf_bench.py.
+download): the test model of python/tests/test_gpu_hf.py. ``load`` / ``generate`` /
+``KVCacheBuilder`` / ``KVCacheConfig`` give the seed's quickstart names on the GPU (docs/python.md).
 """
 import warnings
 
@@ -319,3 +320,60 @@ def llama_from_gguf(model, dtype=torch.float32, device="cuda", attn_implementati
     if config.tie_word_embeddings:
         hf.tie_weights()
     return hf.to(device=device, dtype=dtype).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's quickstart names (mlx_lm.load / generate, KVCacheBuilder.build) on the GPU, so the
+# quickstart of docs/python.md runs here with only the import lines changed.
+# ---------------------------------------------------------------------------------------------
+
+KVCacheConfig = _tqkv.KVCacheConfig
+
+
+def load(path, dtype=torch.float32, device="cuda"):
+    """(model, tokenizer) like mlx_lm.load: a transformers LlamaForCausalLM on the GPU built from
+    the GGUF (llama_from_gguf) and the tqkv.Model of the file as its tokenizer."""
+    tok = _tqkv.Model(path)
+    return llama_from_gguf(tok, dtype=dtype, device=device), tok
+
+
+class KVCacheBuilder:
+    """KVCacheBuilder.build(model, config=None, max_tokens=0) -> TqkvCache holding up to max_tokens
+    tokens per sequence (0 = the model's max_position_embeddings)."""
+
+    @staticmethod
+    def build(model, config=None, max_tokens=0):
+        n = int(max_tokens) or int(model.config.max_position_embeddings)
+        return TqkvCache(model, config, max_cache_len=n)
+
+    for_model = build
+
+
+def generate(model, tokenizer=None, *, prompt, max_tokens=128, kv_cache=None, temperature=0.0, seed=42):
+    """mlx_lm.generate's shape on transformers' generate: the text generated after ``prompt``
+    (greedy when temperature is 0). kv_cache: a TqkvCache (KVCacheBuilder.build; emptied first), a
+    KVCacheConfig (a cache is built for this call), or None (transformers' default cache + SDPA)."""
+    tok = tokenizer
+    if tok is None:
+        raise ValueError("generate needs the tokenizer that load() returned")
+    ids = tok.tokenize(prompt, add_bos=True)
+    cache = kv_cache
+    if isinstance(cache, _tqkv.KVCacheConfig):
+        cache = TqkvCache(model, cache, max_cache_len=len(ids) + max_tokens)
+    if isinstance(cache, TqkvCache):
+        cache.reset()
+        enable(model)
+    elif cache is None:
+        model.set_attn_implementation("sdpa")
+    else:
+        raise ValueError(f"kv_cache must be a tqkv.hf.TqkvCache, a KVCacheConfig or None, got {type(cache).__name__}")
+    device = next(model.parameters()).device
+    x = torch.tensor([ids], device=device)
+    kw = dict(do_sample=False)
+    if temperature > 0:
+        torch.manual_seed(seed)
+        kw = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
+    with torch.no_grad():
+        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), past_key_values=cache,
+                             max_new_tokens=int(max_tokens), **kw)
+    return tok.detokenize(out[0, len(ids):].tolist())
