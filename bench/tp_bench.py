@@ -68,13 +68,9 @@ class TqkvGpuCache:
     def __init__(self, fmt, shard, head_dim, layer, max_tokens, device):
         import tqkv.gpu
         kf, vf = FORMATS[fmt]
-        try:
-            self.c = tqkv.gpu.GpuLayerCache(shard.n_kv_heads, head_dim, kf, vf, layer=layer, max_seqs=1,
-                                            max_tokens=max_tokens, device=device,
-                                            kv_head_offset=shard.kv_head_offset)
-        except TypeError as e:
-            raise SystemExit(f"tqkv.gpu.GpuLayerCache has no kv_head_offset ({e}): the GPU binding must pass it "
-                             "to CudaCacheConfig::kv_head_offset (include/tqkv/cuda.h)")
+        self.c = tqkv.gpu.GpuLayerCache(shard.n_kv_heads, head_dim, kf, vf, layer=layer, max_seqs=1,
+                                        max_tokens=max_tokens, device=device, kv_head_offset=shard.kv_head_offset,
+                                        n_total_kv_heads=shard.n_total_kv_heads)
 
     def append(self, k, v):  # (h, n, d)
         self.c.append(k.to(torch.bfloat16).unsqueeze(0).contiguous(), v.to(torch.bfloat16).unsqueeze(0).contiguous())
@@ -420,21 +416,31 @@ def main():
     ap.add_argument("--new", type=int, default=24)
     ap.add_argument("--gguf", default=None, help="generate part: a GGUF model instead of random weights")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--backend", choices=["nccl", "gloo"], default=None,
+                    help="process-group backend (default nccl on cuda, gloo on cpu)")
+    ap.add_argument("--same-gpu", action="store_true",
+                    help="every rank on cuda:0 (with --backend gloo: the sharded GPU path on a one-GPU machine; "
+                         "timings then mean nothing)")
     args = ap.parse_args()
     args.formats = [f for f in args.formats.split(",") if f]
     args.contexts = [int(c) for c in (args.contexts or ("32768,131072" if args.device == "cuda" else "256")).split(",")]
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if args.device == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = 0 if args.same_gpu else int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-        dist.init_process_group("nccl", device_id=device) if world > 1 else None
+        if world > 1:
+            if (args.backend or "nccl") == "nccl":
+                dist.init_process_group("nccl", device_id=device)
+            else:
+                dist.init_process_group("gloo")
     else:
         device = torch.device("cpu")
         torch.set_num_threads(1)
         tqkv.set_threads(1)
-        dist.init_process_group("gloo") if world > 1 else None
+        if world > 1:
+            dist.init_process_group(args.backend or "gloo")
 
     res = {"world": world, "device": args.device,
            "env": {k: os.environ[k] for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",

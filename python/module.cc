@@ -1,5 +1,6 @@
-// The `tqkv` Python module: tqkv's quantizers, cache configuration and GGUF runtime over numpy.
-// Usage and the seed-compatible names: docs/python.md.
+// The extension `tqkv._tqkv` of the `tqkv` package (python/tqkv/__init__.py re-exports it): tqkv's
+// quantizers, cache configuration and GGUF runtime over numpy, and the GPU cache over raw device
+// pointers (python/gpu.cc; the torch wrapper is python/tqkv/gpu.py). Usage: docs/python.md.
 #include "bindings.h"
 
 namespace tqkv::python {
@@ -24,7 +25,7 @@ void raise_status(const Status& s) {
 
 }  // namespace tqkv::python
 
-PYBIND11_MODULE(tqkv, m) {
+PYBIND11_MODULE(_tqkv, m) {
   m.doc() =
       "tqkv: KV-cache quantization (TurboQuant RVQ and peers) and a GGUF runtime whose attention reads "
       "the compressed cache. Quickstart: docs/python.md.";
@@ -33,22 +34,5 @@ PYBIND11_MODULE(tqkv, m) {
   tqkv::python::bind_cache_config(m);
   tqkv::python::bind_model(m);
   tqkv::python::bind_layer_cache(m);
-  // Pure-Python submodules (python/tqkv/*.py, copied next to the extension: tqkv.tp, ...). The
-  // extension is a single-file module; this makes it a package whose __path__ is the folder
-  // "tqkv" beside it, computed on first use (when __file__ is known): `import tqkv.tp` and
-  // `tqkv.tp` both work (PEP 562 module __getattr__).
-  m.def("__getattr__", [](const std::string& name) -> pybind11::object {
-    namespace py = pybind11;
-    py::module_ self = py::module_::import("tqkv");
-    if (name == "__path__") {
-      py::module_ os = py::module_::import("os");
-      py::object dir = os.attr("path").attr("join")(os.attr("path").attr("dirname")(self.attr("__file__")), "tqkv");
-      py::list path;
-      path.append(dir);
-      self.attr("__path__") = path;
-      return path;
-    }
-    if (name == "tp") return py::module_::import("importlib").attr("import_module")("tqkv." + name);
-    throw py::attribute_error("module 'tqkv' has no attribute '" + name + "'");
-  });
+  tqkv::python::bind_gpu(m);
 }
