@@ -117,3 +117,13 @@ def test_layouts_and_dtypes(tqkv):
     assert np.array_equal(a2.attend(q), a.attend(q))
     assert a.bytes_resident > 0 and a.f16_bytes() == H * n * d * 2 * 2
     assert "kv_heads=[0, 2) of 2" in repr(a)
+
+
+def test_gpu_cache_refuses_hostile_shards_without_a_gpu(tqkv):
+    """The GPU binding checks the shard before it touches CUDA (so this runs in CI without a GPU)."""
+    from tqkv import _tqkv
+
+    with pytest.raises(ValueError, match=r"kv heads \[6, 9\) lie outside the layer's 8 kv heads"):
+        _tqkv._GpuLayerCache(n_kv_heads=3, head_dim=128, max_tokens=64, kv_head_offset=6, n_total_kv_heads=8)
+    with pytest.raises(ValueError, match="kv_head_offset must be >= 0"):
+        _tqkv._GpuLayerCache(n_kv_heads=2, head_dim=128, max_tokens=64, kv_head_offset=-2, n_total_kv_heads=8)

@@ -1,7 +1,9 @@
 """Tensor parallelism on CPU with torch.distributed's gloo backend: 2 and 4 ranks decode a seeded
-random Llama-shaped model (python/tests/tiny_llama.py: 3 layers, 8 query / 4 kv heads, d=64) with
-tqkv.tp's sharded compressed cache and the engine's all-reduce, against the same model in one
-process with the unsharded cache.
+random Llama-shaped model (python/tests/tiny_llama.py: 3 layers, 8 query / 4 kv heads, d=64), and 2
+ranks the shipped GGUF models/tqkv-ref-d64.gguf (4 layers, 4 query / 2 kv heads, d=64, weights read
+by tqkv.Model through tqkv.convert), with tqkv.tp's sharded compressed cache and the engine's
+all-reduce, against the same model in one process with the unsharded cache. Four caches: f16,
+rvq1x2/tq2, tq4/tq4, and rvq1x2/tq4 with an f16 window, sinks and q8_0 boundary layers.
 
 What must hold, and why the tolerance is what it is:
 - Sharding is exact per head: a rank's cache encodes its heads with the rotations of their GLOBAL
@@ -36,6 +38,7 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
                 allow_module_level=True)
 
 import tiny_llama  # noqa: E402  (python/tests/, on sys.path under pytest)
+from conftest import SOURCE_DIR  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_NEW = 20
@@ -44,24 +47,26 @@ REL_TOL = 1e-9  # derived in the module docstring
 
 @pytest.fixture(scope="module")
 def reference():
+    """{(model, cache): tokens, logits, digests} of the single process (world 1: every model)."""
     import tqkv
 
     torch.set_num_threads(1)
     tqkv.set_threads(1)
-    w = tiny_llama.make_weights()
-    prompt = tiny_llama.prompt_tokens()
     out = {}
-    for name, config in tiny_llama.cache_configs():
-        model = tiny_llama.Reference(w, config)
-        toks, logits = tiny_llama.greedy(model, prompt, N_NEW)
-        out[name] = {"tokens": toks, "logits": logits, "digests": model.digests()}
+    for model_name, w, cfg, prompt in tiny_llama.models(SOURCE_DIR, 1):
+        for name, config in tiny_llama.cache_configs():
+            model = tiny_llama.Reference(w, config, cfg)
+            toks, logits = tiny_llama.greedy(model, prompt, N_NEW)
+            out[(model_name, name)] = {"tokens": toks, "logits": logits, "digests": model.digests(),
+                                       "n_kv_heads": cfg["n_kv_heads"], "group": cfg["n_heads"] // cfg["n_kv_heads"]}
     return out
 
 
 def run_ranks(world, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
     t0 = time.time()
-    r = subprocess.run([sys.executable, os.path.join(HERE, "tp_ranks.py"), str(world), str(tmp_path), str(N_NEW)],
+    r = subprocess.run([sys.executable, os.path.join(HERE, "tp_ranks.py"), str(world), str(tmp_path), str(N_NEW),
+                        str(SOURCE_DIR)],
                        env=env, capture_output=True, timeout=600)
     assert r.returncode == 0, f"tp_ranks.py {world} failed:\n{r.stdout.decode()}\n{r.stderr.decode()}"
     print(f"{world} gloo ranks: {time.time() - t0:.1f} s")
@@ -70,27 +75,43 @@ def run_ranks(world, tmp_path):
 
 def test_reference_compresses(reference):
     """The compressed formats really change the logits (else the comparison below proves little)."""
-    f16 = reference["f16"]["logits"]
-    for name in reference:
+    for (model, name), ref in reference.items():
         if name != "f16":
-            assert (reference[name]["logits"] - f16).abs().max() > 1e-3, name
+            assert (ref["logits"] - reference[(model, "f16")]["logits"]).abs().max() > 1e-3, (model, name)
+
+
+def test_reference_is_the_gguf_model(reference):
+    """The float64 torch model built from tqkv-ref-d64.gguf (RoPE layout via tqkv.convert) with an
+    f16 tqkv cache greedily generates exactly what tqkv's own runtime generates: the sharded runs
+    below are compared with the real model, not a mis-wired one."""
+    import tqkv
+
+    m = tqkv.Model(str(SOURCE_DIR / "models" / "tqkv-ref-d64.gguf"))
+    text = m.generate("Once upon a time, in a small village by the sea,", max_tokens=N_NEW, temperature=0)
+    assert m.detokenize(reference[("gguf-d64", "f16")]["tokens"]) == text
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_gloo_ranks_match_single_process(world, tmp_path, reference):
     ranks = run_ranks(world, tmp_path)
-    for name, ref in reference.items():
+    ran = [key for key in reference if key in ranks[0]]
+    assert ("random", "f16") in ran and len(ran) >= 4
+    if world == 2:
+        assert ("gguf-d64", "f16") in ran  # the shipped GGUF (2 kv heads) shards over 2 ranks
+    for key in ran:
+        ref, name = reference[key], " ".join(key)
         tol = REL_TOL * max(1.0, float(ref["logits"].abs().max()))
         digests = {}
         for r, res in enumerate(ranks):
-            got = res[name]
-            # Every rank holds its own heads: 4 kv heads over `world` ranks, in rank order.
-            per = 4 // world
-            assert got["shards"][0] == (f"<tqkv.HeadShard kv_heads=[{r * per}, {(r + 1) * per}) of 4 "
-                                        f"q_heads=[{2 * r * per}, {2 * (r + 1) * per})>"), got["shards"][0]
+            got = res[key]
+            # Every rank holds its own heads: the kv heads over `world` ranks, in rank order.
+            H, g = ref["n_kv_heads"], ref["group"]
+            per = H // world
+            assert got["shards"][0] == (f"<tqkv.HeadShard kv_heads=[{r * per}, {(r + 1) * per}) of {H} "
+                                        f"q_heads=[{g * r * per}, {g * (r + 1) * per})>"), got["shards"][0]
             assert got["tokens"] == ref["tokens"], f"{name}, rank {r}/{world}: greedy tokens differ"
             diff = float((got["logits"] - ref["logits"]).abs().max())
-            print(f"{name:40s} world {world} rank {r}: max |logit diff| {diff:.3e} (tol {tol:.1e})")
+            print(f"{name:50s} world {world} rank {r}: max |logit diff| {diff:.3e} (tol {tol:.1e})")
             assert diff <= tol, f"{name}, rank {r}/{world}: logits differ by {diff:.3e} > {tol:.1e}"
             assert not set(digests) & set(got["digests"]), "two ranks hold the same head"
             digests.update(got["digests"])

@@ -56,6 +56,42 @@ def make_weights(seed=1234, cfg=CFG):
     return w
 
 
+def gguf_weights(path):
+    """(weights, cfg) of a GGUF llama read by tqkv.Model, through tqkv.convert.llama_state_dict
+    (transformers' names and RoPE layout, the one this file's rope() uses), as float64."""
+    import tqkv.convert
+
+    m = tqkv.Model(str(path))
+    c = m.config
+    cfg = dict(vocab=c["vocab_size"], dim=c["dim"], hidden=c["hidden_dim"], n_layers=c["n_layers"],
+               n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"], head_dim=c["head_dim"],
+               rope_base=float(c["rope_freq_base"]), eps=float(c["rms_eps"]))
+    sd = {k: torch.from_numpy(v).to(torch.float64) for k, v in tqkv.convert.llama_state_dict(m).items()}
+    w = {"emb": sd["model.embed_tokens.weight"], "norm": sd["model.norm.weight"], "lm_head": sd["lm_head.weight"],
+         "layers": []}
+    for i in range(cfg["n_layers"]):
+        p = f"model.layers.{i}."
+        w["layers"].append({
+            "attn_norm": sd[p + "input_layernorm.weight"], "ffn_norm": sd[p + "post_attention_layernorm.weight"],
+            "wq": sd[p + "self_attn.q_proj.weight"], "wk": sd[p + "self_attn.k_proj.weight"],
+            "wv": sd[p + "self_attn.v_proj.weight"], "wo": sd[p + "self_attn.o_proj.weight"],
+            "w_gate": sd[p + "mlp.gate_proj.weight"], "w_up": sd[p + "mlp.up_proj.weight"],
+            "w_down": sd[p + "mlp.down_proj.weight"],
+        })
+    return w, cfg
+
+
+def models(source_dir, world):
+    """(name, weights, cfg, prompt) of the models a world of `world` ranks runs: the seeded random
+    model (4 kv heads: 1, 2 and 4 ranks) and, when it shards, the shipped GGUF tqkv-ref-d64 (2 kv heads)."""
+    out = [("random", make_weights(), CFG, prompt_tokens())]
+    w, cfg = gguf_weights(f"{source_dir}/models/tqkv-ref-d64.gguf")
+    if cfg["n_kv_heads"] % world == 0:
+        m = tqkv.Model(f"{source_dir}/models/tqkv-ref-d64.gguf")
+        out.append(("gguf-d64", w, cfg, m.tokenize("Once upon a time, in a small village by the sea,", True)))
+    return out
+
+
 def prompt_tokens(n=60, seed=7, cfg=CFG):
     return torch.randint(0, cfg["vocab"], (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
