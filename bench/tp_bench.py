@@ -20,7 +20,10 @@ Two parts, both in one run:
             torch's dense bf16 cache + SDPA (transformers' default cache) as the baseline.
 
 --device cpu runs the same code over tqkv.LayerCache with the gloo backend (tiny shapes): the
-smoke test of this script on a machine without GPUs (docs/tensor-parallel.md).
+smoke test of this script on a machine without GPUs (docs/tensor-parallel.md). Debian's torchrun
+(torch 1.13 on Python 3.11) needs `--redirects 1 --tee 1` (its default "0" fails to parse).
+`--backend gloo --same-gpu` puts every rank on cuda:0: the sharded GPU path on a one-GPU machine
+(correctness only). `tp_bench.py --summarize A.json B.json` prints the table and the goals.
 
 NCCL's NVLink multicast stays off (the machines' rule): the three variables below are set before
 torch.distributed is imported, whatever the environment says.
@@ -43,8 +46,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import tqkv  # noqa: E402
-import tqkv.tp  # noqa: E402
+tqkv = None  # imported in main() (--summarize needs no build)
 
 FORMATS = {  # name -> (key format, value format); "sdpa" = torch dense bf16 cache, no tqkv
     "f16": ("f16", "f16"),
@@ -404,7 +406,45 @@ def part_decode(args, rank, world, device):
     return {"shape": shape, "rows": rows}
 
 
+def summarize(paths):
+    """A markdown table of result files (world 1 and world 2 of the same contexts) and the issue's
+    goals: per-GPU KV bytes per token (2 GPUs hold 2x the context at the same per-GPU memory), tokens
+    per GPU vs the dense bf16 cache (>= 5x), and decode tok/s of 2 GPUs vs 1 at the longest context
+    (>= 1.7x)."""
+    runs = [json.load(open(p)) for p in paths]
+    rows = [r for run in runs for r in run.get("decode", {}).get("rows", [])]
+    lines = ["| world | context | format | decode tok/s | KV GiB per GPU | KV bytes/token per GPU |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["context"], r["format"], r["world"])):
+        lines.append(f"| {r['world']} | {r['context']} | {r['format']} | {1 / r['decode_s_median_max_rank']:.2f} | "
+                     f"{r['kv_bytes_per_gpu'] / 2**30:.3f} | {r['kv_bytes_per_token_per_gpu']:.0f} |")
+    key = {(r["world"], r["context"], r["format"]): r for r in rows}
+    ctx = max((r["context"] for r in rows), default=None)
+    lines.append("")
+    for fmt in sorted({r["format"] for r in rows}):
+        one, two = key.get((1, ctx, fmt)), key.get((2, ctx, fmt))
+        if one and two:
+            lines.append(f"- {fmt} at {ctx}: 2 GPUs {one['decode_s_median_max_rank'] / two['decode_s_median_max_rank']:.2f}x "
+                         f"the tok/s of 1 (goal >= 1.7x); per-GPU KV bytes/token "
+                         f"{one['kv_bytes_per_token_per_gpu'] / two['kv_bytes_per_token_per_gpu']:.2f}x less (goal 2x)")
+        dense = key.get((1, ctx, "sdpa-bf16"))
+        if one and dense and fmt != "sdpa-bf16":
+            lines.append(f"- {fmt} at {ctx}, 1 GPU: {dense['kv_bytes_per_token_per_gpu'] / one['kv_bytes_per_token_per_gpu']:.2f}x "
+                         "the tokens of the dense bf16 cache per byte (goal >= 5x for rvq1x2/tq2)")
+    for run in runs:
+        for fmt, g in run.get("generate", {}).get("formats", {}).items():
+            kl = ", ".join(f"{k} {v:.5f}" for k, v in g.items() if k.startswith("kld"))
+            lines.append(f"- generate, world {run['world']}, {fmt}: identical greedy tokens {g.get('identical_tokens')}, "
+                         f"max |logit diff| {g.get('max_abs_logit_diff', float('nan')):.3e}" + (f", {kl}" if kl else ""))
+    return "\n".join(lines)
+
+
 def main():
+    if len(os.sys.argv) > 1 and os.sys.argv[1] == "--summarize":
+        print(summarize(os.sys.argv[2:]))
+        return
+    global tqkv
+    import tqkv
+    import tqkv.tp  # noqa: F401
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--parts", default="generate,decode")
