@@ -119,3 +119,31 @@ def test_gloo_ranks_match_single_process(world, tmp_path, reference):
         assert digests.keys() == ref["digests"].keys()
         bad = [k for k in digests if digests[k] != ref["digests"][k]]
         assert not bad, f"{name}, world {world}: stored bytes differ for (layer, kv head) {bad}"
+
+
+@pytest.mark.parametrize("style", ["neox", "adjacent"])
+def test_attention_shard_pre_rope_keys(style):
+    """tqkv.tp with a pre-RoPE key format (pk2: keys stored before RoPE, the attention applies it)
+    gives the attention of the post-RoPE f16 cache: tqkv.tp's RoPE (q, and k for post-RoPE formats)
+    and the C++ attention's RoPE of stored keys follow the same convention. Both caches hold f16
+    keys here (the pk statistics need 128 tokens; before that keys wait in f16), rounded before vs
+    after RoPE: scores differ by ~2 * 2^-11 relative, so outputs agree to ~1e-3 of their size;
+    TOL = 5e-3 of max|out|. A convention mismatch (pairs (i, i+d/2) vs (2i, 2i+1)) moves them by O(1)."""
+    import tqkv
+    import tqkv.tp
+
+    g = torch.Generator().manual_seed(0)
+    dim, H, KV, d = 256, 4, 2, 64
+    wq = torch.randn(H * d, dim, generator=g, dtype=torch.float64) * 2 / dim ** 0.5
+    wk = torch.randn(KV * d, dim, generator=g, dtype=torch.float64) * 2 / dim ** 0.5
+    wv = torch.randn(KV * d, dim, generator=g, dtype=torch.float64) / dim ** 0.5
+    wo = torch.randn(dim, H * d, generator=g, dtype=torch.float64) / (H * d) ** 0.5
+    x = torch.randn(40, dim, generator=g, dtype=torch.float64)
+    outs = []
+    for config in [tqkv.KVCacheConfig(cache_type_k="pk2", cache_type_v="f16"), None]:
+        a = tqkv.tp.AttentionShard(layer=0, n_heads=H, n_kv_heads=KV, head_dim=d, rank=0, world_size=1,
+                                   config=config, rope_style=style, rope_base=100.0)
+        assert a.cache.keys_pre_rope == (config is not None)
+        outs.append(torch.cat([a(x[:30], wq, wk, wv, wo)] + [a(x[i:i + 1], wq, wk, wv, wo) for i in range(30, 40)]))
+    diff, size = float((outs[0] - outs[1]).abs().max()), float(outs[1].abs().max())
+    assert diff <= 5e-3 * size, f"{style}: pre-RoPE vs post-RoPE attention differ by {diff:.3e} (max |out| {size:.3f})"
