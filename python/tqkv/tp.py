@@ -18,12 +18,13 @@ all_reduce``) sums the partials; this module communicates nothing itself.
     partial = attn(x, wq, wk, wv, wo)                       # (m, dim), this rank's heads only
     dist.all_reduce(partial)                                # the engine's all-reduce: the layer output
 
-Arrays are torch tensors on the CPU (any float dtype; the cache sees float32). The GPU path
-(``tqkv.gpu``) takes the same shard through ``kv_head_offset``.
+Arrays are torch tensors on the CPU (any float dtype; the cache sees float32). On GPUs
+``tqkv.gpu.GpuLayerCache(kv_head_offset=shard.kv_head_offset, n_total_kv_heads=...)`` holds a
+shard the same way (bench/tp_bench.py).
 """
 import torch
 
-import tqkv as _tqkv
+from . import _tqkv
 
 __all__ = ["AttentionShard", "rope_neox", "rope_adjacent", "shard_heads"]
 
