@@ -147,3 +147,57 @@ def test_attention_shard_pre_rope_keys(style):
         outs.append(torch.cat([a(x[:30], wq, wk, wv, wo)] + [a(x[i:i + 1], wq, wk, wv, wo) for i in range(30, 40)]))
     diff, size = float((outs[0] - outs[1]).abs().max()), float(outs[1].abs().max())
     assert diff <= 5e-3 * size, f"{style}: pre-RoPE vs post-RoPE attention differ by {diff:.3e} (max |out| {size:.3f})"
+
+
+def test_hf_cache_layers_take_their_global_kv_head_offset():
+    """tqkv.hf under a tensor-parallel plan (no transformers here: a stub stands in for its two
+    base classes; only tqkv.hf's own logic runs): a layer that sees h of the model's n kv heads
+    builds its GPU cache with the global offset of rank r's block, r from the model's device mesh
+    (or torch.distributed); an uneven split or an unknown rank is a clear ValueError."""
+    import types
+
+    import tqkv
+
+    cu = types.ModuleType("transformers.cache_utils")
+    cu.Cache = type("Cache", (), {"__init__": lambda self, *a, **k: None})
+    cu.CacheLayerMixin = type("CacheLayerMixin", (), {"__init__": lambda self: None})
+    stub = types.ModuleType("transformers")
+    stub.cache_utils = cu
+    saved = {k: sys.modules.get(k) for k in ("transformers", "transformers.cache_utils", "tqkv.hf")}
+    sys.modules.update({"transformers": stub, "transformers.cache_utils": cu})
+    sys.modules.pop("tqkv.hf", None)
+    try:
+        import importlib
+
+        hf = importlib.import_module("tqkv.hf")
+        assert hf._kv_head_offset(8, 8, None) == 0  # unsharded
+        assert hf._kv_head_offset(4, 8, 1) == 4 and hf._kv_head_offset(2, 8, 3) == 6
+        with pytest.raises(ValueError, match="not an even tensor-parallel split"):
+            hf._kv_head_offset(3, 8, 0)
+        if not torch.distributed.is_initialized():
+            with pytest.raises(ValueError, match="torch.distributed is not initialized"):
+                hf._kv_head_offset(4, 8, None)
+
+        class Mesh:
+            def __init__(self, rank):
+                self.rank = rank
+
+            def get_local_rank(self):
+                return self.rank
+
+        assert hf._tp_rank(types.SimpleNamespace(device_mesh=Mesh(1))) == 1
+        assert hf._tp_rank(types.SimpleNamespace()) is None
+
+        made = {}
+        hf._gpu = types.SimpleNamespace(GpuLayerCache=lambda *a, **k: made.update(k))
+        layer = hf.TqkvLayer(0, 2, None, 128, 64, n_total_kv_heads=8, tp_rank=1)
+        layer.lazy_initialization(torch.zeros(1, 4, 1, 64))
+        assert made["kv_head_offset"] == 4 and made["n_total_kv_heads"] == 8
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        if hasattr(tqkv, "hf") and saved["tqkv.hf"] is None:
+            delattr(tqkv, "hf")
