@@ -7,7 +7,8 @@
 #
 # DEBS_DIR (optional): Debian 12 .debs of the -dev packages tqkv builds with, for machines that
 # lack them (apt-get download libgtest-dev googletest nlohmann-json3-dev libcli11-dev libfmt-dev
-# libfmt9 liblzma-dev libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libgfortran5);
+# libfmt9 liblzma-dev libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libgfortran5
+# libxxhash-dev libxxhash0);
 # they are unpacked into /opt/deps. OUT_DIR (default
 # gpu-results/, or $OUT when set) receives test logs and gpu-bench.json.
 # Environment: GPU_CHECK_QUICK=1 runs small benchmark shapes only; GPU_CHECK_SKIP_BENCH=1 skips it.
