@@ -126,8 +126,12 @@ __device__ __forceinline__ uint32_t decode_pair(const Chunk<NW>& ch, int p, uint
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(off + (xl & ~0xFFu)));
     return r;
   } else if constexpr (C == kQ4) {
-    const uint32_t v = ((ch.word(p / 4) >> ((p % 4) * 4)) & 0x000F000Fu) | 0x64006400u;
-    return h2_mul(h2_sub(v, 0x64086408u), sc);  // (1024 + q) - 1032 = q - 8, exact
+    // Nibble k = p % 4 of each half: k = 0, 2 (after >> 8) as the f16 mantissa bits 0-3 of
+    // 1024 (0x6400, ulp 1): 1024 + q; k = 1, 3 as mantissa bits 4-7 of 64 (0x5400, ulp 1/16):
+    // 64 + q. Either way minus (base + 8) is q - 8, exact, with no shift for k = 0, 1.
+    const uint32_t wv = (p % 4) >= 2 ? (ch.word(p / 4) >> 8) : ch.word(p / 4);
+    if ((p % 2) == 0) return h2_mul(h2_sub((wv & 0x000F000Fu) | 0x64006400u, 0x64086408u), sc);
+    return h2_mul(h2_sub((wv & 0x00F000F0u) | 0x54005400u, 0x54805480u), sc);  // 72 = 0x5480
   } else if constexpr (C == kQ8) {
     const uint32_t x = ch.word(p / 2) ^ 0x80808080u;
     const uint32_t v = __byte_perm(x, 0x64646464u, (p % 2) ? 0x4342 : 0x4140);
@@ -142,17 +146,21 @@ __device__ __forceinline__ uint32_t load_h(const uint8_t* p) {
   return *reinterpret_cast<const unsigned short*>(p);
 }
 
-template <int KC, int VC, int D>
+template <int KC, int VC, int D, int V = 0>
 struct AttnShape {
   static constexpr int KNW = D * CodecTraits<KC>::w / 64;  // words per lane chunk
   static constexpr int VNW = D * CodecTraits<VC>::w / 64;
   // Tiles per softmax step: two when the chunks of four tiles (two steps, double-buffered) fit
   // in registers next to the rest, else one.
-  static constexpr int TP = (KNW + VNW <= 8) ? 2 : 1;
+  static constexpr int TP0 = (KNW + VNW <= 8) ? 2 : 1;
+  // Variant 1 (TQKV_ATTN_VARIANT=1, d = 128 only; for measuring the trade-off): the other step
+  // size, so two tiles per step where the default takes one (chunks of up to 16 words) and one
+  // where it takes two.
+  static constexpr int TP = V == 0 ? TP0 : TP0 == 2 ? 1 : (KNW + VNW <= 16 ? 2 : 1);
   // Resident CTAs per SM the register allocation aims at: 4 (128 registers) where that does not
   // spill (checked with -Xptxas -v), else 3; d = 256 no cap.
   static constexpr bool kLutBoth = (KC == kLut2 || KC == kLut4) && (VC == kLut2 || VC == kLut4);
-  static constexpr int kMinBlocks = D == 256 ? 1 : (TP == 1 && kLutBoth) ? 4 : 3;
+  static constexpr int kMinBlocks = D == 256 ? 1 : (TP == 1 && (kLutBoth || V == 1)) ? 4 : 3;
   static constexpr int KLUT = CodecTraits<KC>::lut, VLUT = CodecTraits<VC>::lut;
   static constexpr int kRows = KLUT > VLUT ? KLUT : VLUT;
   static constexpr bool kAlign4K = KC == kLut2 || VC == kLut2;
@@ -162,9 +170,9 @@ struct AttnShape {
   static constexpr size_t kSmem = kRegion0 + 8 * D * 4;
 };
 
-template <int KC, int VC, int D>
-__global__ void __launch_bounds__(128, (AttnShape<KC, VC, D>::kMinBlocks)) attn_kernel(const AttnParams p) {
-  using Sh = AttnShape<KC, VC, D>;
+template <int KC, int VC, int D, int V>
+__global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) attn_kernel(const AttnParams p) {
+  using Sh = AttnShape<KC, VC, D, V>;
   constexpr int KS = D / 16;  // k-steps of S = m-tiles of O
   constexpr int KNW = Sh::KNW, VNW = Sh::VNW, TP = Sh::TP;
   constexpr int KLUT = Sh::KLUT, VLUT = Sh::VLUT;
@@ -266,7 +274,11 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D>::kMinBlocks)) attn_
   // page's id is fetched one page ahead.
   const int last_pg = p.max_pages_per_seq - 1;
   int pg = wt0 / tpp, lt = wt0 - pg * tpp;
-  const uint8_t* kpage = nullptr;
+  constexpr uint32_t KMETA = 16 * static_cast<uint32_t>(
+      (KC == kLut2 || KC == kLut4) ? 4 : (KC == kQ4 || KC == kQ8) ? 2 * ((D + 31) / 32) : 0);
+  constexpr uint32_t VMETA = 16 * static_cast<uint32_t>(
+      (VC == kLut2 || VC == kLut4) ? 4 : (VC == kQ4 || VC == kQ8) ? 2 * ((D + 31) / 32) : 0);
+  const uint8_t* kpage = nullptr;  // the page of the next tile to load (its tile lt)
   const uint8_t* vpage = nullptr;
   int next_pid = 0;
   auto set_page = [&](int pid) {
@@ -289,40 +301,45 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D>::kMinBlocks)) attn_
     uint32_t vsc[2];
   };
   auto load_tile = [&](int ti, TileRegs& R) {
-    const uint8_t* kbase = kpage;
-    const uint8_t* vbase = vpage;
-    const int l = lt;
-    R.kch.load(kbase + klane_off + l * KTILE);
-    R.vch.load(vbase + vlane_off + l * VTILE);
-    const int T0 = ti * 16 + g, T1 = T0 + 8;
+    // 32-bit offsets inside the page (a page is far below 4 GiB), one 64-bit add per pointer
+    const uint8_t* km = kpage + static_cast<uint32_t>(lt) * KMETA;
+    const uint8_t* vm = vpage + static_cast<uint32_t>(lt) * VMETA;
+    R.kch.load(kpage + (klane_off + static_cast<uint32_t>(lt) * KTILE));
+    R.vch.load(vpage + (vlane_off + static_cast<uint32_t>(lt) * VTILE));
     R.ks0 = R.ks1 = 1.f;
     R.vs0 = R.vs1 = 0.f;
     R.vsc[0] = R.vsc[1] = 0;
 #pragma unroll
     for (int bb = 0; bb < KNB; ++bb) R.ksc[0][bb] = R.ksc[1][bb] = 0;
     if constexpr (KC == kLut2 || KC == kLut4) {
-      R.ks0 = __ldg(reinterpret_cast<const float*>(kbase) + l * 16 + g);
-      R.ks1 = __ldg(reinterpret_cast<const float*>(kbase) + l * 16 + g + 8);
+      R.ks0 = __ldg(reinterpret_cast<const float*>(km) + g);
+      R.ks1 = __ldg(reinterpret_cast<const float*>(km) + g + 8);
     } else if constexpr (KC == kQ4 || KC == kQ8) {
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf)
 #pragma unroll
         for (int bb = 0; bb < KNB; ++bb) {
           const int blk = (c * (D / 4)) / 32 + bb;
-          const uint32_t d16 = load_h<KC>(kbase + (static_cast<size_t>(l * 16 + g + 8 * hf) * knb + blk) * 2);
+          const uint32_t d16 = load_h<KC>(km + ((g + 8 * hf) * knb + blk) * 2);
           R.ksc[hf][bb] = d16 | (d16 << 16);
         }
     }
     if constexpr (kLutV) {
-      R.vs0 = T0 < len ? __ldg(reinterpret_cast<const float*>(vbase) + l * 16 + g) : 0.f;
-      R.vs1 = T1 < len ? __ldg(reinterpret_cast<const float*>(vbase) + l * 16 + g + 8) : 0.f;
+      if (ti * 16 + 16 <= len) {  // warp-uniform: every token of the tile is in the cache
+        R.vs0 = __ldg(reinterpret_cast<const float*>(vm) + g);
+        R.vs1 = __ldg(reinterpret_cast<const float*>(vm) + g + 8);
+      } else {
+        const int T0 = ti * 16 + g;
+        R.vs0 = T0 < len ? __ldg(reinterpret_cast<const float*>(vm) + g) : 0.f;
+        R.vs1 = T0 + 8 < len ? __ldg(reinterpret_cast<const float*>(vm) + g + 8) : 0.f;
+      }
     } else if constexpr (VC == kQ4 || VC == kQ8) {
       const int blk = (g * (D / 8)) / 32;
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
-        const int t = l * 16 + 2 * c + 8 * hf;
-        const uint32_t lo = load_h<VC>(vbase + (static_cast<size_t>(t) * knb + blk) * 2);
-        const uint32_t hi = load_h<VC>(vbase + (static_cast<size_t>(t + 1) * knb + blk) * 2);
+        const int t = 2 * c + 8 * hf;
+        const uint32_t lo = load_h<VC>(vm + (t * knb + blk) * 2);
+        const uint32_t hi = load_h<VC>(vm + ((t + 1) * knb + blk) * 2);
         R.vsc[hf] = lo | (hi << 16);
       }
     }
@@ -592,10 +609,10 @@ __global__ void __launch_bounds__(D) merge_kernel(const AttnParams p) {
   p.out[((static_cast<size_t>(b) * n_q_heads + hq) * p.m + jq) * D + e] = y;
 }
 
-template <int KC, int VC, int D>
+template <int KC, int VC, int D, int V = 0>
 cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
-  constexpr size_t smem = AttnShape<KC, VC, D>::kSmem;
-  auto* k = attn_kernel<KC, VC, D>;
+  constexpr size_t smem = AttnShape<KC, VC, D, V>::kSmem;
+  auto* k = attn_kernel<KC, VC, D, V>;
   cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return e;
   const int qchunks = (p.m + p.qpc - 1) / p.qpc;
@@ -607,44 +624,54 @@ cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
   return cudaGetLastError();
 }
 
+// Codec pairs compiled in a second variant (d = 128): the ones the benchmark goals name.
+template <int KC, int VC>
+constexpr bool kHasVariant = (KC == kLut2 && (VC == kLut2 || VC == kLut4)) || (KC == kLut4 && VC == kLut4) ||
+                             (KC == kQ4 && VC == kQ4);
+
 template <int KC, int VC>
 cudaError_t launch_d(const AttnParams& p, int batch, cudaStream_t st) {
   switch (p.dim) {
     case 64: return launch_t<KC, VC, 64>(p, batch, st);
-    case 128: return launch_t<KC, VC, 128>(p, batch, st);
+    case 128:
+      if constexpr (kHasVariant<KC, VC>)
+        if (p.variant == 1) return launch_t<KC, VC, 128, 1>(p, batch, st);
+      return launch_t<KC, VC, 128>(p, batch, st);
     case 256: return launch_t<KC, VC, 256>(p, batch, st);
     default: return cudaErrorInvalidValue;
   }
 }
 
-template <int KC, int VC, int D>
+template <int KC, int VC, int D, int V = 0>
 int occupancy_t() {
-  constexpr size_t smem = AttnShape<KC, VC, D>::kSmem;
-  auto* k = attn_kernel<KC, VC, D>;
+  constexpr size_t smem = AttnShape<KC, VC, D, V>::kSmem;
+  auto* k = attn_kernel<KC, VC, D, V>;
   if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) != cudaSuccess) return 1;
   int n = 1;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, 128, smem) != cudaSuccess) return 1;
   return n > 0 ? n : 1;
 }
 template <int KC, int VC>
-int occupancy_d(int dim) {
+int occupancy_d(int dim, int variant) {
+  if constexpr (kHasVariant<KC, VC>)
+    if (dim == 128 && variant == 1) return occupancy_t<KC, VC, 128, 1>();
   return dim == 64 ? occupancy_t<KC, VC, 64>() : dim == 128 ? occupancy_t<KC, VC, 128>() : occupancy_t<KC, VC, 256>();
 }
 
 }  // namespace
 
-int attention_ctas_per_sm(int kc, int vc, int dim) {
+int attention_ctas_per_sm(int kc, int vc, int dim, int variant) {
   if (kc == vc) {
     switch (kc) {
-      case kLut2: return occupancy_d<kLut2, kLut2>(dim);
-      case kLut4: return occupancy_d<kLut4, kLut4>(dim);
-      case kQ4: return occupancy_d<kQ4, kQ4>(dim);
-      case kQ8: return occupancy_d<kQ8, kQ8>(dim);
-      case kF16: return occupancy_d<kF16, kF16>(dim);
+      case kLut2: return occupancy_d<kLut2, kLut2>(dim, variant);
+      case kLut4: return occupancy_d<kLut4, kLut4>(dim, variant);
+      case kQ4: return occupancy_d<kQ4, kQ4>(dim, variant);
+      case kQ8: return occupancy_d<kQ8, kQ8>(dim, variant);
+      case kF16: return occupancy_d<kF16, kF16>(dim, variant);
     }
   }
-  if (kc == kLut2 && vc == kLut4) return occupancy_d<kLut2, kLut4>(dim);
-  if (kc == kLut4 && vc == kLut2) return occupancy_d<kLut4, kLut2>(dim);
+  if (kc == kLut2 && vc == kLut4) return occupancy_d<kLut2, kLut4>(dim, variant);
+  if (kc == kLut4 && vc == kLut2) return occupancy_d<kLut4, kLut2>(dim, variant);
   return 1;
 }
 
