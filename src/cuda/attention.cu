@@ -19,6 +19,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "cuda/cuda_internal.h"
@@ -572,12 +573,16 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
       p.ws_ml[row * 2 + 1] = L;
     }
   }
+  // Programmatic dependent launch: merge_kernel may start launching now; it waits (griddepcontrol
+  // .wait) for this grid's completion and memory before reading the workspace.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
 // One block per (item, q head, query): combines the splits, normalizes, rotates values back.
 template <int D>
 __global__ void __launch_bounds__(D) merge_kernel(const AttnParams p) {
   __shared__ float v[D];
+  asm volatile("griddepcontrol.wait;" ::: "memory");  // the attention grid is complete and visible
   const int b = blockIdx.z, hq = blockIdx.y, jq = blockIdx.x, e = threadIdx.x;
   const int n_q_heads = p.n_kv_heads * p.group;
   const int len = p.item_len[b];
@@ -613,14 +618,36 @@ template <int KC, int VC, int D, int V = 0>
 cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
   constexpr size_t smem = AttnShape<KC, VC, D, V>::kSmem;
   auto* k = attn_kernel<KC, VC, D, V>;
-  cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  // The shared-memory limit is a per-device attribute of the kernel: set once per device (a
+  // driver call on every launch would sit on the host's critical path of each decode step).
+  static std::atomic<uint64_t> attr_set{0};
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
+  const uint64_t bit = dev < 64 ? (uint64_t{1} << dev) : 0;
+  if (!bit || !(attr_set.load(std::memory_order_acquire) & bit)) {
+    e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+    attr_set.fetch_or(bit, std::memory_order_acq_rel);
+  }
   const int qchunks = (p.m + p.qpc - 1) / p.qpc;
   dim3 grid(p.n_splits, p.n_kv_heads * qchunks, batch);
   k<<<grid, 128, smem, st>>>(p);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  merge_kernel<D><<<dim3(p.m, p.n_kv_heads * p.group, batch), D, 0, st>>>(p);
+  // merge_kernel as a programmatic dependent launch: its launch overlaps the attention grid's tail
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(p.m, p.n_kv_heads * p.group, batch);
+  cfg.blockDim = dim3(D);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  e = cudaLaunchKernelEx(&cfg, merge_kernel<D>, p);
+  if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 

@@ -230,6 +230,7 @@ struct CudaLayerCache::Impl {
   std::vector<int> table_host;
   int last_jobs = 0;
   int ctas_per_sm[2] = {0, 0};  // per kernel variant
+  int sms = 0;                  // multiprocessors of the device
   std::map<std::vector<int>, CudaBuffer> item_lists;
 
   gpu::AttnSide attn_side(bool value) const {
@@ -475,9 +476,13 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
   const int variant = (venv && venv[0] == '1' && venv[1] == 0) ? 1 : 0;
   p.variant = variant;
   if (n_splits <= 0) {
-    int sms = 132;
-    int dev = 0;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (I.sms <= 0) {  // queried once: attend() is on the host's critical path of every decode step
+      int dev = 0, n = 0;
+      if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
+        I.sms = n;
+      if (I.sms <= 0) I.sms = 132;
+    }
+    const int sms = I.sms;
     // Fill exactly one wave of resident CTAs: a second, partial wave would double the time.
     int& cps = I.ctas_per_sm[variant];
     if (cps <= 0) cps = gpu::attention_ctas_per_sm(I.hk.codec, I.hv.codec, c.head_dim, variant);
