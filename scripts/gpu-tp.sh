@@ -23,23 +23,24 @@ if [ -n "${1:-}" ]; then
   P=/opt/deps/usr
   export LD_LIBRARY_PATH=$P/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}
 fi
-NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
+PY=$(command -v python3)
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 echo "GPUs: $NGPU"
 status=0
 # shellcheck disable=SC2086
-torchrun --standalone --nproc_per_node 1 bench/tp_bench.py --out "$OUTDIR/tp-1gpu.json" ${GPU_TP_ARGS:-} \
+"$PY" -m torch.distributed.run --standalone --nproc_per_node 1 bench/tp_bench.py --out "$OUTDIR/tp-1gpu.json" ${GPU_TP_ARGS:-} \
   2>&1 | tee "$OUTDIR/tp-1gpu.log" || status=1
 files=("$OUTDIR/tp-1gpu.json")
 if [ "$NGPU" -ge 2 ]; then
   # shellcheck disable=SC2086
-  torchrun --standalone --nproc_per_node 2 bench/tp_bench.py --out "$OUTDIR/tp-2gpu.json" ${GPU_TP_ARGS:-} \
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 bench/tp_bench.py --out "$OUTDIR/tp-2gpu.json" ${GPU_TP_ARGS:-} \
     2>&1 | tee "$OUTDIR/tp-2gpu.log" || status=1
   files+=("$OUTDIR/tp-2gpu.json")
 else
   echo "one GPU: 2 ranks on cuda:0 over gloo, generation only (no timings, no NCCL)"
-  torchrun --standalone --nproc_per_node 2 bench/tp_bench.py --backend gloo --same-gpu --parts generate \
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 bench/tp_bench.py --backend gloo --same-gpu --parts generate \
     --out "$OUTDIR/tp-2rank-1gpu.json" 2>&1 | tee "$OUTDIR/tp-2rank-1gpu.log" || status=1
   files+=("$OUTDIR/tp-2rank-1gpu.json")
 fi
-python3 bench/tp_bench.py --summarize "${files[@]}" | tee "$OUTDIR/tp-summary.md" || status=1
+"$PY" bench/tp_bench.py --summarize "${files[@]}" | tee "$OUTDIR/tp-summary.md" || status=1
 exit $status
