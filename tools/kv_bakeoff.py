@@ -28,6 +28,9 @@ DEFAULT_CONFIGS = [
     "q8_0/q8_0", "q4_0/q4_0",
     "tq4/tq4", "tq3/tq3", "tq2/tq2", "rvq2x2/tq4", "rvq2x2/tq2", "rvq1x2/tq2",
     "pk4/tq4", "pk3.5/tq3", "pk3/tq3", "pk3/tq2", "pk2.5/tq2", "pk2/tq2",
+    # the peers (docs/format.md "Peers"): llama.cpp's rotated KV cache, QJL, TurboQuant-prod
+    "rq4_0/rq4_0", "riq4_nl/riq4_nl", "tq1/tq2", "qjl1/tq2", "qjl2/tq2", "qjl3/tq3",
+    "tqp2/tq2", "tqp3/tq3", "tqp4/tq4",
 ]
 
 
