@@ -108,7 +108,10 @@ void quantize_block_iq4_nl(const float* x, int cnt, BlockIq4Nl* out, int ntry) {
     sumqx += w[j] * q * xb[j];
     sumq2 += w[j] * q * q;
   }
+  const float d0 = d;
   d = sumqx / sumq2;
+  // |x| > ~1e11: the weighted sums (w = x^2) overflow and llama.cpp would store NaN; keep d0.
+  if (!std::isfinite(d)) d = d0;
   float best = d * sumqx;
   for (int itry = -ntry; itry <= ntry; ++itry) {
     id = (itry + kIq4NlValues[0]) / mx;

@@ -60,7 +60,8 @@ void quantize_block_q4_0(const float* x, int cnt, BlockQ4_0* out);
 // for ntry > 0, 2 ntry + 1 more scales id = (t + kIq4NlValues[0]) / m, t = -ntry..ntry, each
 // re-assigning levels and keeping the best least-squares fit, and finally the levels are
 // re-assigned with the chosen scale. llama.cpp's KV cache (quantize_row_iq4_nl_ref) uses ntry = -1:
-// no search, no re-assignment. NaN/Inf: d = NaN, nibbles 0; all |x| < 1e-15: d = 0, nibbles 0.
+// no search, no re-assignment. NaN/Inf: d = NaN, nibbles 0; all |x| < 1e-15: d = 0, nibbles 0;
+// a least-squares scale that overflows (|x| > ~1e11) keeps d0; |d| saturates at 65504.
 void quantize_block_iq4_nl(const float* x, int cnt, BlockIq4Nl* out, int ntry);
 void dequantize_block_iq4_nl(const BlockIq4Nl& b, int cnt, float* y);
 // y[i] = d * qs[i] (q8_0) or d * (q[i] - 8) (q4_0) for i < cnt.
