@@ -19,6 +19,8 @@
 //                            inner products), b in 1..4
 //   tqp{b}                   TurboQuant-prod: tq{b-1} + the QJL sign sketch (m = d) of its residual and
 //                            the residual norm, b in 2..5
+//   rabitq1                  RaBitQ's 1-bit code (no centroid): tq1's bytes with the unbiased scale
+//                            ||x||^2 / <x, u> instead of the norm-correcting one
 // The byte layout of every format is written down in docs/format.md. Every property of a format
 // (name, bits, planes, code size, rotated, storage, kernels) is one row of the format table
 // (src/format/format_table.cc); these functions and every consumer read it from there.
@@ -32,7 +34,7 @@
 
 namespace tqkv {
 
-enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp };
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp, kRabitq };
 
 struct FormatSpec {
   FormatKind kind = FormatKind::kF16;

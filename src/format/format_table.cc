@@ -96,6 +96,10 @@ const FormatRow kRows[] = {
      {}, {}, {}, {}, make_qjl_quantizer, 1024},
     {FormatKind::kTqp,  "tqp",  "tqp{b}",      0,  kBits2to5, false, 1, false, false, size_tqp,     no_planes,      0, false, false, -1,
      {}, {}, {}, {}, make_tqp_quantizer, 1024},
+    // rabitq1: tq1's bytes and rotation with RaBitQ's unbiased scale, so rotated = true and the
+    // bit-sliced tiles / rotated kernels read it exactly as they read tq1.
+    {FormatKind::kRabitq, "rabitq1", "rabitq1", 1, 0,         false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
+     TQKV_ROTATED_FNS, make_rabitq_quantizer},
 };
 
 const MethodRow kMethods[] = {

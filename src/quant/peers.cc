@@ -215,7 +215,52 @@ class TqpQuantizer final : public Quantizer {
   Sketch sk_;
 };
 
+// rabitq1: RaBitQ's 1-bit code (Gao & Long, SIGMOD 2024) without the centroid: the signs of the
+// randomly rotated vector z = R x, and the scale of its unbiased estimator
+//   <q, x> ~= ||x|| <x_bar, R q> / <x_bar, o>,   x_bar = sign(z) / sqrt(d),  o = z / ||x||,
+// i.e. x_hat = ||x||^2 / sum|z_i| * R^T sign(z). The bytes are tq1's (f32 scale + 1 plane, the
+// same rotation R and the 1-bit codebook +-c1): only the stored scale differs,
+//   scale = ||x||^2 / (c1 sum|z_i|) = ||x||^2 / <x, u>,   u = R^T (c1 sign(z)) (tq1's unscaled decode),
+// so <x, x_hat> = ||x||^2 (the projection onto x is exact). Stored in bit-sliced tiles like tq1,
+// so the cache and the AVX-512 kernels read it as they read tq1.
+class RabitqQuantizer final : public Quantizer {
+ public:
+  RabitqQuantizer(const FormatSpec& spec, int dim, std::unique_ptr<Quantizer> tq1) : Quantizer(spec, dim), tq1_(std::move(tq1)) {}
+  void encode(const float* x, size_t n, uint8_t* codes, size_t x_stride) const override {
+    const int d = dim();
+    if (x_stride == 0) x_stride = d;
+    std::vector<float> y(d);
+    for (size_t v = 0; v < n; ++v) {
+      const float* xv = x + v * x_stride;
+      uint8_t* out = codes + v * code_size();
+      tq1_->encode(xv, 1, out);
+      tq1_->decode(out, 1, y.data());
+      float s;
+      std::memcpy(&s, out, 4);
+      double xy = 0, xx = 0;
+      for (int i = 0; i < d; ++i) xy += double(xv[i]) * y[i], xx += double(xv[i]) * xv[i];
+      // tq1's decode is s u: scale = s ||x||^2 / <x, s u>. Zero vectors keep 0, NaN keeps NaN.
+      if (std::isfinite(s) && s != 0 && xy > 0) s = static_cast<float>(s * xx / xy);
+      std::memcpy(out, &s, 4);
+    }
+  }
+  void decode(const uint8_t* codes, size_t n, float* y, size_t y_stride) const override {
+    tq1_->decode(codes, n, y, y_stride);
+  }
+  const Rotation* rotation() const override { return tq1_->rotation(); }
+  const PassCodebooks* codebooks() const override { return tq1_->codebooks(); }
+
+ private:
+  std::unique_ptr<Quantizer> tq1_;
+};
+
 }  // namespace
+
+StatusOr<std::unique_ptr<Quantizer>> make_rabitq_quantizer(const FormatSpec& spec, int dim, const QuantOptions& options) {
+  TQKV_RETURN_IF_ERROR(validate_format(spec, dim));
+  TQKV_ASSIGN_OR_RETURN(auto tq1, make_quantizer(FormatSpec{FormatKind::kTq, 1, 1}, dim, options));
+  return std::unique_ptr<Quantizer>(new RabitqQuantizer(spec, dim, std::move(tq1)));
+}
 
 StatusOr<std::unique_ptr<Quantizer>> make_rotated_block_quantizer(const FormatSpec& spec, int dim,
                                                                   const QuantOptions& options) {

@@ -3,7 +3,8 @@
 //   rq4_0, riq4_nl   llama.cpp's KV-cache Hadamard rotation (attn_rot_k / attn_rot_v) + its q4_0 /
 //                    iq4_nl blocks;
 //   qjl{b}           QJL: 1-bit signs of m = b d Gaussian projections of the key + its norm;
-//   tqp{b}           TurboQuant-prod: the tq{b-1} code + the QJL sketch (m = d) of its residual.
+//   tqp{b}           TurboQuant-prod: the tq{b-1} code + the QJL sketch (m = d) of its residual;
+//   rabitq1          RaBitQ's 1-bit code: tq1's bytes with RaBitQ's unbiased scale.
 // Every code is per vector; the fused attention reads them through decode() (the generic path of
 // src/attention/attention.cc, one 64-token tile at a time). Layouts: docs/format.md ("Peers").
 #pragma once
@@ -34,6 +35,8 @@ std::vector<float> qjl_sketch_matrix(int m, int dim, uint64_t seed);
 StatusOr<std::unique_ptr<Quantizer>> make_rotated_block_quantizer(const FormatSpec& spec, int dim,
                                                                   const QuantOptions& options);  // rq4_0, riq4_nl
 StatusOr<std::unique_ptr<Quantizer>> make_qjl_quantizer(const FormatSpec& spec, int dim, const QuantOptions& options);
+StatusOr<std::unique_ptr<Quantizer>> make_rabitq_quantizer(const FormatSpec& spec, int dim,
+                                                           const QuantOptions& options);  // rabitq1 (tq1's bytes)
 StatusOr<std::unique_ptr<Quantizer>> make_tqp_quantizer(const FormatSpec& spec, int dim, const QuantOptions& options);
 
 }  // namespace tqkv

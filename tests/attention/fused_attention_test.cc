@@ -269,6 +269,8 @@ const Case kCases[] = {
     {"tqp2", "tq2", 128, 97, 2, 4, 1}, {"tqp3", "tq3", 128, 97, 2, 4, 1}, {"tqp4", "tq4", 128, 300, 2, 4, 3, 32, 4},
     {"tqp3", "riq4_nl", 80, 54, 1, 7, 8}, {"tqp3", "rq4_0", 128, 2500, 1, 4, 1, 0, 0, 1, 8},
     {"riq4_nl", "tqp2", 64, 300, 1, 7, 100, 16, 4, 2, 2, 64},
+    // rabitq1: tq1's bit-sliced tiles with RaBitQ's scale (the AVX-512 bit-sliced kernels).
+    {"rabitq1", "tq2", 128, 97, 2, 4, 1}, {"rabitq1", "rabitq1", 80, 300, 1, 7, 100, 16, 4, 2, 2, 64},
 };
 
 INSTANTIATE_TEST_SUITE_P(All, FusedAttention, ::testing::ValuesIn(kCases),

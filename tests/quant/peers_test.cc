@@ -54,7 +54,7 @@ TEST(Peers, NamesAndSizesMatchDocs) {
   struct C { const char* name; int d; size_t bytes; } cases[] = {
       {"rq4_0", 128, 72},  {"riq4_nl", 128, 72}, {"riq4_nl", 80, 54}, {"qjl1", 128, 18}, {"qjl2", 128, 34},
       {"qjl1", 80, 12},    {"qjl3", 80, 32},     {"tqp2", 128, 38},   {"tqp3", 128, 54}, {"tqp4", 128, 70},
-      {"tqp3", 80, 36},    {"tqp5", 64, 46}};
+      {"tqp3", 80, 36},    {"tqp5", 64, 46},     {"rabitq1", 128, 20}, {"rabitq1", 80, 14}};
   for (const C& c : cases) {
     auto f = parse_format(c.name);
     ASSERT_TRUE(f.ok()) << c.name;
@@ -318,6 +318,67 @@ TEST(Peers, BlockCodesMatchDerivedMse) {
   }
 }
 
+// rabitq1 at d = 64: tq1's plane bytes (bit i = z_i > 0, z = R x with the quantizer's own
+// rotation), and the scale |x|^2 / (c1 sum|z_i|) (c1 = the 1-bit level), evaluated in double.
+TEST(PeersBytes, RabitqHandBuilt) {
+  const int d = 64;
+  QuantOptions o;
+  o.seed = 31;
+  auto q = make("rabitq1", d, o);
+  auto t = make("tq1", d, o);
+  std::vector<float> x(d), z(d);
+  generate_gaussian(x.data(), 1, d, 6);
+  ASSERT_NE(q->rotation(), nullptr);
+  q->rotation()->forward(x.data(), z.data());
+  std::vector<uint8_t> c(q->code_size()), ct(t->code_size());
+  ASSERT_EQ(c.size(), 12u);
+  q->encode(x.data(), 1, c.data());
+  t->encode(x.data(), 1, ct.data());
+  EXPECT_EQ(std::memcmp(c.data() + 4, ct.data() + 4, 8), 0) << "the planes are tq1's";
+  double x2 = 0, za = 0;
+  for (int i = 0; i < d; ++i) {
+    x2 += double(x[i]) * x[i], za += std::fabs(double(z[i]));
+    EXPECT_EQ(c[4 + i / 8] >> (i % 8) & 1, z[i] > 0 ? 1 : 0) << i;
+  }
+  const double c1 = q->codebooks()->passes[0].levels[1];
+  float scale;
+  std::memcpy(&scale, c.data(), 4);
+  EXPECT_NEAR(scale, x2 / (c1 * za), 1e-5 * scale);
+  // <x, x_hat> = |x|^2.
+  std::vector<float> y(d);
+  q->decode(c.data(), 1, y.data());
+  double xy = 0;
+  for (int i = 0; i < d; ++i) xy += double(x[i]) * y[i];
+  EXPECT_NEAR(xy, x2, 1e-4 * x2);
+}
+
+// RaBitQ's estimator over random rotations: the mean of <q, x_hat> over 400 seeds is within 5
+// standard errors (measured spread of the 400 draws) of <q, x>. The norm-correcting tq1 scale
+// (|x_hat| = |x|) is biased low by the factor c1^2 ... here sqrt(2/pi) ~ 0.8, far outside.
+TEST(Peers, RabitqInnerProductsAreUnbiased) {
+  const int d = 64, N = 400;
+  std::vector<float> x(d), qv(d);
+  generate_gaussian(x.data(), 1, d, 23);
+  generate_gaussian(qv.data(), 1, d, 24);
+  double truth = 0;
+  for (int i = 0; i < d; ++i) truth += double(qv[i]) * x[i];
+  double sum = 0, sum2 = 0;
+  for (int s = 0; s < N; ++s) {
+    QuantOptions o;
+    o.seed = 5000 + s;
+    auto q = make("rabitq1", d, o);
+    std::vector<uint8_t> c(q->code_size());
+    std::vector<float> y(d);
+    q->encode(x.data(), 1, c.data());
+    q->decode(c.data(), 1, y.data());
+    double ip = 0;
+    for (int i = 0; i < d; ++i) ip += double(qv[i]) * y[i];
+    sum += ip, sum2 += ip * ip;
+  }
+  const double mean = sum / N, se = std::sqrt((sum2 / N - mean * mean) / N);
+  EXPECT_LT(std::fabs(mean - truth), 5 * se) << "mean " << mean << " truth " << truth << " se " << se;
+}
+
 // Relative MSE on N(0, I) rows at d = 128 against predictions derived from each code:
 //  - qjl{b}: x_hat = |x| c S^T s, c = sqrt(pi/2) / m, s = sign(S x). Over the Gaussian S,
 //    E|S^T s|^2 = sum_i E|S_i|^2 + sum_{i != j} E[s_i S_i] . E[s_j S_j] = m d + m (m - 1) (2 / pi)
@@ -356,7 +417,10 @@ TEST_P(PeerMse, SketchMatchesDerivedMse) {
       err += double(y[v * d + i] - xv[i]) * (y[v * d + i] - xv[i]);
     }
     const int m = f.kind == FormatKind::kQjl ? f.bits * d : d;
-    pred += r2 * ((M_PI / 2) * d - 1) / m;
+    // rabitq1: x_hat = |x|^2 / sum|z_i| R^T sign(z), so <x, x_hat> = |x|^2 and
+    // |x_hat|^2 = |x|^4 d / (sum|z_i|)^2 -> |x|^2 pi / 2 (sum|z_i| -> |x| sqrt(2 d / pi) for the
+    // rotated, near-Gaussian coordinates): |x_hat - x|^2 -> |x|^2 (pi/2 - 1).
+    pred += f.kind == FormatKind::kRabitq ? x2 * (M_PI / 2 - 1) : r2 * ((M_PI / 2) * d - 1) / m;
     resid += r2;
     norm += x2;
   }
@@ -371,7 +435,7 @@ TEST_P(PeerMse, SketchMatchesDerivedMse) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, PeerMse, ::testing::Values("qjl1", "qjl2", "qjl4", "tqp2", "tqp3", "tqp4"));
+INSTANTIATE_TEST_SUITE_P(Formats, PeerMse, ::testing::Values("qjl1", "qjl2", "qjl4", "tqp2", "tqp3", "tqp4", "rabitq1"));
 
 // The QJL estimator is unbiased over the random projection: the mean of <q, x_hat> over N = 400
 // independent seeds is within 5 sigma of <q, x>, sigma^2 = (pi/2) |q|^2 |r|^2 / (m N) (each of the
@@ -419,7 +483,7 @@ TEST(Peers, QjlAndTqpInnerProductsAreUnbiased) {
 // Zero vectors decode to zeros, NaN/Inf to NaN (rq4_0 at d = 128: the whole rotated block; qjl/tqp
 // the whole vector), huge finite vectors never to NaN.
 TEST(Peers, HostileInputs) {
-  for (const char* name : {"rq4_0", "riq4_nl", "qjl2", "tqp3"}) {
+  for (const char* name : {"rq4_0", "riq4_nl", "qjl2", "tqp3", "rabitq1"}) {
     const int d = 128;
     auto q = make(name, d);
     std::vector<float> x(4 * d);
