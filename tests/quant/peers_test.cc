@@ -354,12 +354,13 @@ TEST(PeersBytes, RabitqHandBuilt) {
 
 // RaBitQ's estimator over random rotations: the mean of <q, x_hat> over 400 seeds is within 5
 // standard errors (measured spread of the 400 draws) of <q, x>. The norm-correcting tq1 scale
-// (|x_hat| = |x|) is biased low by the factor c1^2 ... here sqrt(2/pi) ~ 0.8, far outside.
+// (|x_hat| = |x|) is biased low by sum|z_i| / (|x| sqrt(d)) ~ sqrt(2/pi) ~ 0.8: far outside.
 TEST(Peers, RabitqInnerProductsAreUnbiased) {
   const int d = 64, N = 400;
   std::vector<float> x(d), qv(d);
   generate_gaussian(x.data(), 1, d, 23);
   generate_gaussian(qv.data(), 1, d, 24);
+  for (int i = 0; i < d; ++i) qv[i] = x[i] + 0.5f * qv[i];  // <q, x> ~ 64: a 20% bias is ~13
   double truth = 0;
   for (int i = 0; i < d; ++i) truth += double(qv[i]) * x[i];
   double sum = 0, sum2 = 0;
@@ -440,12 +441,15 @@ INSTANTIATE_TEST_SUITE_P(Formats, PeerMse, ::testing::Values("qjl1", "qjl2", "qj
 // The QJL estimator is unbiased over the random projection: the mean of <q, x_hat> over N = 400
 // independent seeds is within 5 sigma of <q, x>, sigma^2 = (pi/2) |q|^2 |r|^2 / (m N) (each of the
 // m terms s_i <S_i, q> has second moment |q|^2). A biased estimator (e.g. a wrong sqrt(pi/2)
-// constant: a 25% bias here) is far outside.
+// constant: a 20% bias, ~13 here against 5 sigma ~ 3) is far outside.
 TEST(Peers, QjlAndTqpInnerProductsAreUnbiased) {
   const int d = 64, N = 400;
   std::vector<float> x(d), qv(d);
   generate_gaussian(x.data(), 1, d, 21);
   generate_gaussian(qv.data(), 1, d, 22);
+  // q correlated with x, so <q, x> ~ |x|^2 = 64 is large next to the standard error (~0.6): a
+  // multiplicative bias (a wrong constant) shows as a shift of several units.
+  for (int i = 0; i < d; ++i) qv[i] = x[i] + 0.5f * qv[i];
   double truth = 0, q2 = 0, x2 = 0;
   for (int i = 0; i < d; ++i) truth += double(qv[i]) * x[i], q2 += double(qv[i]) * qv[i], x2 += double(x[i]) * x[i];
   for (const char* name : {"qjl1", "tqp2"}) {
