@@ -202,6 +202,30 @@ TEST(PeersBytes, Iq4NlBlockFollowsLlamaCpp) {
   }
 }
 
+// The search path of llama.cpp's weight quantizer (ntry = 7; the cache uses ntry = -1): more scales
+// tried, then the codes re-assigned with the best one, so its weighted error (w = x^2) is never
+// above the cache path's, up to the fp16 rounding of the two stored scales (2^-11 relative).
+TEST(PeersBytes, Iq4NlSearchNeverWorse) {
+  SplitMix64 r(10);
+  double total[2] = {0, 0};
+  for (int trial = 0; trial < 200; ++trial) {
+    float x[32];
+    for (float& e : x) e = static_cast<float>(r.normal() * (trial % 2 ? 1 : 1 + std::fabs(r.normal())));
+    double werr[2];
+    for (int k = 0; k < 2; ++k) {
+      BlockIq4Nl b;
+      quantize_block_iq4_nl(x, 32, &b, k == 0 ? -1 : 7);
+      float y[32];
+      dequantize_block_iq4_nl(b, 32, y);
+      werr[k] = 0;
+      for (int j = 0; j < 32; ++j) werr[k] += double(x[j]) * x[j] * (y[j] - x[j]) * (y[j] - x[j]);
+      total[k] += werr[k];
+    }
+    EXPECT_LE(werr[1], werr[0] * 1.002) << "trial " << trial;
+  }
+  EXPECT_LT(total[1], total[0]);  // and it does find better fits
+}
+
 // qjl1 at d = 16: bf16 norm of x = (3, 4, 0, ...) = 5 (0x40a0), then bit i = (S x)_i >= 0 with S
 // the documented seeded Gaussian matrix, evaluated here in double.
 TEST(PeersBytes, QjlHandBuilt) {
