@@ -57,6 +57,13 @@ struct PkPlan {
   // channels decode to the mean, as the reference does).
   alignas(64) float levels[512] = {};
   std::vector<float> cos_t, sin_t;  // (64, rot_vec * 16) the offset table in A-lane order, pads 1/0
+  // The same per-lane constants grouped per vector (one cache line each), for the AVX-512 kernel.
+  struct alignas(64) Vec {
+    uint16_t widx[32];
+    uint32_t shift16[16], mask[16], base[16];
+    float sd[16], mu[16];
+  };
+  std::vector<Vec> vec;  // (nvec,)
 };
 
 // Builds the plan of `codec` for `rope` (rotary_dims even, <= head_dim).

@@ -101,6 +101,20 @@ void make_pk_plan(const PreRopeKeyCodec& codec, const RopeParams& rope, const Pk
     P.widx[static_cast<size_t>(v) * 32 + 2 * k + 1] = static_cast<uint16_t>((oc / 16 + 1) & 63);
     P.windows[v] = std::max(P.windows[v], static_cast<int>(((P.base[l] | P.mask[l]) >> 5) + 1));
   }
+  P.vec.assign(P.nvec, PkPlan::Vec{});
+  for (int v = 0; v < P.nvec; ++v) {
+    PkPlan::Vec& V = P.vec[v];
+    for (int k = 0; k < kPkLanes; ++k) {
+      const int l = v * kPkLanes + k;
+      V.widx[2 * k] = P.widx[static_cast<size_t>(v) * 32 + 2 * k];
+      V.widx[2 * k + 1] = P.widx[static_cast<size_t>(v) * 32 + 2 * k + 1];
+      V.shift16[k] = P.shift16[l];
+      V.mask[k] = P.mask[l];
+      V.base[k] = P.base[l];
+      V.sd[k] = P.sd[l];
+      V.mu[k] = P.mu[l];
+    }
+  }
   std::fill(std::begin(P.levels), std::end(P.levels), 0.0f);
   for (int b = 1; b <= 8; ++b) {
     bool used = false;
