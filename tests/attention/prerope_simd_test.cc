@@ -126,27 +126,31 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
     for (int j = 0; j < c.m; ++j)
       apply_rope(rope, inv_freq.data(), c.offset + n - c.m + j, &q[(static_cast<size_t>(qh) * c.m + j) * d]);
 
-  // Fused outputs at every level this CPU has.
+  // Fused outputs at every level this CPU has, each with one work item per head (the base angle
+  // advanced block to block by the recurrence) and with 64-token splits (set directly per block).
   const SimdLevel saved = active_simd_level();
   std::vector<SimdLevel> levels;
   for (SimdLevel l : {SimdLevel::kScalar, SimdLevel::kAvx2, SimdLevel::kAvx512})
     if (static_cast<int>(l) <= static_cast<int>(detected_simd_level())) levels.push_back(l);
-  std::vector<std::vector<float>> outs(levels.size(), std::vector<float>(q.size()));
+  const int splits[2] = {1 << 20, 64};
+  std::vector<std::vector<float>> outs(2 * levels.size(), std::vector<float>(q.size()));
+  std::vector<SimdLevel> out_level(outs.size());
   const LayerView view = cache.view();
-  for (size_t li = 0; li < levels.size(); ++li) {
-    set_simd_level(levels[li]);
+  for (size_t oi = 0; oi < outs.size(); ++oi) {
+    out_level[oi] = levels[oi / 2];
+    set_simd_level(out_level[oi]);
     AttentionQuery r;
     r.seq = sv;
     r.m = c.m;
     r.q = {q.data(), int64_t(c.m) * d, d};
-    r.out = {outs[li].data(), int64_t(c.m) * d, d};
+    r.out = {outs[oi].data(), int64_t(c.m) * d, d};
     r.position_offset = c.offset;
     AttentionParams p;
     p.n_q_heads = nq;
     p.queries = &r;
     p.n_queries = 1;
     p.options.rope = rope;
-    p.options.split_tokens = 64;  // several work items per head: the base angle is set per split
+    p.options.split_tokens = splits[oi % 2];
     const Status st = attend(view, p);
     ASSERT_TRUE(st.ok()) << st.to_string();
   }
@@ -211,22 +215,23 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
           eps_ref = std::max(eps_ref, arith + (2 * u * thmax[t] + 4 * u) * qn * a[t]);
         }
         const double float_tol = 2e-5 * vsum + 1e-7;
-        for (size_t li = 0; li < levels.size(); ++li) {
+        for (size_t li = 0; li < outs.size(); ++li) {
           const float* of = &outs[li][(static_cast<size_t>(qh) * c.m + j) * d];
           double e2 = 0;
           for (int i = 0; i < d; ++i) e2 += (of[i] - ox[i]) * (of[i] - ox[i]);
-          const double eps = levels[li] == SimdLevel::kScalar ? eps_ref : eps_simd;
+          const double eps = out_level[li] == SimdLevel::kScalar ? eps_ref : eps_simd;
           const double bound = std::expm1(2 * eps) * spread + float_tol;
-          if (float_values || levels[li] == SimdLevel::kScalar || levels[li] == SimdLevel::kAvx2) {
-            EXPECT_LE(std::sqrt(e2), bound) << simd_level_name(levels[li]) << " head " << qh << " query " << j;
+          if (float_values || out_level[li] == SimdLevel::kScalar || out_level[li] == SimdLevel::kAvx2) {
+            EXPECT_LE(std::sqrt(e2), bound) << simd_level_name(out_level[li]) << " split " << li % 2 << " head " << qh
+                                            << " query " << j;
           }
           // B: every SIMD level against the scalar reference.
-          if (li > 0 && float_values) {
+          if (out_level[li] != SimdLevel::kScalar && float_values) {
             double b2 = 0;
             for (int i = 0; i < d; ++i) b2 += (of[i] - outs[0][(static_cast<size_t>(qh) * c.m + j) * d + i]) *
                                               (of[i] - outs[0][(static_cast<size_t>(qh) * c.m + j) * d + i]);
             EXPECT_LE(std::sqrt(b2), std::expm1(2 * (eps_simd + eps_ref)) * spread + 2 * float_tol)
-                << simd_level_name(levels[li]) << " vs scalar, head " << qh << " query " << j;
+                << simd_level_name(out_level[li]) << " vs scalar, head " << qh << " query " << j;
           }
         }
         // C: the ORIGINAL K/V, Cauchy-Schwarz bound from the measured score and value errors
@@ -262,13 +267,13 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
         // format's error, fused_attention_test.cc), taken as 0.05 sqrt(verr) here.
         const double vkernel = float_values ? 0.0 : 0.05 * std::sqrt(verr);
         const double bound_o = std::sqrt(chi2) * std::sqrt(sp2) + std::sqrt(verr) + vkernel;
-        for (size_t li = 0; li < levels.size(); ++li) {
+        for (size_t li = 0; li < outs.size(); ++li) {
           const float* of = &outs[li][(static_cast<size_t>(qh) * c.m + j) * d];
           double e2 = 0;
           for (int i = 0; i < d; ++i) e2 += (of[i] - oo[i]) * (of[i] - oo[i]);
-          const double eps = levels[li] == SimdLevel::kScalar ? eps_ref : eps_simd;
+          const double eps = out_level[li] == SimdLevel::kScalar ? eps_ref : eps_simd;
           EXPECT_LE(std::sqrt(e2), bound_o + std::expm1(2 * eps) * spread + float_tol)
-              << "original K/V, " << simd_level_name(levels[li]) << " head " << qh << " query " << j
+              << "original K/V, " << simd_level_name(out_level[li]) << " head " << qh << " query " << j
               << " chi2 " << chi2;
         }
       }
