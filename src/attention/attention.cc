@@ -245,6 +245,15 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
   int* valid = valid_buf.data();
   for (int s = 0; s < ns; ++s) {
     float* sc = scores + s * kBlock;
+    // SIMD levels scan with two vector compares per 16 scores and only touch a row with a NaN;
+    // the scalar level (and such a row) takes the reference loop.
+    if (C.avx512 || C.avx2) {
+      const int f = C.avx512 ? attn::score_flags_avx512(sc, valid[s]) : attn::score_flags_avx2(sc, valid[s]);
+      if (!(f & attn::kScoresNan)) {
+        if (!(f & attn::kScoresLive)) valid[s] = 0;
+        continue;
+      }
+    }
     bool any = false;
     for (int t = 0; t < valid[s]; ++t) {
       if (std::isnan(sc[t])) sc[t] = kNegInf;
