@@ -151,6 +151,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(const HeadShard& shar
       // The GLOBAL head index: a shard's head h is the unsharded cache's head kv_head_offset + h.
       qo.seed = cache_rotation_seed(options.quant.seed, layer, shard.kv_head_offset + h,
                                     k == kValues ? CacheStream::kValue : CacheStream::kKey);
+      qo.value_stream = k == kValues;
       if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
         impl->st[k].q.push_back(nullptr);
         continue;

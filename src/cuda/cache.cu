@@ -286,6 +286,7 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
     const int g = cfg.kv_head_offset + h;  // the global head: == LayerKVCache::make(HeadShard, ...)
     qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, g, CacheStream::kKey);
     qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, g, CacheStream::kValue);
+    qv.value_stream = true;
     TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
     TQKV_ASSIGN_OR_RETURN(auto b, make_quantizer(cfg.value_format, cfg.head_dim, qv));
     kq.push_back(a.get());

@@ -450,6 +450,7 @@ TEST(CudaCacheShard, EncodesTheGlobalHeadsAndLoadsACpuShard) {
         const CacheStream st = side ? CacheStream::kValue : CacheStream::kKey;
         QuantOptions qo = o.quant;
         qo.seed = cache_rotation_seed(o.quant.seed, layer, shard.kv_head_offset + h, st);
+        qo.value_stream = side == 1;  // as the caches make their value quantizers
         auto q = make_quantizer(side ? o.value_format : o.key_format, D, qo);
         ASSERT_TRUE(q.ok());
         const size_t cs = (*q)->code_size();
