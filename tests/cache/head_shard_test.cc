@@ -198,6 +198,8 @@ const Case kCases[] = {
     {"rvq1x2", "tq2", 128, 32, 4},  {"rvq2x2", "tq4", 128, 0, 0},   {"tq4", "tq4", 64, 0, 0},
     {"tq3", "tq3", 128, 0, 0},      {"rvq1x2", "tq2", 80, 16, 0},   {"kivi2", "kivi4", 64, 0, 0},
     {"pk2", "tq2", 128, 0, 0},      {"pk3", "tq4", 64, 16, 2},
+    // Rotated peers (seeded per head like rvq/tq): llama.cpp's rotated q4_0 / iq4_nl, QJL, TQ-prod, RaBitQ.
+    {"rq4_0", "riq4_nl", 128, 0, 0}, {"qjl2", "tqp2", 128, 0, 0},  {"rabitq1", "tqp3", 80, 0, 0},
 };
 
 TEST(HeadShard, ShardsConcatenatedEqualTheUnshardedCacheBitForBit) {
