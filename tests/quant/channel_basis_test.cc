@@ -2,8 +2,8 @@
 //  - the Jacobi eigenbasis recovers a matrix built from a known orthonormal Q and known distinct
 //    eigenvalues (columns up to the documented sign rule, U^T A U diagonal and descending);
 //  - projection_gram against a hand computation; validate_channel_basis rejects bad pairs;
-//  - the codec in a signed-permutation basis (exact in float) produces the SAME bytes as the plain
-//    codec on the permuted input, and decodes to the inverse permutation of its decode: pins the
+//  - the codec with a scaled signed-permutation pair (exact in float) produces the SAME bytes as
+//    the plain codec on the transformed input, and decodes through the synthesis matrix: pins the
 //    analysis/synthesis index convention exactly;
 //  - the codec's MSE in a random orthonormal basis on x = mu + U (sd * g) matches the Lloyd-Max
 //    table per basis channel (the derivation of PreRopeKeys.MseMatchesLloydMaxTablePerChannel in
@@ -102,26 +102,38 @@ TEST(ChannelBasis, GramAndErrors) {
   EXPECT_FALSE(c.ok());
 }
 
-// Signed permutation basis: column j of U is s_j e_{perm[j]}, so y_j = (U^T x)_j = s_j x_{perm[j]}
-// exactly in float. The codec with that basis must write the bytes the plain codec writes for the
-// permuted, sign-flipped input, and decode to x_hat_{perm[j]} = s_j y_hat_j.
-TEST(ChannelBasis, SignedPermutationBasisIsExact) {
+// Scaled signed permutation pair (not orthonormal): analysis column j = s_j 2^{e_j} e_{perm[j]},
+// synthesis column j = s_j 2^{-e_j} e_{perm[j]} (S A^T = I), so y_j = (A^T x)_j =
+// s_j 2^{e_j} x_{perm[j]} exactly in float. The codec with that pair must write the bytes the
+// plain codec writes for that input, and decode to x_hat_{perm[j]} = s_j 2^{-e_j} y_hat_j (one
+// nonzero product per sum, power-of-two scale: exact). Using A where S belongs, or a transpose,
+// breaks it.
+TEST(ChannelBasis, ScaledSignedPermutationPairIsExact) {
   const int d = 48, n = 300;
   std::mt19937_64 rng(5);
   std::vector<int> perm(d);
   for (int j = 0; j < d; ++j) perm[j] = (j * 7 + 3) % d;  // 7 coprime to 48: a permutation, not an involution
   std::vector<float> sgn(d);
   for (int j = 0; j < d; ++j) sgn[j] = (j % 3 == 1) ? -1.0f : 1.0f;
-  std::vector<float> u(static_cast<size_t>(d) * d, 0.0f);
-  for (int j = 0; j < d; ++j) u[static_cast<size_t>(perm[j]) * d + j] = sgn[j];
-  auto basis = std::make_shared<const ChannelBasis>(orthonormal_basis(u, d));
+  std::vector<float> scl(d);
+  for (int j = 0; j < d; ++j) scl[j] = std::ldexp(1.0f, j % 5 - 2);  // 1/4 .. 4
+  ChannelBasis pair;
+  pair.dim = d;
+  pair.analysis.assign(static_cast<size_t>(d) * d, 0.0f);
+  pair.synthesis.assign(static_cast<size_t>(d) * d, 0.0f);
+  for (int j = 0; j < d; ++j) {
+    pair.analysis[static_cast<size_t>(perm[j]) * d + j] = sgn[j] * scl[j];
+    pair.synthesis[static_cast<size_t>(perm[j]) * d + j] = sgn[j] / scl[j];
+  }
+  ASSERT_TRUE(validate_channel_basis(pair).ok());
+  auto basis = std::make_shared<const ChannelBasis>(pair);
   std::normal_distribution<float> g;
   std::vector<float> x(static_cast<size_t>(n) * d), y(x.size());
   for (int r = 0; r < n; ++r)
     for (int i = 0; i < d; ++i)
       x[static_cast<size_t>(r) * d + i] = 0.5f * static_cast<float>(i % 4) + (0.2f + 3.0f * std::exp(-0.1f * i)) * g(rng);
   for (int r = 0; r < n; ++r)
-    for (int j = 0; j < d; ++j) y[static_cast<size_t>(r) * d + j] = sgn[j] * x[static_cast<size_t>(r) * d + perm[j]];
+    for (int j = 0; j < d; ++j) y[static_cast<size_t>(r) * d + j] = sgn[j] * scl[j] * x[static_cast<size_t>(r) * d + perm[j]];
   for (double avg : {1.5, 2.5, 4.0}) {
     auto cb = PreRopeKeyCodec::fit(x.data(), 128, d, 0, avg, true, basis);
     auto cp = PreRopeKeyCodec::fit(y.data(), 128, d, 0, avg, true);
@@ -139,7 +151,7 @@ TEST(ChannelBasis, SignedPermutationBasisIsExact) {
     cp->decode(codes_p.data(), n, yp.data());
     for (int r = 0; r < n; ++r)
       for (int j = 0; j < d; ++j)
-        ASSERT_EQ(xb[static_cast<size_t>(r) * d + perm[j]], sgn[j] * yp[static_cast<size_t>(r) * d + j])
+        ASSERT_EQ(xb[static_cast<size_t>(r) * d + perm[j]], sgn[j] / scl[j] * yp[static_cast<size_t>(r) * d + j])
             << "avg " << avg << " row " << r << " basis channel " << j;
   }
 }
