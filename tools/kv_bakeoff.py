@@ -28,6 +28,9 @@ DEFAULT_CONFIGS = [
     "q8_0/q8_0", "q4_0/q4_0",
     "tq4/tq4", "tq3/tq3", "tq2/tq2", "rvq2x2/tq4", "rvq2x2/tq2", "rvq1x2/tq2",
     "pk4/tq4", "pk3.5/tq3", "pk3/tq3", "pk3/tq2", "pk2.5/tq2", "pk2/tq2",
+    # the peers (docs/format.md "Peers"): llama.cpp's rotated KV cache, QJL, TurboQuant-prod
+    "rq4_0/rq4_0", "riq4_nl/riq4_nl", "tq1/tq2", "qjl1/tq2", "qjl2/tq2", "qjl3/tq3",
+    "tqp2/tq2", "tqp3/tq3", "tqp4/tq4", "rabitq1/tq2", "rq4_0/f16", "f16/rq4_0",
 ]
 
 
@@ -147,8 +150,16 @@ def write_results_md(path, out_dir):
             lc = d["llamacpp"]
             lines += ["", "llama.cpp rows: %s, ctx %d, %d chunks, its f16 PPL %.4f. %s." % (lc["tool"], lc["ctx"], lc["chunks"], lc["f16_ppl"], lc["note"])]
         lines += ["", "Commands:", "```", d["base_command"]] + [r["command"] for r in d["rows"]] + ["```", ""]
+    notes = ""  # hand-written verdicts below NOTES_MARKER survive regeneration
+    if os.path.exists(path):
+        old = open(path).read()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + notes)
+
+
+NOTES_MARKER = "<!-- notes: everything below is hand-written and kept by tools/kv_bakeoff.py -->"
 
 
 def merge_llamacpp(doc, path):

@@ -284,6 +284,7 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
     QuantOptions qk = cfg.quant, qv = cfg.quant;
     qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kKey);  // == LayerKVCache
     qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kValue);
+    qv.value_stream = true;
     TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
     TQKV_ASSIGN_OR_RETURN(auto b, make_quantizer(cfg.value_format, cfg.head_dim, qv));
     kq.push_back(a.get());
