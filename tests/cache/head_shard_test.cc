@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tqkv/channel_basis.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/synthetic.h"
 
@@ -233,6 +234,33 @@ TEST(HeadShard, AShardHeadIsNotTheLocalIndexOfTheUnshardedCache) {
   const size_t pb = (*full)->view().key.page_bytes;
   EXPECT_EQ(std::memcmp(p.heads[0].key.pages[0], f.heads[1].key.pages[0], pb), 0);  // global head 1
   EXPECT_NE(std::memcmp(p.heads[0].key.pages[0], f.heads[0].key.pages[0], pb), 0);  // not head 0's rotation
+}
+
+// pk{b} channel bases (KVCacheOptions::pk_basis) are indexed by the GLOBAL kv head: a shard given
+// the model's per-head bases codes its heads with their own bases, as the unsharded cache does.
+TEST(HeadShard, PkBasisFollowsTheGlobalHead) {
+  const int H = 4, d = 64, n = 150;
+  KVCacheOptions o = options_of({"pk2", "tq2", d, 0, 0});
+  for (int h = 0; h < H; ++h) {  // a different orthonormal basis per head: a cyclic permutation
+    std::vector<float> u(size_t(d) * d, 0.0f);
+    for (int i = 0; i < d; ++i) u[size_t(i) * d + (i + 7 * (h + 1)) % d] = 1.0f;
+    o.pk_basis[0].push_back(std::make_shared<const ChannelBasis>(orthonormal_basis(u, d)));
+  }
+  auto full = LayerKVCache::make(H, d, o, 1);
+  auto part = LayerKVCache::make(HeadShard{2, 2, H}, d, o, 1);
+  ASSERT_TRUE(full.ok() && part.ok());
+  std::vector<float> k(size_t(H) * n * d), v(k.size());
+  generate_llm_like(k.data(), size_t(H) * n, d, 5);
+  generate_gaussian(v.data(), size_t(H) * n, d, 6);
+  const int64_t hs = int64_t(n) * d;
+  ASSERT_TRUE((*full)->append(0, n, {k.data(), hs, d}, {v.data(), hs, d}).ok());
+  ASSERT_TRUE((*part)->append(0, n, {&k[2 * hs], hs, d}, {&v[2 * hs], hs, d}).ok());
+  const SequenceView f = (*full)->sequence_view(0), p = (*part)->sequence_view(0);
+  ASSERT_GT(p.n_compressed, 0);
+  const size_t pb = (*full)->view().key.page_bytes;
+  for (int h = 0; h < 2; ++h)
+    for (int pg = 0; pg < p.heads[h].key.n_pages; ++pg)
+      EXPECT_EQ(std::memcmp(p.heads[h].key.pages[pg], f.heads[2 + h].key.pages[pg], pb), 0) << "head " << 2 + h;
 }
 
 TEST(HeadShard, ModelCacheShardsEveryLayer) {
