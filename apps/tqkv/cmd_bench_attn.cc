@@ -135,6 +135,8 @@ StatusOr<Measured> measure(const Opts& o, const FormatSpec& kf, const FormatSpec
                     {&out[static_cast<size_t>(s) * o.q_heads * d], d, d}});
   AttentionOptions ao;
   ao.threads = threads;
+  // Keys stored before RoPE (pk{b}): attention rotates them, with a Llama-style full-width RoPE.
+  if (layers[0]->keys_pre_rope()) ao.rope.rotary_dims = d;
   for (auto& l : layers) TQKV_RETURN_IF_ERROR(l->attend_batch(reqs, o.q_heads, ao));  // warm-up
   int steps = 0;
   const double t0 = now_s();
