@@ -129,6 +129,10 @@ def esc(s):
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Label colors: a darker shade of the marker's, so a label reads as its point's family.
+DARK = {"#2ca02c": "#1a6b1a", "#1f77b4": "#15507a", "#ff7f0e": "#a65200", "#7f7f7f": "#444", "#9467bd": "#5e3d80"}
+
+
 def family(r):
     """Plot family: (key, color, legend text)."""
     lab = r["label"]
@@ -148,17 +152,28 @@ def write_svg(path, title, subtitle, rows):
     """KLD (log) vs K+V bits. Pareto front as a red staircase; llama.cpp rows as green triangles; variants
     with boundary layers / sinks / window as hollow markers. Labels are placed greedily without overlap
     (front and llama.cpp rows first); an unlabeled point is still in the table of docs/results.md."""
-    pts = [r for r in rows if r.get("kld_mean") and r["kld_mean"] > 0 and r["bits"] <= 17]
+    pts = [r for r in rows if r.get("kld_mean") and r["kld_mean"] > 0]
     if not pts:
         return
-    W, H, L, R, T, B = 980, 620, 70, 250, 56, 50
+    W, H, L, R, T, B = 1100, 640, 70, 250, 56, 50
     xs = [r["bits"] for r in pts]
     x0, x1 = math.floor(min(xs) * 2) / 2 - 0.25, math.ceil(max(xs) * 2) / 2 + 0.25
+    # Piecewise x: the 2-6 bit field where the formats compete gets most of the width; rows above
+    # (q8_0, f16 K or V) sit in a compressed strip to the right of a break.
+    xb = math.ceil((min(xs) + 4) * 2) / 2 + 0.25
+    xb = xb if x1 > xb + 0.75 else x1
+    split = 0.80 if xb < x1 else 1.0
     ly = [math.log10(r["kld_mean"]) for r in pts]
     y0, y1 = math.floor(min(ly)), math.ceil(max(ly))
     if y1 == y0:
         y1 += 1
-    X = lambda b: L + (b - x0) / (x1 - x0) * (W - L - R)
+    pw = W - L - R
+
+    def X(b):
+        if b <= xb:
+            return L + (b - x0) / (xb - x0) * pw * split
+        return L + pw * split + (b - xb) / (x1 - xb) * pw * (1 - split)
+
     Y = lambda k: T + (y1 - math.log10(k)) / (y1 - y0) * (H - T - B)
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
@@ -175,13 +190,17 @@ def write_svg(path, title, subtitle, rows):
                 o.append('<text x="%d" y="%.1f" text-anchor="end">%g</text>' % (L - 6, y + 4, v))
             elif m in (2, 5):
                 o.append('<text x="%d" y="%.1f" text-anchor="end" fill="#999" font-size="9">%g</text>' % (L - 6, y + 3, v))
-    step = 0.5 if x1 - x0 <= 8 else 1
-    b = math.ceil(x0 / step) * step
-    while b <= x1:
+    ticks = [x0 + 0.25 + 0.5 * i for i in range(int((xb - x0) / 0.5) + 1) if x0 + 0.25 + 0.5 * i <= xb]
+    if split < 1:
+        tstep = next(t for t in (1, 2, 4, 5, 10, 20) if (x1 - xb) / t <= 4)
+        ticks += [float(t) for t in range(int(math.ceil((xb + 0.5) / tstep) * tstep), int(x1) + 1, tstep)]
+        xbr = X(xb)
+        o.append('<rect x="%.1f" y="%d" width="6" height="%d" fill="white"/>' % (xbr - 3, T, H - T - B))
+        o.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#888">//</text>' % (xbr, H - B + 4))
+    for b in ticks:
         x = X(b)
         o.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="%s"/>' % (x, x, T, H - B, "#ccc" if b == int(b) else "#eee"))
         o.append('<text x="%.1f" y="%d" text-anchor="middle">%g</text>' % (x, H - B + 16, b))
-        b += step
     o.append('<text x="%d" y="%d" text-anchor="middle">K+V bits per element (codes, scales, statistics, pages: everything counted)</text>' % ((L + W - R) // 2, H - 12))
     o.append('<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">mean KLD vs f16 cache (log scale; lower is better)</text>' % ((T + H - B) // 2, (T + H - B) // 2))
     # Pareto front (tqkv and llama.cpp together): staircase through the front points.
@@ -204,7 +223,7 @@ def write_svg(path, title, subtitle, rows):
         boxes.append((x - 5, y - 5, x + 5, y + 5))
     markers, labels = [], []
     # Label priority: front, llama.cpp, the plain "formats" group, then the rest.
-    order = sorted(pts, key=lambda r: (id(r) not in fl, not is_llamacpp(r), r.get("group", "formats") != "formats", r["bits"]))
+    order = sorted(pts, key=lambda r: (not is_llamacpp(r), id(r) not in fl, r.get("group", "formats") != "formats", r["bits"]))
     for r in order:
         x, y = X(r["bits"]), Y(r["kld_mean"])
         fam, color, _ = family(r)
@@ -218,13 +237,18 @@ def write_svg(path, title, subtitle, rows):
             markers.append('<circle cx="%.1f" cy="%.1f" r="%d" fill="%s" stroke="%s" stroke-width="%d"/>' %
                            (x, y, 5 if on else 4, fill, "#d62728" if on else color, 2 if on else 1.5))
         text = r["label"].replace(" --kv-boundary-layers ", " +bnd").replace(" --kv-window ", " +win").replace(" --kv-sinks ", " +sink")
-        w, h = 6.2 * len(text) + 2, 12
-        for dx, dy in ((7, -6), (7, 4), (7, -16), (7, 14), (-7 - w, -6), (-7 - w, 4), (7, -26), (7, 24), (-7 - w, -16), (-7 - w, 14)):
+        w, h = 6.0 * len(text) + 2, 12
+        for dx, dy in ((7, -6), (7, 4), (-7 - w, -6), (-7 - w, 4), (7, -16), (7, 14), (-7 - w, -16), (-7 - w, 14),
+                       (7, -26), (7, 24), (-w / 2, -20), (-w / 2, 8), (-7 - w, -26), (-7 - w, 24)):
             bx = (x + dx, y + dy, x + dx + w, y + dy + h)
             if free(bx):
                 boxes.append(bx)
+                if (dx, dy) not in ((7, -6), (7, 4)):  # leader line: which point a moved label names
+                    ax = bx[0] if dx > 0 else (bx[2] if dx < -w / 2 else (bx[0] + bx[2]) / 2)
+                    ay = (bx[1] + bx[3]) / 2 if dx > 0 or dx < -w / 2 else (bx[3] if dy < 0 else bx[1])
+                    markers.insert(0, '<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#999" stroke-width="0.7"/>' % (x, y, ax, ay))
                 labels.append('<text x="%.1f" y="%.1f" fill="%s"%s>%s</text>' % (
-                    bx[0] + 1, bx[3] - 2, "#000" if on else "#333", ' font-weight="bold"' if on else "", esc(text)))
+                    bx[0] + 1, bx[3] - 2, "#000" if on else DARK.get(color, "#333"), ' font-weight="bold"' if on else "", esc(text)))
                 break
     o += markers + labels
     # Legend.
@@ -265,8 +289,20 @@ def fmt_speed(r, doc):
     return a, e
 
 
+NOTES_BEGIN, NOTES_END = "<!-- notes: kept by tools/kv_bakeoff.py -->", "<!-- end of notes -->"
+
+
 def write_results_md(path, out_dir):
+    """Tables of every eval-*.json. A hand-written block between NOTES_BEGIN and NOTES_END in the existing
+    file (reproduction, findings) is kept, right after the definitions."""
+    notes = []
+    if os.path.exists(path):
+        old = open(path).read()
+        if NOTES_BEGIN in old and NOTES_END in old:
+            notes = [old[old.index(NOTES_BEGIN):old.index(NOTES_END) + len(NOTES_END)], ""]
     evals = sorted(glob.glob(os.path.join(out_dir, "eval-*.json")))
+    # The shipped default model first.
+    evals.sort(key=lambda e: ("d128" not in e, "d64" not in e, e))
     rel = lambda p: os.path.relpath(p, os.path.dirname(path) or ".")
     lines = ["# KV-cache quality per bit (bake-off)", "",
              "Generated by `tools/kv_bakeoff.py` from " + ", ".join("`%s`" % rel(e) for e in evals) + ".",
@@ -279,7 +315,7 @@ def write_results_md(path, out_dir):
              "  modelled there: those rows repeat their pair's kernel speed).",
              "- 16k decode: end-to-end `tqkv generate` tokens per second after a ~16k-token prompt (beyond the models'",
              "  trained context; speed only), and the ratio to the f16 cache measured in the same bake-off run.",
-             "- Pareto: no other row (llama.cpp included) has both fewer or equal bits and lower KLD.", ""]
+             "- Pareto: no other row (llama.cpp included) has both fewer or equal bits and lower KLD.", ""] + notes
     for e in evals:
         d = json.load(open(e))
         base = d["base"]
@@ -453,6 +489,7 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
                 print("    skipped: " + err.splitlines()[-1] if err else "failed", file=sys.stderr)
                 attn[p] = {"error": err.splitlines()[-1] if err else "failed"}
                 continue
+            j["loadavg_1min"] = os.getloadavg()[0]
             attn[p] = j
             print("    %.3f ms vs f16 %.3f ms: %.2fx" % (j["ms_per_step"], j["f16_ms_per_step"], j["speedup_vs_f16"]), file=sys.stderr, flush=True)
         if pairs:
@@ -473,7 +510,7 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
             if j is None:
                 sys.exit("kv_bakeoff: error: %s failed: %s" % (" ".join(cmd), err[-500:]))
             res = {"tok_per_s": j["gen_tok_per_s"], "prompt_tokens": j["prompt_tokens"], "generated": j["generated_tokens"],
-                   "prefill_seconds": j["prefill_seconds"], "kv_bits": j["kv_bits_per_element"]}
+                   "prefill_seconds": j["prefill_seconds"], "kv_bits": j["kv_bits_per_element"], "loadavg_1min": os.getloadavg()[0]}
             e2e.setdefault(cfg, []).append(res)
             print("    prompt %d tokens (%.0f s), decode %.2f tok/s" % (j["prompt_tokens"], j["prefill_seconds"], j["gen_tok_per_s"]), file=sys.stderr, flush=True)
         cmds.append(shown_cmd(cmd).replace(" ".join(flags_of(cfg)), "-ctk K -ctv V") + "   # per configuration; f16 first and last")
@@ -492,7 +529,9 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
             r["speed"] = s
         elif only is None:
             r.pop("speed", None)
-    summary = "bench-attn: %d q / %d kv heads, head_dim %d, batch 4, ctx %d." % (shape["n_heads"], shape["n_kv_heads"], shape["head_dim"], a.e2e_ctx)
+    loads = [x["loadavg_1min"] for x in attn.values() if "loadavg_1min" in x] + [x["loadavg_1min"] for v in e2e.values() for x in v]
+    summary = ("Load average (1 min) of the shared 2-core box during the runs: %.1f-%.1f, so the speeds are noisy. " % (min(loads), max(loads))) if loads else ""
+    summary += "bench-attn: %d q / %d kv heads, head_dim %d, batch 4, ctx %d." % (shape["n_heads"], shape["n_kv_heads"], shape["head_dim"], a.e2e_ctx)
     if f16:
         p = e2e["f16/f16"][0]["prompt_tokens"]
         summary += " 16k decode: %d-token prompt, %d generated tokens (greedy); f16 %s tok/s (first and last run of the bake-off)." % (
