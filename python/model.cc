@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "bindings.h"
+#include "tqkv/attention.h"
 #include "tqkv/generate.h"
+#include "tqkv/gguf.h"
 #include "tqkv/perplexity.h"
 
 namespace tqkv::python {
@@ -163,8 +165,65 @@ void bind_model(py::module_& m) {
         d["vocab_size"] = c.vocab_size;
         d["context_length"] = c.context_length;
         d["rope_freq_base"] = c.rope_freq_base;
+        d["rope_scale"] = c.rope_scale;
+        d["rope_dim"] = c.rope_dim;
+        d["rope_style"] = c.rope_style == RopeStyle::kNeox ? "neox" : "adjacent";
+        d["rms_eps"] = c.rms_eps;
+        d["qkv_bias"] = c.qkv_bias;
+        d["qk_norm"] = c.qk_norm;
+        d["tied_output"] = c.tied_output;
+        d["has_rope_freqs"] = p.model->weights().rope_freqs != nullptr;
         return d;
       }, "hyper-parameters read from the GGUF")
+      .def_property_readonly("tensor_names", [](const PyModel& p) {
+        std::vector<std::string> names;
+        for (const GgufTensorInfo& t : p.model->gguf().tensors()) names.push_back(t.name);
+        return names;
+      }, "names of the GGUF's tensors, in file order")
+      .def("tensor", [](const PyModel& p, const std::string& name) {
+             // A GGUF tensor as float32, numpy order (GGUF dims reversed: a matrix is [rows, cols] with
+             // rows = dims[1]), dequantized row by row with tqkv's own dequantize_row.
+             const GgufTensorInfo* t = p.model->gguf().find_tensor(name);
+             if (!t) throw py::key_error("no tensor '" + name + "' in " + p.path);
+             if (!ggml_type_dequantizable(t->type) || t->dims.empty())
+               throw py::value_error("tensor '" + name + "' has type " + ggml_type_name(static_cast<uint32_t>(t->type)) +
+                                     ", which cannot be dequantized");
+             std::vector<py::ssize_t> shape(t->dims.rbegin(), t->dims.rend());
+             py::array_t<float> out(shape);
+             const int64_t row = t->dims[0], rows = t->n_elements / row;
+             int64_t block_elems = 1, block_bytes = 4;
+             ggml_type_layout(static_cast<uint32_t>(t->type), &block_elems, &block_bytes);
+             const size_t row_bytes = static_cast<size_t>(row / block_elems * block_bytes);
+             float* dst = out.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               for (int64_t r = 0; r < rows; ++r) dequantize_row(t->type, t->data + r * row_bytes, dst + r * row, row);
+             }
+             return out;
+           }, py::arg("name"))
+      .def("logits",
+           [](const std::shared_ptr<PyModel>& p, const std::vector<int>& tokens, const py::object& kv_cache,
+              int threads) {
+             // One forward pass over `tokens` from an empty cache: what generate and perplexity compute.
+             if (tokens.empty()) throw py::value_error("logits needs at least one token");
+             set_threads(threads);
+             const PyCacheConfig cc = cache_config_of(kv_cache);
+             auto ctx = check(InferenceContext::make(*p->model, cc.config, 256, static_cast<int>(tokens.size())));
+             const int V = p->model->config().vocab_size;
+             py::array_t<float> out({static_cast<py::ssize_t>(tokens.size()), static_cast<py::ssize_t>(V)});
+             float* dst = out.mutable_data();
+             Status st = Status::Ok();
+             {
+               py::gil_scoped_release nogil;
+               ctx->set_threads(threads);
+               st = ctx->forward(tokens.data(), static_cast<int>(tokens.size()), dst, true);
+             }
+             check(st);
+             return out;
+           },
+           py::arg("tokens"), py::arg("kv_cache") = py::none(), py::arg("threads") = 0,
+           "float32 logits (n, vocab) of every position of `tokens` (one forward pass from an empty cache in the "
+           "format of kv_cache: a KVCacheConfig, a Cache's config, or None for f16).")
       .def("tokenize", [](const PyModel& p, const std::string& text, bool add_bos) {
              return p.model->tokenizer().encode(text, add_bos);
            }, py::arg("text"), py::arg("add_bos") = true)

@@ -1,5 +1,6 @@
-// The `tqkv` Python module: tqkv's quantizers, cache configuration and GGUF runtime over numpy.
-// Usage and the seed-compatible names: docs/python.md.
+// The extension `tqkv._tqkv` of the `tqkv` package (python/tqkv/__init__.py re-exports it): tqkv's
+// quantizers, cache configuration and GGUF runtime over numpy, and the GPU cache over raw device
+// pointers (python/gpu.cc; the torch wrapper is python/tqkv/gpu.py). Usage: docs/python.md.
 #include "bindings.h"
 
 namespace tqkv::python {
@@ -24,7 +25,7 @@ void raise_status(const Status& s) {
 
 }  // namespace tqkv::python
 
-PYBIND11_MODULE(tqkv, m) {
+PYBIND11_MODULE(_tqkv, m) {
   m.doc() =
       "tqkv: KV-cache quantization (TurboQuant RVQ and peers) and a GGUF runtime whose attention reads "
       "the compressed cache. Quickstart: docs/python.md.";
@@ -32,4 +33,5 @@ PYBIND11_MODULE(tqkv, m) {
   tqkv::python::bind_quantizer(m);
   tqkv::python::bind_cache_config(m);
   tqkv::python::bind_model(m);
+  tqkv::python::bind_gpu(m);
 }
