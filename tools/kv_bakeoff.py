@@ -89,7 +89,9 @@ def kv_pair(config):
 def git_commit(repo):
     try:
         head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+        # The tool's own outputs (docs/results.md, bench/results/) do not make the source dirty.
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!docs/results.md", ":!bench/results"],
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -483,7 +485,7 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
             print("[%s] attn %d/%d %s" % (name, i + 1, len(pairs), p), file=sys.stderr, flush=True)
             cmd = [a.tqkv, "bench-attn", "--ctx", str(a.e2e_ctx), "--q-heads", str(shape["n_heads"]), "--kv-heads", str(shape["n_kv_heads"]),
                    "--head-dim", str(shape["head_dim"]), "--batch", "4", "--threads", str(a.threads), "--min-time", "1",
-                   "--dram-mb", "256", "--cache-type-k", k, "--cache-type-v", v, "--json"]
+                   "--dram-mb", "256", "--interleave", "--cache-type-k", k, "--cache-type-v", v, "--json"]
             j, err = run_json(cmd, fail_ok=True)
             if j is None:
                 print("    skipped: " + err.splitlines()[-1] if err else "failed", file=sys.stderr)
@@ -514,6 +516,14 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
             e2e.setdefault(cfg, []).append(res)
             print("    prompt %d tokens (%.0f s), decode %.2f tok/s" % (j["prompt_tokens"], j["prefill_seconds"], j["gen_tok_per_s"]), file=sys.stderr, flush=True)
         cmds.append(shown_cmd(cmd).replace(" ".join(flags_of(cfg)), "-ctk K -ctv V") + "   # per configuration; f16 first and last")
+    # A part skipped in this run (--no-attn / --no-e2e) keeps what an earlier run measured.
+    prev = doc.get("speed") or {}
+    if a.no_attn:
+        attn = prev.get("attn_raw", {})
+    else:
+        attn = dict(prev.get("attn_raw", {}), **attn) if only is not None else attn
+    if a.no_e2e:
+        e2e = prev.get("e2e_raw", {})
     f16 = [x["tok_per_s"] for x in e2e.get("f16/f16", [])]
     f16_mean = sum(f16) / len(f16) if f16 else None
     for r in rows:
@@ -527,7 +537,7 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
                       "e2e_prefill_seconds": x["prefill_seconds"]})
         if s:
             r["speed"] = s
-        elif only is None:
+        else:
             r.pop("speed", None)
     loads = [x["loadavg_1min"] for x in attn.values() if "loadavg_1min" in x] + [x["loadavg_1min"] for v in e2e.values() for x in v]
     summary = ("Load average (1 min) of the shared 2-core box during the runs: %.1f-%.1f, so the speeds are noisy. " % (min(loads), max(loads))) if loads else ""
@@ -536,8 +546,12 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
         p = e2e["f16/f16"][0]["prompt_tokens"]
         summary += " 16k decode: %d-token prompt, %d generated tokens (greedy); f16 %s tok/s (first and last run of the bake-off)." % (
             p, a.e2e_gen, " / ".join("%.2f" % x for x in f16))
+    if a.no_attn or a.no_e2e:  # the commands of the part kept
+        cmds = [c for c in prev.get("commands", []) if ("bench-attn" in c) == a.no_attn] + cmds
+    secs = (datetime.datetime.now() - t_start).total_seconds()
     doc["speed"] = {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    "seconds": (datetime.datetime.now() - t_start).total_seconds(), "threads": a.threads, "e2e_ctx": a.e2e_ctx,
+                    "seconds": secs + (prev.get("seconds", 0) if (a.no_attn or a.no_e2e) else 0),
+                    "threads": a.threads, "e2e_ctx": a.e2e_ctx,
                     "e2e_f16_tok_per_s": f16, "attn_raw": attn, "e2e_raw": e2e, "summary": summary, "commands": cmds}
 
 
