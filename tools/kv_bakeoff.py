@@ -55,6 +55,12 @@ CONFIG_GROUPS = [
         "pk2/tq2 --kv-sinks 4", "pk2/tq2 --kv-window 64", "pk3/tq3 --kv-window 64",
         "tq2/tq2 --kv-sinks 4", "tq2/tq2 --kv-window 64",
     ]),
+    # The peers (docs/format.md "Peers"): llama.cpp's rotated KV cache, QJL, TurboQuant-prod, RaBitQ.
+    # A binary without a format skips its rows (one line on stderr).
+    ("peers", [
+        "rq4_0/rq4_0", "riq4_nl/riq4_nl", "tq1/tq2", "qjl1/tq2", "qjl2/tq2", "qjl3/tq3",
+        "tqp2/tq2", "tqp3/tq3", "tqp4/tq4", "rabitq1/tq2", "rq4_0/f16", "f16/rq4_0",
+    ]),
 ]
 DEFAULT_CONFIGS = [c for _, cs in CONFIG_GROUPS for c in cs]
 GROUP_OF = {c: g for g, cs in CONFIG_GROUPS for c in cs}
@@ -291,17 +297,17 @@ def fmt_speed(r, doc):
     return a, e
 
 
-NOTES_BEGIN, NOTES_END = "<!-- notes: kept by tools/kv_bakeoff.py -->", "<!-- end of notes -->"
+NOTES_MARKER = "<!-- notes: everything below is hand-written and kept by tools/kv_bakeoff.py -->"
 
 
 def write_results_md(path, out_dir):
-    """Tables of every eval-*.json. A hand-written block between NOTES_BEGIN and NOTES_END in the existing
-    file (reproduction, findings) is kept, right after the definitions."""
-    notes = []
+    """Tables of every eval-*.json. Everything below NOTES_MARKER in the existing file (reproduction,
+    findings, verdicts) is hand-written and kept at the end."""
+    notes = ""
     if os.path.exists(path):
         old = open(path).read()
-        if NOTES_BEGIN in old and NOTES_END in old:
-            notes = [old[old.index(NOTES_BEGIN):old.index(NOTES_END) + len(NOTES_END)], ""]
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
     evals = sorted(glob.glob(os.path.join(out_dir, "eval-*.json")))
     # The shipped default model first.
     evals.sort(key=lambda e: ("d128" not in e, "d64" not in e, e))
@@ -317,7 +323,8 @@ def write_results_md(path, out_dir):
              "  modelled there: those rows repeat their pair's kernel speed).",
              "- 16k decode: end-to-end `tqkv generate` tokens per second after a ~16k-token prompt (beyond the models'",
              "  trained context; speed only), and the ratio to the f16 cache measured in the same bake-off run.",
-             "- Pareto: no other row (llama.cpp included) has both fewer or equal bits and lower KLD.", ""] + notes
+             "- Pareto: no other row (llama.cpp included) has both fewer or equal bits and lower KLD.",
+             "- How to reproduce, run times and what the tables say: the notes at the end.", ""]
     for e in evals:
         d = json.load(open(e))
         base = d["base"]
@@ -350,7 +357,7 @@ def write_results_md(path, out_dir):
             lines += sp["commands"]
         lines += ["```", ""]
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + notes)
 
 
 def merge_llamacpp(doc, path):
@@ -423,7 +430,12 @@ def run_quality(a, name, gguf, text, m, shown, repo, commit, out_json, configs):
     for i, cfg in enumerate(configs):
         print("[%s] %d/%d %s" % (name, i + 1, len(configs), cfg), file=sys.stderr, flush=True)
         cmd = common + ["--kl-divergence", base_file] + flags_of(cfg) + (a.extra.split() if a.extra else [])
-        j = run_json(cmd)
+        j, err = run_json(cmd, fail_ok=True)
+        if j is None:
+            if "--cache-type-" in err:  # a format this binary does not have
+                print("    skipped: " + err.splitlines()[-1], file=sys.stderr, flush=True)
+                continue
+            sys.exit("kv_bakeoff: error: command failed: %s\n%s" % (" ".join(cmd), err[-2000:]))
         label = cfg + (" " + a.extra if a.extra else "")
         rows.append({"label": label, "group": GROUP_OF.get(cfg, "extra"), "bits": j["kv_bits_per_element"], "ppl": j["ppl"],
                      "dppl_pct": 100 * (j["ppl"] / base["ppl"] - 1), "kld_mean": j["kld_mean"], "kld_p99": j["kld_p99"],
