@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 HQ, HKV, D = 32, 8, 128
+# shapes and formats where the second kernel variant (TQKV_ATTN_VARIANT=1) is timed too
+VARIANT_SHAPES = {(16, 32768), (1, 131072)}
+VARIANT_FORMATS = {("rvq1x2", "tq2"), ("rvq2x2", "tq4"), ("tq4", "tq4"), ("q4_0", "q4_0")}
 L2_TARGET = 512 << 20  # cycle copies until every timed path touches >= this many bytes
 
 
@@ -188,6 +191,20 @@ def main():
                     ref = naive(0)
                     torch.cuda.synchronize()
                     rel = ((out - ref).norm() / ref.norm()).item()
+                    if (B, L) in VARIANT_SHAPES and (kf, vf) in VARIANT_FORMATS:
+                        # the second compiled kernel variant (TQKV_ATTN_VARIANT=1, see attention.cu)
+                        os.environ["TQKV_ATTN_VARIANT"] = "1"
+                        try:
+                            t_v1 = time_calls(lambda i: check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[i], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend"), nc)
+                            out.fill_(float("nan"))
+                            check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[0], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend")
+                            torch.cuda.synchronize()
+                            row["variant1_ms"] = t_v1
+                            row["variant1_rel_diff_vs_naive"] = ((out - ref).norm() / ref.norm()).item()
+                            print(f"  {kf:>6}/{vf:<5} variant 1: {t_v1:.4f} ms (x{t_sdpa / t_v1:.2f} vs sdpa), "
+                                  f"|v1-naive|/|naive| {row['variant1_rel_diff_vs_naive']}", flush=True)
+                        finally:
+                            del os.environ["TQKV_ATTN_VARIANT"]
                     del kd, vd
                 lib.tqkv_capi_cache_free(cache)
                 torch.cuda.empty_cache()

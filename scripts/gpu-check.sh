@@ -7,7 +7,8 @@
 #
 # DEBS_DIR (optional): Debian 12 .debs of the -dev packages tqkv builds with, for machines that
 # lack them (apt-get download libgtest-dev googletest nlohmann-json3-dev libcli11-dev libfmt-dev
-# libfmt9 liblzma-dev libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libgfortran5);
+# libfmt9 liblzma-dev libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libgfortran5
+# libxxhash-dev libxxhash0);
 # they are unpacked into /opt/deps. OUT_DIR (default
 # gpu-results/, or $OUT when set) receives test logs and gpu-bench.json.
 # Environment: GPU_CHECK_QUICK=1 runs small benchmark shapes only; GPU_CHECK_SKIP_BENCH=1 skips it.
@@ -43,7 +44,7 @@ echo "build ok ($SECONDS s)"
 status=0
 # 1. GPU tests (fresh random inputs every run; outputs poisoned before every kernel).
 timeout 300 "$B"/tqkv_tests --gtest_filter='*Cuda*' 2>&1 | head -c 4000000 > "$OUTDIR/gpu-tests.log" || status=1
-grep -E "^\[  (PASSED|FAILED|SKIPPED) |worst error|^\[  FAILED|Failure" "$OUTDIR/gpu-tests.log" | head -60
+grep -m 60 -E "^\[  (PASSED|FAILED|SKIPPED) |worst error|^\[  FAILED|Failure" "$OUTDIR/gpu-tests.log" || true
 grep -E "tests? from .* ran|PASSED|FAILED" "$OUTDIR/gpu-tests.log" | tail -3
 
 echo "tests done ($SECONDS s)"

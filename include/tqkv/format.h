@@ -11,6 +11,16 @@
 //                            where no RoPE is involved), b = average coded bits per element in (0, 8],
 //                            fractional allowed (pk2, pk2.5, pk3.125); per-sequence statistics, so no
 //                            stateless Quantizer (tqkv/prerope_keys.h)
+// The peers (each with its own quantizer, src/quant/peers.cc; docs/format.md "Peers"):
+//   rq4_0, riq4_nl           llama.cpp's q4_0 / iq4_nl blocks after llama.cpp's KV-cache Hadamard
+//                            rotation (attn_rot_k/v: Sylvester Walsh-Hadamard, keys in blocks of the
+//                            largest power of two dividing d, values in blocks of 64; none if d % 64)
+//   qjl{b}                   QJL: sign bits of m = b d Gaussian projections + the norm (keys; unbiased
+//                            inner products), b in 1..4
+//   tqp{b}                   TurboQuant-prod: tq{b-1} + the QJL sign sketch (m = d) of its residual and
+//                            the residual norm, b in 2..5
+//   rabitq1                  RaBitQ's 1-bit code (no centroid): tq1's bytes with the unbiased scale
+//                            ||x||^2 / <x, u> instead of the norm-correcting one
 // The byte layout of every format is written down in docs/format.md. Every property of a format
 // (name, bits, planes, code size, rotated, storage, kernels) is one row of the format table
 // (src/format/format_table.cc); these functions and every consumer read it from there.
@@ -24,7 +34,7 @@
 
 namespace tqkv {
 
-enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk };
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp, kRabitq };
 
 struct FormatSpec {
   FormatKind kind = FormatKind::kF16;

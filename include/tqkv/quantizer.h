@@ -38,6 +38,9 @@ struct QuantOptions {
   // rvq/tq: store the scale that makes the decoded vector's norm equal the input's norm
   // (true), or the plain norm / sqrt(d) (false). See docs/design.md for the measurement.
   bool norm_correction = true;
+  // rq4_0 / riq4_nl: the quantizer codes a VALUE stream. llama.cpp rotates keys with the largest
+  // Walsh-Hadamard block dividing head_dim and values with blocks of 64; the cache sets this.
+  bool value_stream = false;
 };
 
 class Quantizer {

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "attention/attention_kernels.h"
+#include "attention/prerope_kernels.h"
 #include "cache/tile_layout.h"
 #include "core/half.h"
 #include "format/format_table.h"
@@ -181,6 +182,8 @@ struct Ctx {
   bool pre_rope;        // keys stored before RoPE: rotate every key row at its position
   RopeParams opt_rope;          // the model's RoPE (pre_rope only)
   std::vector<float> inv_freq;  // rope_inv_freq(opt_rope) (pre_rope only)
+  bool pk_simd = false;         // pk keys through the SIMD decode + RoPE kernels (prerope_kernels.h)
+  attn::PkRopeTables pk_tables;  // offset rotations of those kernels (pk_simd only)
 };
 
 void float_scores(const Ctx& C, const float* q, int ns, const float* k, int n, int d, float* scores) {
@@ -242,6 +245,15 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
   int* valid = valid_buf.data();
   for (int s = 0; s < ns; ++s) {
     float* sc = scores + s * kBlock;
+    // SIMD levels scan with two vector compares per 16 scores and only touch a row with a NaN;
+    // the scalar level (and such a row) takes the reference loop.
+    if (C.avx512 || C.avx2) {
+      const int f = C.avx512 ? attn::score_flags_avx512(sc, valid[s]) : attn::score_flags_avx2(sc, valid[s]);
+      if (!(f & attn::kScoresNan)) {
+        if (!(f & attn::kScoresLive)) valid[s] = 0;
+        continue;
+      }
+    }
     bool any = false;
     for (int t = 0; t < valid[s]; ++t) {
       if (std::isnan(sc[t])) sc[t] = kNegInf;
@@ -269,6 +281,14 @@ void softmax_step(const Ctx& C, Partial& P, int ns, float* scores, const int* va
 struct Scratch {
   attn::Queries Q;
   std::vector<float> kbuf, vbuf, scores, wts, tile_scores;
+  // SIMD pk keys: the plan of the work item's codec (built at its first compressed block), the
+  // permuted queries (ns, dp), the block's back-rotated queries (ns, dp), decoded rows (64, dp),
+  // and the base angle of the next block (per A lane; advanced by a double recurrence).
+  bool pk_ready = false;
+  attn::PkPlan pk_plan;
+  std::vector<float> pk_qp, pk_qb, pk_rows;
+  std::vector<double> pk_cos, pk_sin;
+  int pk_next = -1;  // compressed index whose base angle pk_cos / pk_sin hold, -1: none
 };
 
 // One work item: all states of one kv head of one request over one split of the compressed range.
@@ -312,6 +332,7 @@ class WorkRunner {
       if (C_.avx512) attn::prepare_q8_avx512(L_.key.tiles, &Q);
       else attn::prepare_key_lut_scalar(L_.key.tiles, &Q);
     }
+    S_.pk_ready = false;
     P_.reset(ns_, d, C_.dpad);
     S_.scores.resize(static_cast<size_t>(ns_) * kBlock);
     S_.wts.resize(static_cast<size_t>(ns_) * kBlock);
@@ -392,6 +413,46 @@ class WorkRunner {
     }
   }
 
+  // SIMD pk keys (prerope_kernels.h): q . R(theta_{P+t}) k_t = (R(theta_P)^T q) . (R(t omega) k_t)
+  // with P the position of the block's first token.
+  void pk_scores(int c0, int cnt, float* scores) {
+    attn::PkPlan& P = S_.pk_plan;
+    if (!S_.pk_ready) {
+      attn::make_pk_plan(*hp_.key.prerope, C_.opt_rope, C_.pk_tables, &P);
+      S_.pk_qp.resize(static_cast<size_t>(ns_) * P.dp);
+      S_.pk_qb.resize(S_.pk_qp.size());
+      S_.pk_rows.resize(static_cast<size_t>(kBlock) * P.dp);
+      S_.pk_cos.resize(attn::kPkLanes * P.rot_vec);
+      S_.pk_sin.resize(S_.pk_cos.size());
+      attn::pk_permute_queries(P, S_.Q.q.data(), ns_, S_.pk_qp.data());
+      S_.pk_next = -1;
+      S_.pk_ready = true;
+    }
+    const int arot = attn::kPkLanes * P.rot_vec;
+    const attn::PkRopeTables& T = C_.pk_tables;
+    if (c0 == S_.pk_next) {  // the previous block's angle + 64 omega
+      for (int l = 0; l < arot; ++l) {
+        if (P.pair[l] < 0) continue;
+        const double c = S_.pk_cos[l], s = S_.pk_sin[l], cs = T.cos_step[P.pair[l]], ss = T.sin_step[P.pair[l]];
+        S_.pk_cos[l] = c * cs - s * ss;
+        S_.pk_sin[l] = s * cs + c * ss;
+      }
+    } else {
+      const double pos = static_cast<double>(r_.position_offset + L_.sink_tokens + c0);
+      for (int l = 0; l < arot; ++l) {
+        const double th = P.pair[l] < 0 ? 0.0 : pos * T.omega[P.pair[l]];
+        S_.pk_cos[l] = std::cos(th);
+        S_.pk_sin[l] = std::sin(th);
+      }
+    }
+    S_.pk_next = c0 + kBlock;
+    attn::pk_rotate_queries(P, S_.pk_qp.data(), ns_, S_.pk_cos.data(), S_.pk_sin.data(), S_.pk_qb.data());
+    const uint8_t* codes = L_.key.code(hp_.key.pages, c0);
+    if (C_.avx512) attn::pk_decode_rope_avx512(P, codes, L_.key.code_size, cnt, S_.pk_rows.data());
+    else attn::pk_decode_rope_avx2(P, codes, L_.key.code_size, cnt, S_.pk_rows.data());
+    float_scores(C_, S_.pk_qb.data(), ns_, S_.pk_rows.data(), cnt, P.dp, scores);
+  }
+
   // Scores of cnt compressed tokens c0.. into S_.scores (ns, 64).
   void key_scores(int c0, int cnt) {
     const StreamLayout& K = L_.key;
@@ -410,8 +471,10 @@ class WorkRunner {
       attn::f16_scores_avx512(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
     } else if (C_.kf16 && C_.avx2) {
       attn::f16_scores_avx2(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
+    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd) {
+      pk_scores(c0, cnt, scores);
     } else if (K.format.kind == FormatKind::kPk) {
-      // pk{b}: decode the block of pre-RoPE keys with this sequence's codec (reference decode),
+      // pk{b} reference: decode the block of pre-RoPE keys with this sequence's codec (reference decode),
       // rotate each row to its position (apply_rope, as the forward pass rotates q), dot with q.
       hp_.key.prerope->decode(K.code(hp_.key.pages, c0), cnt, S_.kbuf.data());
       rope_rows(S_.kbuf.data(), L_.sink_tokens + c0, cnt);
@@ -610,6 +673,10 @@ Status attend(const LayerView& L, const AttentionParams& params) {
   C.scale = params.options.scale > 0 ? params.options.scale : 1.0f / std::sqrt(static_cast<float>(L.head_dim));
   C.opt_rope = params.options.rope;
   if (C.pre_rope) C.inv_freq = rope_inv_freq(params.options.rope);
+  // pk keys at the AVX2 / AVX-512 levels: SIMD decode with RoPE by table (the scalar level keeps
+  // the reference decode + apply_rope). head_dim <= 1024 bounds the plan's row buffers.
+  C.pk_simd = C.pre_rope && L.key.format.kind == FormatKind::kPk && (C.avx512 || C.avx2) && L.head_dim <= 1024;
+  if (C.pk_simd) C.pk_tables = attn::make_pk_rope_tables(params.options.rope, C.inv_freq.data());
   const int threads = params.options.threads > 0 ? params.options.threads : omp_get_max_threads();
 
   const std::vector<Work> work = make_work(L, params, threads);

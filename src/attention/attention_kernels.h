@@ -112,6 +112,11 @@ void f16_accum_avx512(const float* p, int ns, const uint16_t* v, int n, int d, f
 // and corr[s] = exp(m_old - m_new) is returned for rescaling the accumulators (1 if unchanged).
 void softmax_block_scalar(float* scores, int ns, const int* valid, float* m, float* l, float* corr);
 void softmax_block_avx512(float* scores, int ns, const int* valid, float* m, float* l, float* corr);
+// Scan of the first n scores of one state before the softmax: kScoresNan if any is NaN,
+// kScoresLive if any is not -inf (NaN counts as live; only meaningful without kScoresNan).
+inline constexpr int kScoresNan = 1, kScoresLive = 2;
+int score_flags_avx512(const float* sc, int n);
+int score_flags_avx2(const float* sc, int n);
 // w[s, t] = p[s, t] * vscale[t]; cw[s] += sum_t w[s, t]. vscale: (64,), zero past the block end.
 void value_weights_scalar(const float* p, int ns, const float* vscale, float* w, float* cw);
 void value_weights_avx512(const float* p, int ns, const float* vscale, float* w, float* cw);

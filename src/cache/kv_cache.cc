@@ -141,6 +141,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
     for (int k = 0; k < kStreams; ++k) {
       QuantOptions qo = options.quant;
       qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
+      qo.value_stream = k == kValues;
       if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
         impl->st[k].q.push_back(nullptr);
         continue;

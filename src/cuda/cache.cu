@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -228,7 +229,8 @@ struct CudaLayerCache::Impl {
   std::vector<int> seq_len;
   std::vector<int> table_host;
   int last_jobs = 0;
-  int ctas_per_sm = 0;
+  int ctas_per_sm[2] = {0, 0};  // per kernel variant
+  int sms = 0;                  // multiprocessors of the device
   std::map<std::vector<int>, CudaBuffer> item_lists;
 
   gpu::AttnSide attn_side(bool value) const {
@@ -282,6 +284,7 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
     QuantOptions qk = cfg.quant, qv = cfg.quant;
     qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kKey);  // == LayerKVCache
     qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kValue);
+    qv.value_stream = true;
     TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
     TQKV_ASSIGN_OR_RETURN(auto b, make_quantizer(cfg.value_format, cfg.head_dim, qv));
     kq.push_back(a.get());
@@ -468,13 +471,23 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
   const int batch = static_cast<int>(seqs.size());
   const int ntiles = (maxlen + 15) / 16;
   const int qchunks = (m + p.qpc - 1) / p.qpc;
+  // TQKV_ATTN_VARIANT=1 selects the second compiled kernel variant (d = 128; see
+  // AttnShape in attention.cu): a benchmark knob for the registers-versus-ILP trade-off.
+  const char* venv = std::getenv("TQKV_ATTN_VARIANT");
+  const int variant = (venv && venv[0] == '1' && venv[1] == 0) ? 1 : 0;
+  p.variant = variant;
   if (n_splits <= 0) {
-    int sms = 132;
-    int dev = 0;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (I.sms <= 0) {  // queried once: attend() is on the host's critical path of every decode step
+      int dev = 0, n = 0;
+      if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
+        I.sms = n;
+      if (I.sms <= 0) I.sms = 132;
+    }
+    const int sms = I.sms;
     // Fill exactly one wave of resident CTAs: a second, partial wave would double the time.
-    if (I.ctas_per_sm <= 0) I.ctas_per_sm = gpu::attention_ctas_per_sm(I.hk.codec, I.hv.codec, c.head_dim);
-    const long slots = static_cast<long>(sms) * I.ctas_per_sm;
+    int& cps = I.ctas_per_sm[variant];
+    if (cps <= 0) cps = gpu::attention_ctas_per_sm(I.hk.codec, I.hv.codec, c.head_dim, variant);
+    const long slots = static_cast<long>(sms) * cps;
     const long ctas = static_cast<long>(batch) * c.n_kv_heads * qchunks;
     n_splits = static_cast<int>(std::max<long>(1, slots / ctas));
     n_splits = std::min(n_splits, std::max(1, ntiles / 8));  // at least 2 tiles per warp

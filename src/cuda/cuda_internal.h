@@ -23,7 +23,8 @@ cudaError_t launch_encode(int max_dim, bool bf16, const EncodeSide* sides, const
 
 bool attention_supported(int kc, int vc, int dim);
 // Resident CTAs per SM of the attention kernel (occupancy calculator), for choosing the split count.
-int attention_ctas_per_sm(int kc, int vc, int dim);
+// variant: AttnParams::variant.
+int attention_ctas_per_sm(int kc, int vc, int dim, int variant);
 // Split-KV attention + merge (two launches). batch items, p.n_splits splits each.
 cudaError_t launch_attention(int kc, int vc, const AttnParams& p, int batch, cudaStream_t st);
 

@@ -171,6 +171,25 @@ __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restric
     __syncwarp();
   }
 
+  // Per-job constants of the rotated path (hoisted out of the token loop; the same IEEE
+  // operations as before, so the same bits): sqrt(d), each slot's 1/sqrt(block size), and whether
+  // each pass's thresholds are sorted (then a branch-free binary search gives the same count
+  // #{t_j < r} as the linear scan, NaN r included: every comparison is false, count 0).
+  const double sqrt_d = __dsqrt_rn(static_cast<double>(d));
+  float bs_scale[S];
+#pragma unroll
+  for (int j = 0; j < S; ++j) {
+    const int bs = block_size_of(8 * j + r, d);
+    bs_scale[j] = bs > 1 ? __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(static_cast<double>(bs)))) : 1.0f;
+  }
+  unsigned sorted = 0;  // bit k: pass k's thresholds are sorted
+  if (P.kind == 0)
+    for (int k = 0; k < P.passes; ++k) {
+      bool ok = true;
+      for (int jj = 1; jj < (1 << P.bits) - 1; ++jj) ok = ok && s_thr[J.side][k][jj - 1] <= s_thr[J.side][k][jj];
+      if (ok) sorted |= 1u << k;
+    }
+
   const T* src0 = static_cast<const T*>(J.src);
   for (int base = J.s0; base < J.s1; base += 4) {
     const int t = base + group;
@@ -192,7 +211,7 @@ __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restric
         if (8 * j + r < d) acc = __dadd_rn(acc, __dmul_rn(static_cast<double>(x[j]), static_cast<double>(x[j])));
       const double sumsq = group_reduce8(acc);
       const double norm = __dsqrt_rn(sumsq);
-      const double m = norm > 0 ? __ddiv_rn(__dsqrt_rn(static_cast<double>(d)), norm) : 0.0;
+      const double m = norm > 0 ? __ddiv_rn(sqrt_d, norm) : 0.0;
       float v[S];
 #pragma unroll
       for (int j = 0; j < S; ++j) v[j] = __double2float_rn(__dmul_rn(static_cast<double>(x[j]), m));
@@ -239,8 +258,7 @@ __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restric
         }
 #pragma unroll
         for (int j = 0; j < S; ++j) {
-          const int bs = block_size_of(8 * j + r, d);
-          if (bs > 1) v[j] = __fmul_rn(v[j], __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(static_cast<double>(bs)))));
+          if (block_size_of(8 * j + r, d) > 1) v[j] = __fmul_rn(v[j], bs_scale[j]);
         }
       }
       // Passes.
@@ -258,7 +276,11 @@ __global__ void __launch_bounds__(128) encode_kernel(const EncodeSide* __restric
         for (int j = 0; j < S; ++j) {
           if (8 * j + r < d) {
             int q = 0;
-            for (int jj = 0; jj < L - 1; ++jj) q += v[j] > t[jj];
+            if ((sorted >> k) & 1) {
+              for (int st = L / 2; st >= 1; st >>= 1) q += v[j] > t[q + st - 1] ? st : 0;
+            } else {
+              for (int jj = 0; jj < L - 1; ++jj) q += v[j] > t[jj];
+            }
             v[j] = __fsub_rn(v[j], c[q]);
             z[j] = k == 0 ? c[q] : __fadd_rn(z[j], c[q]);
             fld[j] = static_cast<uint16_t>(fld[j] | (q << (P.bits * k)));

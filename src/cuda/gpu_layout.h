@@ -142,6 +142,7 @@ struct AttnParams {
   float* ws_o = nullptr;             // [batch][n_q_heads][m][splits][dim]
   float* ws_ml = nullptr;            // [batch][n_q_heads][m][splits][2]
   int k_rotated = 0, v_rotated = 0;
+  int variant = 0;                   // kernel variant (0 default; 1: TQKV_ATTN_VARIANT=1, d = 128)
 };
 
 }  // namespace tqkv::gpu

@@ -18,7 +18,9 @@ bool parse_int(std::string_view s, int* out) {
 }
 
 const FormatKind kAllKinds[] = {FormatKind::kF32, FormatKind::kF16,  FormatKind::kQ8_0, FormatKind::kQ4_0,
-                                FormatKind::kRvq, FormatKind::kTq, FormatKind::kKivi, FormatKind::kPk};
+                                FormatKind::kRvq, FormatKind::kTq, FormatKind::kKivi, FormatKind::kPk,
+                                FormatKind::kRq4_0, FormatKind::kRiq4Nl, FormatKind::kQjl, FormatKind::kTqp,
+                                FormatKind::kRabitq};
 
 // pk{b}: coded bits of one vector (the same rule as tqkv::prerope_total_bits).
 long pk_total_bits(double avg_bits, int head_dim) { return std::lround(avg_bits * head_dim); }
@@ -119,6 +121,9 @@ Status validate_format(const FormatSpec& spec, int head_dim) {
     return invalid_argument("head_dim must be <= 65536, got " + std::to_string(head_dim));
   const format::FormatRow& r = format::row(spec.kind);
   if (!spec_in_range(r, spec)) return invalid_argument(range_message(r));
+  if (head_dim > r.max_dim)
+    return invalid_argument(spec.name() + " supports head_dim <= " + std::to_string(r.max_dim) + ", got " +
+                            std::to_string(head_dim));
   if (spec.kind == FormatKind::kPk) {
     const long total = pk_total_bits(spec.avg_bits, head_dim);
     if (!std::isfinite(spec.avg_bits) || total < 1 || total > 8L * head_dim)

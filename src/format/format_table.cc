@@ -3,6 +3,7 @@
 
 #include "core/check.h"
 #include "format/blocks.h"
+#include "quant/peers.h"
 
 #include <cmath>
 #include <cstring>
@@ -31,6 +32,15 @@ size_t size_pk(const FormatSpec& s, size_t d) {
   return 2 + div_up(static_cast<size_t>(std::lround(s.avg_bits * static_cast<double>(d))), 8);
 }
 
+// riq4_nl: llama.cpp's iq4_nl blocks (fp16 scale, 16 nibbles).
+size_t size_iq4_nl(const FormatSpec&, size_t d) { return div_up(d, kIq4NlBlock) * sizeof(BlockIq4Nl); }
+// qjl{b}: bf16 norm, then m = b d sign bits.
+size_t size_qjl(const FormatSpec& s, size_t d) { return 2 + div_up(static_cast<size_t>(s.bits) * d, 8); }
+// tqp{b}: the tq{b-1} code (f32 scale + b-1 planes), then the residual's bf16 norm and d sign bits.
+size_t size_tqp(const FormatSpec& s, size_t d) {
+  return sizeof(float) + static_cast<size_t>(s.bits - 1) * plane_bytes(d) + 2 + plane_bytes(d);
+}
+
 int no_planes(const FormatSpec&) { return 0; }
 int rotated_planes(const FormatSpec& s) { return s.passes * s.bits; }
 int kivi_planes(const FormatSpec& s) { return s.bits; }
@@ -50,6 +60,7 @@ void decode_f32(int dim, int, const uint8_t* codes, size_t n, float* y, size_t y
   {}, {}, {encode_rotated_scalar, encode_rotated_avx2, encode_rotated_avx512},  \
   {decode_rotated_scalar, decode_rotated_avx2, decode_rotated_avx512}
 
+constexpr unsigned kBits2to5 = 0b111100;
 constexpr unsigned kBits1to4 = 0b11110, kBits2or4 = 0b10100, kBits1to8 = 0b111111110;
 constexpr int kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ8_0 = 8;  // ggml type ids (tqkv/gguf.h)
 
@@ -74,6 +85,21 @@ const FormatRow kRows[] = {
     // statistics, so no stateless kernels: the cache codes it with tqkv::PreRopeKeyCodec.
     {FormatKind::kPk,   "pk",   "pk{b}",       0,  kBits1to8, false, 1, false, false, size_pk,      no_planes,      0, true,  false, -1,
      {}, {}, {}, {}},
+    // The peers: per-vector codes with their own quantizer (src/quant/peers.cc), attended through
+    // their decode. rotated = false: the Hadamard domain is internal to the code (the attention
+    // kernels never see it).
+    {FormatKind::kRq4_0, "rq4_0", "rq4_0",     4,  0,         false, 1, false, false, size_q4_0,    no_planes,      0, false, false, -1,
+     {}, {}, {}, {}, make_rotated_block_quantizer},
+    {FormatKind::kRiq4Nl, "riq4_nl", "riq4_nl", 4, 0,         false, 1, false, false, size_iq4_nl,  no_planes,      0, false, false, -1,
+     {}, {}, {}, {}, make_rotated_block_quantizer},
+    {FormatKind::kQjl,  "qjl",  "qjl{b}",      0,  kBits1to4, false, 1, false, false, size_qjl,     no_planes,      0, false, false, -1,
+     {}, {}, {}, {}, make_qjl_quantizer, 1024},
+    {FormatKind::kTqp,  "tqp",  "tqp{b}",      0,  kBits2to5, false, 1, false, false, size_tqp,     no_planes,      0, false, false, -1,
+     {}, {}, {}, {}, make_tqp_quantizer, 1024},
+    // rabitq1: tq1's bytes and rotation with RaBitQ's unbiased scale, so rotated = true and the
+    // bit-sliced tiles / rotated kernels read it exactly as they read tq1.
+    {FormatKind::kRabitq, "rabitq1", "rabitq1", 1, 0,         false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
+     TQKV_ROTATED_FNS, make_rabitq_quantizer},
 };
 
 const MethodRow kMethods[] = {

@@ -14,6 +14,7 @@
 
 #include "quant/kernels.h"
 #include "tqkv/format.h"
+#include "tqkv/quantizer.h"
 #include "tqkv/simd.h"
 
 namespace tqkv::format {
@@ -44,6 +45,10 @@ struct FormatRow {
   kernels::DecodeBlockFn decode[3];
   kernels::EncodeRotatedFn encode_rotated[3];
   kernels::DecodeRotatedFn decode_rotated[3];
+  // Formats with their own (stateful) quantizer class: the peers (src/quant/peers.h). Null: the
+  // block kernels above (BlockQuantizer) or RotatedQuantizer (rotated rows).
+  StatusOr<std::unique_ptr<Quantizer>> (*make)(const FormatSpec& spec, int dim, const QuantOptions& options) = nullptr;
+  int max_dim = 65536;   // largest head_dim (qjl/tqp hold an m x d projection matrix per head)
 
   // True when a vector of this spec is stored in bit-sliced tiles (if its codebooks allow).
   bool tiled(const FormatSpec& spec) const { return tile_max_bits > 0 && spec.bits <= tile_max_bits; }

@@ -67,6 +67,7 @@ StatusOr<std::unique_ptr<Quantizer>> make_quantizer(const FormatSpec& spec, int 
   if (spec.kind == FormatKind::kPk)
     return unsupported(spec.name() + " codes need per-sequence statistics: use tqkv::PreRopeKeyCodec "
                        "(tqkv/prerope_keys.h) or a KV cache with that key format");
+  if (format::row(spec).make != nullptr) return format::row(spec).make(spec, dim, options);
   if (format::row(spec).rotated) {
     TQKV_ASSIGN_OR_RETURN(auto q, RotatedQuantizer::make(spec, dim, options));
     return std::unique_ptr<Quantizer>(std::move(q));

@@ -260,6 +260,17 @@ const Case kCases[] = {
     // decode and prefill, with sinks and a window (split 0 also handles those).
     {"rvq1x2", "tq2", 96, 300, 2, 4, 1, 0, 0, 1, 2, 64}, {"rvq1x2", "tq2", 64, 300, 1, 7, 100, 16, 4, 2, 2, 64},
     {"q8_0", "kivi4", 80, 200, 1, 8, 50, 0, 3, 1, 2, 128}, {"f16", "rvq2x1", 128, 97, 2, 1, 97, 0, 0, 1, 2, 64},
+    // The peers (src/quant/peers.cc), attended through their decode one 64-token tile at a time:
+    // llama.cpp's rotated q4_0 / iq4_nl (keys H_128, values H_64 at d = 128; unrotated at d = 80),
+    // QJL keys (unbiased, high-variance scores: check 2's first-order model assumes errors
+    // independent of the query direction, which the Gaussian projection gives), TurboQuant-prod.
+    {"rq4_0", "rq4_0", 128, 97, 2, 4, 1}, {"riq4_nl", "riq4_nl", 128, 97, 2, 4, 1}, {"rq4_0", "riq4_nl", 80, 54, 1, 7, 8},
+    {"qjl1", "tq2", 128, 97, 2, 4, 1}, {"qjl2", "f16", 64, 300, 1, 8, 300}, {"qjl4", "rq4_0", 128, 200, 2, 4, 2, 0, 0, 3},
+    {"tqp2", "tq2", 128, 97, 2, 4, 1}, {"tqp3", "tq3", 128, 97, 2, 4, 1}, {"tqp4", "tq4", 128, 300, 2, 4, 3, 32, 4},
+    {"tqp3", "riq4_nl", 80, 54, 1, 7, 8}, {"tqp3", "rq4_0", 128, 2500, 1, 4, 1, 0, 0, 1, 8},
+    {"riq4_nl", "tqp2", 64, 300, 1, 7, 100, 16, 4, 2, 2, 64},
+    // rabitq1: tq1's bit-sliced tiles with RaBitQ's scale (the AVX-512 bit-sliced kernels).
+    {"rabitq1", "tq2", 128, 97, 2, 4, 1}, {"rabitq1", "rabitq1", 80, 300, 1, 7, 100, 16, 4, 2, 2, 64},
 };
 
 INSTANTIATE_TEST_SUITE_P(All, FusedAttention, ::testing::ValuesIn(kCases),

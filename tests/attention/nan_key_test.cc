@@ -73,5 +73,38 @@ TEST(NanKey, OnlyNanKeysGiveZeroOutput) {
   }
 }
 
+// Scores of -inf without any NaN (a key with -inf where the query is positive) are masked tokens
+// too: the SIMD levels' vector scan (softmax_step) must report a row of only -inf as fully masked
+// (zero output, never exp(-inf - -inf) = NaN), and -inf tokens among finite ones get weight 0.
+TEST(NanKey, MinusInfScoresAreMaskedAtEverySimdLevel) {
+  const int d = 16, len = 70;  // more than one 64-token block, a 6-token tail
+  for (SimdLevel l : {SimdLevel::kScalar, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    const SimdLevel saved = active_simd_level();
+    if (set_simd_level(l) != l) { set_simd_level(saved); continue; }
+    for (int n_finite : {0, 1, 9}) {  // the last n_finite tokens have finite keys
+      KVCacheOptions o;
+      o.key_format = *parse_format("f32");
+      o.value_format = *parse_format("f32");
+      auto cache = LayerKVCache::make(1, d, o, 0);
+      ASSERT_TRUE(cache.ok());
+      std::vector<float> k(static_cast<size_t>(len) * d), v(k.size()), q(d, 0.5f), out(d, -1.0f);
+      generate_gaussian(k.data(), len, d, 21);
+      generate_gaussian(v.data(), len, d, 22);
+      for (int t = 0; t < len - n_finite; ++t) k[static_cast<size_t>(t) * d] = -std::numeric_limits<float>::infinity();
+      ASSERT_TRUE((*cache)->append(0, len, {k.data(), int64_t(len) * d, d}, {v.data(), int64_t(len) * d, d}).ok());
+      ASSERT_TRUE((*cache)->attend(0, 1, 1, {q.data(), d, d}, {out.data(), d, d}).ok());
+      std::vector<double> ref(d, 0.0);
+      if (n_finite > 0)
+        testing::reference_attention(q.data(), k.data() + static_cast<size_t>(len - n_finite) * d,
+                                     v.data() + static_cast<size_t>(len - n_finite) * d, n_finite, d,
+                                     1 / std::sqrt(double(d)), ref);
+      // Same float32 tolerance as DroppedAtEverySimdLevel; the all -inf row must be exactly 0.
+      for (int i = 0; i < d; ++i)
+        ASSERT_NEAR(out[i], ref[i], n_finite > 0 ? 1e-4 : 0.0) << simd_level_name(l) << " finite " << n_finite << " i " << i;
+    }
+    set_simd_level(saved);
+  }
+}
+
 }  // namespace
 }  // namespace tqkv

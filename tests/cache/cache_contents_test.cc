@@ -19,7 +19,8 @@ namespace {
 
 const char* const kFormats[] = {"f32",    "f16",    "q8_0",   "q4_0",   "rvq1x1", "rvq1x2", "rvq1x3",
                                 "rvq2x1", "rvq2x2", "rvq2x3", "rvq3x2", "rvq4x1", "tq1",    "tq2",
-                                "tq3",    "tq4",    "kivi2",  "kivi4"};
+                                "tq3",    "tq4",    "kivi2",  "kivi4",  "rq4_0",  "riq4_nl", "qjl1",
+                                "qjl3",   "tqp2",   "tqp4",   "rabitq1"};
 constexpr int kNumFormats = sizeof(kFormats) / sizeof(kFormats[0]);
 
 struct Windows {

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -141,6 +143,7 @@ struct CacheCase {
   const char* vfmt;
   int dim;
   int group;
+  int page = 64;  // page_tokens (the kernels walk pages tile by tile: 16 and 48 check the walk)
 };
 
 class CudaCache : public ::testing::TestWithParam<CacheCase> {};
@@ -165,8 +168,8 @@ TEST_P(CudaCache, CodesAndAttention) {
   cfg.value_format = parse_format(c.vfmt).value();
   cfg.quant.seed = rng.next();
   cfg.layer = 3;
-  cfg.page_tokens = 64;
-  cfg.max_pages = 256;
+  cfg.page_tokens = c.page;
+  cfg.max_pages = 256 * 64 / c.page;
   cfg.max_seqs = 4;
   auto cache = CudaLayerCache::make(cfg);
   ASSERT_TRUE(cache.ok()) << cache.status().to_string();
@@ -242,7 +245,10 @@ TEST_P(CudaCache, CodesAndAttention) {
     auto dq = CudaBuffer::alloc(q.size() * 4), dout = CudaBuffer::alloc(q.size() * 4);
     ASSERT_TRUE(dq.ok() && dout.ok());
     ASSERT_OK(dq->upload(q.data(), q.size() * 4));
-    for (int splits : {0, 1, 3}) {
+    // both compiled kernel variants (TQKV_ATTN_VARIANT; the second exists for d = 128)
+    for (int vs = 0; vs < 6; ++vs) {
+      const int variant = vs / 3, splits = std::array<int, 3>{0, 1, 3}[vs % 3];
+      ASSERT_EQ(setenv("TQKV_ATTN_VARIANT", variant ? "1" : "0", 1), 0);
       ASSERT_OK(dout->fill_byte(0xFF));  // NaN poison: an unwritten element fails
       ASSERT_OK(C.attend(seqs, m, HQ, dq->as<float>(), dout->as<float>(), 0.f, splits));
       ASSERT_OK(cuda_synchronize());
@@ -308,14 +314,15 @@ TEST_P(CudaCache, CodesAndAttention) {
             }
             err = std::sqrt(err);
             worst = std::max(worst, err / bound);
-            ASSERT_LE(err, bound) << c.kfmt << "/" << c.vfmt << " d=" << D << " m=" << m << " splits=" << splits << " item " << b
+            ASSERT_LE(err, bound) << c.kfmt << "/" << c.vfmt << " d=" << D << " m=" << m << " splits=" << splits << " variant=" << variant << " item " << b
                                   << " q head " << hq << " query " << j;
           }
         }
       }
-      std::printf("[cuda_test] %s/%s d=%d g=%d m=%d splits=%d: worst error / bound = %.3f\n", c.kfmt, c.vfmt, D, c.group, m,
-                  splits, worst);
+      std::printf("[cuda_test] %s/%s d=%d g=%d m=%d splits=%d variant=%d: worst error / bound = %.3f\n", c.kfmt, c.vfmt, D,
+                  c.group, m, splits, variant, worst);
     }
+    unsetenv("TQKV_ATTN_VARIANT");
   }
 }
 
@@ -325,10 +332,11 @@ INSTANTIATE_TEST_SUITE_P(
                       CacheCase{"rvq2x2", "tq4", 128, 4}, CacheCase{"tq4", "tq4", 64, 1}, CacheCase{"tq4", "tq4", 256, 4},
                       CacheCase{"rvq1x2", "tq4", 128, 4}, CacheCase{"q4_0", "q4_0", 128, 4}, CacheCase{"q4_0", "q4_0", 64, 3},
                       CacheCase{"q4_0", "q4_0", 256, 4}, CacheCase{"q8_0", "q8_0", 128, 4}, CacheCase{"q8_0", "q8_0", 256, 2},
-                      CacheCase{"f16", "f16", 128, 4}, CacheCase{"f16", "f16", 64, 8}),
+                      CacheCase{"f16", "f16", 128, 4}, CacheCase{"f16", "f16", 64, 8}, CacheCase{"rvq1x2", "tq2", 128, 4, 48},
+                      CacheCase{"tq4", "tq4", 128, 2, 16}, CacheCase{"q4_0", "q4_0", 128, 4, 80}),
     [](const auto& info) {
       return std::string(info.param.kfmt) + "_" + info.param.vfmt + "_d" + std::to_string(info.param.dim) + "_g" +
-             std::to_string(info.param.group);
+             std::to_string(info.param.group) + (info.param.page != 64 ? "_p" + std::to_string(info.param.page) : "");
     });
 
 // The CPU cache's pages, read through its public view (tqkv/kv_view.h), land in the GPU pages bit

@@ -27,6 +27,7 @@ inline std::unique_ptr<Quantizer> cache_quantizer(const KVCacheOptions& o, int h
                                                   CacheStream stream) {
   QuantOptions q = o.quant;
   q.seed = cache_rotation_seed(o.quant.seed, layer, head, stream);
+  q.value_stream = stream == CacheStream::kValue;
   auto r = make_quantizer(stream == CacheStream::kKey ? o.key_format : o.value_format, head_dim, q);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return r.ok() ? std::move(r).value() : nullptr;
