@@ -536,6 +536,12 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
         attn = dict(prev.get("attn_raw", {}), **attn) if only is not None else attn
     if a.no_e2e:
         e2e = prev.get("e2e_raw", {})
+    elif only is not None and prev.get("e2e_raw"):
+        # Re-run rows are compared with this run's f16; the earlier run's f16 stays under its own key.
+        prev_raw = dict(prev["e2e_raw"])
+        if "f16/f16" in prev_raw:
+            prev_raw["f16/f16 (earlier run)"] = prev_raw.pop("f16/f16")
+        e2e = dict(prev_raw, **e2e)
     f16 = [x["tok_per_s"] for x in e2e.get("f16/f16", [])]
     f16_mean = sum(f16) / len(f16) if f16 else None
     for r in rows:
@@ -546,7 +552,9 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
         if r["label"] in e2e:
             x = e2e[r["label"]][0]
             s.update({"e2e_tok_per_s": x["tok_per_s"], "e2e_speedup_vs_f16": x["tok_per_s"] / f16_mean, "e2e_prompt_tokens": x["prompt_tokens"],
-                      "e2e_prefill_seconds": x["prefill_seconds"]})
+                      "e2e_prefill_seconds": x["prefill_seconds"], "e2e_f16_tok_per_s": f16})
+        elif only is not None and not a.no_e2e:  # not re-run: keep its earlier e2e numbers (and their f16)
+            s.update({k: v for k, v in (r.get("speed") or {}).items() if k.startswith("e2e_")})
         if s:
             r["speed"] = s
         else:
@@ -558,6 +566,9 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
         p = e2e["f16/f16"][0]["prompt_tokens"]
         summary += " 16k decode: %d-token prompt, %d generated tokens (greedy); f16 %s tok/s (first and last run of the bake-off)." % (
             p, a.e2e_gen, " / ".join("%.2f" % x for x in f16))
+        if "f16/f16 (earlier run)" in e2e:
+            summary += (" Rows re-run later (%s) are compared with that run's f16; the others with f16 %s tok/s of the earlier run." %
+                        (", ".join(sorted(c for c in e2e if c in (only or ()))), " / ".join("%.2f" % x["tok_per_s"] for x in e2e["f16/f16 (earlier run)"])))
     if a.no_attn or a.no_e2e:  # the commands of the part kept
         cmds = [c for c in prev.get("commands", []) if ("bench-attn" in c) == a.no_attn] + cmds
     secs = (datetime.datetime.now() - t_start).total_seconds()
