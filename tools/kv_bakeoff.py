@@ -331,8 +331,14 @@ def write_results_md(path, out_dir):
         lines += ["## %s (ctx %d, %d chunks, %d scored positions)" % (d["model_name"], d["ctx"], d["chunks"], base["tokens"]), ""]
         if d.get("note"):
             lines += [d["note"], ""]
-        lines += ["Quality: commit `%s`, %s, %s. f16-cache PPL %.4f." % (
-            d["commit"], d["date"], "%.0f min" % (d["quality_seconds"] / 60) if d.get("quality_seconds") else "time not recorded",
+        commits = {}
+        for r in d["rows"]:
+            if not is_llamacpp(r):
+                commits.setdefault(r.get("commit", d["commit"]), []).append(r)
+        by = "; ".join("`%s` (%d rows%s)" % (c, len(rs), "" if len(commits) == 1 else ": " + ", ".join(sorted({x.get("group", "") for x in rs})))
+                       for c, rs in commits.items())
+        lines += ["Quality: commit %s, %s, %s in all. f16-cache PPL %.4f." % (
+            by, d["date"], "%.0f min" % (d["quality_seconds"] / 60) if d.get("quality_seconds") else "time not recorded",
             base["ppl"]), ""]
         sp = d.get("speed")
         if sp:
@@ -425,6 +431,9 @@ def run_quality(a, name, gguf, text, m, shown, repo, commit, out_json, configs):
     base = run_json(base_cmd)
     old = json.load(open(out_json)) if (a.merge and os.path.exists(out_json)) else None
     rows = [r for r in old["rows"] if r["label"] not in configs] if old else []
+    for r in rows:  # rows kept from the earlier run keep its commit
+        if not is_llamacpp(r):
+            r.setdefault("commit", old["commit"])
     if old and (old["ctx"], old["chunks"]) != (ctx, chunks):
         sys.exit("kv_bakeoff: error: --merge into %s made at ctx %d x %d chunks; this run is ctx %d x %d" % (out_json, old["ctx"], old["chunks"], ctx, chunks))
     for i, cfg in enumerate(configs):
@@ -437,7 +446,7 @@ def run_quality(a, name, gguf, text, m, shown, repo, commit, out_json, configs):
                 continue
             sys.exit("kv_bakeoff: error: command failed: %s\n%s" % (" ".join(cmd), err[-2000:]))
         label = cfg + (" " + a.extra if a.extra else "")
-        rows.append({"label": label, "group": GROUP_OF.get(cfg, "extra"), "bits": j["kv_bits_per_element"], "ppl": j["ppl"],
+        rows.append({"label": label, "group": GROUP_OF.get(cfg, "extra"), "commit": commit, "bits": j["kv_bits_per_element"], "ppl": j["ppl"],
                      "dppl_pct": 100 * (j["ppl"] / base["ppl"] - 1), "kld_mean": j["kld_mean"], "kld_p99": j["kld_p99"],
                      "top1_agreement": j["top1_agreement"], "seconds": j["seconds"], "cache": j["cache"],
                      "command": shown_cmd(cmd)})

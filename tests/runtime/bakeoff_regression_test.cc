@@ -9,6 +9,9 @@
 // OPENBLAS_CORETYPE in {default, Haswell, Prescott, SkylakeX} (f16 PPL 28.6457):
 //   pk3/tq3: KLD 0.011203 .. 0.011292 (spread 0.8%), PPL 28.917 .. 28.928
 //   tq2/tq2: KLD 0.115038 .. 0.115667 (spread 0.55%), PPL 31.148 .. 31.247
+// Re-measured after the SIMD pk kernels were merged (8c487aa; exact RoPE angles in double): pk3/tq3
+// 0.011201 (AVX-512), 0.011270 (AVX2), 0.011212 (AVX2 + Haswell BLAS), 0.011222 (scalar), PPL up to
+// 28.933: inside the range above.
 // Thresholds: pk3/tq3 KLD <= 0.0124 (10% above the largest, 12x the spread), tq2/tq2 KLD <= 0.1190
 // (2.9% above the largest, 5x the spread). What they must catch, measured the same way: without
 // norm correction (--no-norm-correction) pk3/tq3 gives 0.01394-0.01401 (+24%) and tq2/tq2
