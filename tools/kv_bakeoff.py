@@ -558,7 +558,7 @@ def run_speed(a, name, gguf, text, m, shown, repo, commit, doc):
         at = attn.get(kv_pair(r["label"]))
         if at and "speedup_vs_f16" in at:
             s.update({"attn_speedup_vs_f16": at["speedup_vs_f16"], "attn_ms": at["ms_per_step"], "attn_f16_ms": at["f16_ms_per_step"]})
-        if r["label"] in e2e:
+        if r["label"] in e2e and (only is None or r["label"] in only or a.no_e2e):
             x = e2e[r["label"]][0]
             s.update({"e2e_tok_per_s": x["tok_per_s"], "e2e_speedup_vs_f16": x["tok_per_s"] / f16_mean, "e2e_prompt_tokens": x["prompt_tokens"],
                       "e2e_prefill_seconds": x["prefill_seconds"], "e2e_f16_tok_per_s": f16})
