@@ -385,7 +385,8 @@ def merge_llamacpp(doc, path):
 
 
 def svg_of(doc, out_json):
-    sub = "ctx %d, %d chunks; commit %s" % (doc["ctx"], doc["chunks"], doc["commit"][:10])
+    commits = sorted({r.get("commit", doc["commit"])[:10] for r in doc["rows"] if not is_llamacpp(r)})
+    sub = "ctx %d, %d chunks; commit %s" % (doc["ctx"], doc["chunks"], " + ".join(commits))
     if "llamacpp" in doc:
         sub += "; llama.cpp %d chunks" % doc["llamacpp"]["chunks"]
     write_svg(os.path.splitext(out_json)[0] + ".svg", "%s: KV-cache KLD vs K+V bits per element" % doc["model_name"], sub, doc["rows"])
