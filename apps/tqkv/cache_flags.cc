@@ -25,6 +25,8 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
                  "Recommended K+V configuration by average bits: " + cache_preset_names() + " (measured, docs/results.md)");
   app.add_option("--pk-calib", f->pk_calib,
                  "pk{b} keys: per-head key statistics from each sequence's first N tokens, which wait in f16 until then");
+  app.add_option("--pk-basis", f->pk_basis,
+                 "pk{b} streams: code in a basis from the model's K/V projection weights (weights) or per channel (none)");
   app.add_flag("--no-norm-correction", f->no_norm_correction,
                "rvq/tq: store norm/sqrt(d) instead of the scale that preserves each vector's norm");
 }
@@ -46,6 +48,7 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   s.norm_correction = !f.no_norm_correction;
   s.preset = f.preset;
   s.pk_calib = f.pk_calib;
+  s.pk_basis = f.pk_basis;
   return tqkv::make_cache_config(s);
 }
 

@@ -40,6 +40,7 @@ struct CacheFlags {
   bool no_norm_correction = false;
   int pk_calib = -1;  // --pk-calib N (pk{b} keys); -1 = the library default
   std::string preset;  // --kv-preset 2bit|3bit|4bit
+  std::string pk_basis;  // --pk-basis weights|none
 };
 
 void add_cache_flags(CLI::App& app, CacheFlags* flags);

@@ -2,8 +2,11 @@
 // whole model (ModelCacheConfig), and the seed's method names mapped onto formats.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "tqkv/channel_basis.h"
 #include "tqkv/format.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/status.h"
@@ -27,6 +30,10 @@ struct KVCacheOptions {
   // head's key statistics; until then tokens that would be compressed wait in f16 ("pending").
   // The statistics are fixed afterwards (no refresh). docs/design.md "Pre-RoPE keys".
   int pk_calib_tokens = 128;
+  // pk{b} streams: an optional channel basis per kv head (tqkv/prerope_keys.h "channel basis",
+  // tqkv/channel_basis.h): [stream 0 = keys, 1 = values][kv head], or empty
+  // (plain per-channel pk). Not part of the cache's bytes: the owner (the model) re-derives it.
+  std::vector<std::shared_ptr<const ChannelBasis>> pk_basis[2];
 };
 
 // Cache configuration for a whole model: the seed's style (method, bits, residuals, value bits,
@@ -36,6 +43,13 @@ struct ModelCacheConfig {
   int boundary_layers = 0;        // the first and last N layers use boundary_* formats
   FormatSpec boundary_key_format{FormatKind::kQ8_0, 8, 1};
   FormatSpec boundary_value_format{FormatKind::kQ8_0, 8, 1};
+  // pk{b} streams code in a basis derived from the model's projection weights (tqkv/channel_basis.h):
+  // the eigenvectors of W diag(g)^2 W^T, W = the kv head's rows of attn_k (keys) or attn_v
+  // (values), g = the attention norm's gain. The forward pass (InferenceContext)
+  // computes them and fills layer_pk_basis; docs/design.md "Pre-RoPE keys".
+  bool pk_weight_basis = false;
+  // Per layer: KVCacheOptions::pk_basis of that layer (empty: none). Filled by InferenceContext.
+  std::vector<std::vector<std::shared_ptr<const ChannelBasis>>> layer_pk_basis[2];
 };
 
 // Seed-style configuration: method in {turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32}.

@@ -13,6 +13,12 @@
 //   - decode: y_i = mu_i + (s * sd_i) * c_{b_i}[code_i]   (channels with b_i = 0 decode to mu_i).
 // Byte layouts (per-vector code and per-head statistics block): docs/format.md ("pk{b}").
 //
+// Optional channel basis (`basis`, issue 8 "quality per bit"): a transform pair (analysis A,
+// synthesis S, S A^T = I; tqkv/channel_basis.h) given by the caller, derived from the model's
+// projection weights. The codec then works on y = A^T x instead of x: the statistics, bits and
+// codes above are those of y, and decode returns S y_hat. The basis is not stored with the codes
+// (the caller owns and re-derives it); without one A = S = I (plain pk).
+//
 //   auto codec = tqkv::PreRopeKeyCodec::fit(k, n_calib, 128, 0, 2.5);  // k: (n_calib, 128)
 //   std::vector<uint8_t> codes(n * codec->code_size());
 //   codec->encode(x, n, codes.data());
@@ -24,8 +30,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "tqkv/channel_basis.h"
 #include "tqkv/status.h"
 
 namespace tqkv {
@@ -58,16 +66,22 @@ class PreRopeKeyCodec {
   // (stride 0 means dim) and allocates round(avg_bits * dim) bits (1 <= that <= 8 dim). Rows with
   // NaN/Inf are skipped (no finite row: mean 0, sd 1). sd is floored at 1e-6 of the largest sd
   // (all zero: sd 1) so that whitening never divides by zero.
+  // basis: null (identity) or a ChannelBasis of this dim (checked: validate_channel_basis); the
+  // statistics are then those of y = A^T x.
   static StatusOr<PreRopeKeyCodec> fit(const float* x, size_t n, int dim, size_t stride, double avg_bits,
-                                       bool norm_correction = true);
+                                       bool norm_correction = true,
+                                       std::shared_ptr<const ChannelBasis> basis = nullptr);
   // A codec from given statistics (validated: sizes, finite mean, finite sd > 0, bits <= 8, at
-  // least one coded bit).
-  static StatusOr<PreRopeKeyCodec> from_stats(PreRopeKeyStats stats, bool norm_correction = true);
+  // least one coded bit; the basis as in fit).
+  static StatusOr<PreRopeKeyCodec> from_stats(PreRopeKeyStats stats, bool norm_correction = true,
+                                              std::shared_ptr<const ChannelBasis> basis = nullptr);
 
   int dim() const { return static_cast<int>(stats_.mean.size()); }
   int total_bits() const { return total_bits_; }
   const PreRopeKeyStats& stats() const { return stats_; }
   bool norm_correction() const { return norm_correction_; }
+  // The channel basis or null for the identity.
+  const ChannelBasis* basis() const { return basis_.get(); }
 
   // Bytes of one encoded vector: 2 (bf16 scale) + ceil(total_bits / 8).
   size_t code_size() const { return 2 + (static_cast<size_t>(total_bits_) + 7) / 8; }
@@ -92,6 +106,7 @@ class PreRopeKeyCodec {
   PreRopeKeyStats stats_;
   int total_bits_ = 0;
   bool norm_correction_ = true;
+  std::shared_ptr<const ChannelBasis> basis_;
   const Codebook* codebook_[9] = {};  // [b]: the b-bit Gaussian Lloyd-Max codebook (b >= 1)
 };
 

@@ -471,11 +471,13 @@ class WorkRunner {
       attn::f16_scores_avx512(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
     } else if (C_.kf16 && C_.avx2) {
       attn::f16_scores_avx2(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
-    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd) {
+    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd && hp_.key.prerope->basis() == nullptr) {
       pk_scores(c0, cnt, scores);
     } else if (K.format.kind == FormatKind::kPk) {
       // pk{b} reference: decode the block of pre-RoPE keys with this sequence's codec (reference decode),
       // rotate each row to its position (apply_rope, as the forward pass rotates q), dot with q.
+      // Codecs with a channel basis (prerope_keys.h) always come here: the SIMD plan decodes per
+      // channel and knows no basis; the basis' x = S y is the reference decode's last step.
       hp_.key.prerope->decode(K.code(hp_.key.pages, c0), cnt, S_.kbuf.data());
       rope_rows(S_.kbuf.data(), L_.sink_tokens + c0, cnt);
       float_scores(C_, S_.Q.q.data(), ns_, S_.kbuf.data(), cnt, d_, scores);

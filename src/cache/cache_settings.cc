@@ -53,6 +53,10 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheSettings& s) {
       return invalid_argument("pk_calib (--pk-calib) must be >= 1, got " + std::to_string(s.pk_calib));
     c.base.pk_calib_tokens = s.pk_calib;
   }
+  if (s.pk_basis == "weights") c.pk_weight_basis = true;
+  else if (s.pk_basis == "none") c.pk_weight_basis = false;
+  else if (!s.pk_basis.empty())
+    return invalid_argument("invalid pk_basis (--pk-basis) '" + s.pk_basis + "': use weights or none");
   return c;
 }
 
@@ -65,6 +69,7 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (!c.base.quant.use_hadamard) s += " no-hadamard";
   if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk)
     s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
+  if (c.pk_weight_basis) s += " pk-basis=weights";
   return s;
 }
 

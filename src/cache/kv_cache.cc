@@ -287,7 +287,10 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
         for (int st = 0; st < kStreams; ++st) {
           if (!I.st[st].pk) continue;
           for (int u = 0; u < N; ++u) stored_row(st, u, &calib[static_cast<size_t>(u) * d]);
-          auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits, I.opt.quant.norm_correction);
+          std::shared_ptr<const ChannelBasis> basis;
+          if (static_cast<size_t>(h) < I.opt.pk_basis[st].size()) basis = I.opt.pk_basis[st][h];
+          auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits,
+                                            I.opt.quant.norm_correction, std::move(basis));
           if (!codec.ok()) return codec.status();
           ph.codec[st] = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
         }
@@ -511,6 +514,8 @@ StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, int n_k
       o.key_format = config.boundary_key_format;
       o.value_format = config.boundary_value_format;
     }
+    for (int st = 0; st < 2; ++st)
+      if (static_cast<size_t>(l) < config.layer_pk_basis[st].size()) o.pk_basis[st] = config.layer_pk_basis[st][l];
     TQKV_ASSIGN_OR_RETURN(auto layer, LayerKVCache::make(n_kv_heads, head_dim, o, l));
     m->layers_.push_back(std::move(layer));
   }

@@ -72,7 +72,33 @@ int prerope_total_bits(double avg_bits, int dim) {
   return static_cast<int>(std::lround(avg_bits * dim));
 }
 
-StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, bool norm_correction) {
+namespace {
+
+Status check_basis(const ChannelBasis& b, size_t d) {
+  if (static_cast<size_t>(b.dim) != d)
+    return invalid_argument("channel basis is for head_dim " + std::to_string(b.dim) + ", not " + std::to_string(d));
+  return validate_channel_basis(b);
+}
+
+// y = A^T x in double (A = the basis' analysis matrix, row-major d x d); no basis: y = x.
+void to_basis(const ChannelBasis* basis, const float* x, int d, double* y) {
+  const std::vector<float>* u = basis ? &basis->analysis : nullptr;
+  if (u == nullptr) {
+    for (int i = 0; i < d; ++i) y[i] = x[i];
+    return;
+  }
+  for (int j = 0; j < d; ++j) y[j] = 0;
+  for (int i = 0; i < d; ++i) {
+    const double xi = x[i];
+    const float* row = u->data() + static_cast<size_t>(i) * d;
+    for (int j = 0; j < d; ++j) y[j] += static_cast<double>(row[j]) * xi;
+  }
+}
+
+}  // namespace
+
+StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, bool norm_correction,
+                                                      std::shared_ptr<const ChannelBasis> basis) {
   const size_t d = stats.mean.size();
   if (d < 1 || d > 65536) return invalid_argument("pre-RoPE key statistics need 1..65536 channels");
   if (stats.sd.size() != d || stats.bits.size() != d)
@@ -86,7 +112,9 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
     total += stats.bits[i];
   }
   if (total < 1) return invalid_argument("pre-RoPE key statistics: no channel has a bit");
+  if (basis) TQKV_RETURN_IF_ERROR(check_basis(*basis, d));
   PreRopeKeyCodec c;
+  c.basis_ = std::move(basis);
   c.stats_ = std::move(stats);
   c.total_bits_ = total;
   c.norm_correction_ = norm_correction;
@@ -98,7 +126,8 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
 }
 
 StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::fit(const float* x, size_t n, int dim, size_t stride, double avg_bits,
-                                               bool norm_correction) {
+                                               bool norm_correction,
+                                               std::shared_ptr<const ChannelBasis> basis) {
   if (dim < 1 || dim > 65536) return invalid_argument("pre-RoPE keys need head_dim in 1..65536");
   if (n < 1 || x == nullptr) return invalid_argument("pre-RoPE key statistics need at least one vector");
   if (!std::isfinite(avg_bits)) return invalid_argument("average bits must be finite");
@@ -107,6 +136,18 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::fit(const float* x, size_t n, int dim
     return invalid_argument("average bits " + std::to_string(avg_bits) + " give " + std::to_string(total) +
                             " bits per vector; need 1.." + std::to_string(8 * dim));
   if (stride == 0) stride = static_cast<size_t>(dim);
+  std::vector<float> rotated;  // with a basis: the calibration rows in the basis, y = A^T x
+  if (basis) {
+    TQKV_RETURN_IF_ERROR(check_basis(*basis, static_cast<size_t>(dim)));
+    rotated.resize(n * static_cast<size_t>(dim));
+    std::vector<double> y(dim);
+    for (size_t r = 0; r < n; ++r) {
+      to_basis(basis.get(), x + r * stride, dim, y.data());
+      for (int i = 0; i < dim; ++i) rotated[r * dim + i] = static_cast<float>(y[i]);  // NaN/Inf stay non-finite
+    }
+    x = rotated.data();
+    stride = static_cast<size_t>(dim);
+  }
   std::vector<double> sum(dim, 0.0), sum2(dim, 0.0);
   size_t used = 0;
   for (size_t r = 0; r < n; ++r) {
@@ -149,7 +190,7 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::fit(const float* x, size_t n, int dim
     }
   }
   TQKV_ASSIGN_OR_RETURN(st.bits, allocate_channel_bits(var, total));
-  return from_stats(std::move(st), norm_correction);
+  return from_stats(std::move(st), norm_correction, std::move(basis));
 }
 
 double PreRopeKeyCodec::bits_per_element(int64_t n_tokens) const {
@@ -162,16 +203,17 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
   const int d = dim();
   if (x_stride == 0) x_stride = static_cast<size_t>(d);
   const size_t cs = code_size();
-  std::vector<double> z(d);
+  std::vector<double> z(d), y(d);
   for (size_t r = 0; r < n; ++r) {
     const float* row = x + r * x_stride;
     uint8_t* out = codes + r * cs;
     std::memset(out, 0, cs);
     bool finite = true;
-    double zz = 0;  // ||z||^2, z = (x - mu) / sd (whitened)
+    for (int i = 0; i < d; ++i) finite = finite && std::isfinite(row[i]);
+    to_basis(basis_.get(), row, d, y.data());  // y = A^T x (x itself without a basis)
+    double zz = 0;  // ||z||^2, z = (y - mu) / sd (whitened)
     for (int i = 0; i < d; ++i) {
-      finite = finite && std::isfinite(row[i]);
-      z[i] = (static_cast<double>(row[i]) - stats_.mean[i]) / stats_.sd[i];
+      z[i] = (y[i] - stats_.mean[i]) / stats_.sd[i];
       zz += z[i] * z[i];
     }
     if (!finite || !std::isfinite(zz)) {
@@ -210,9 +252,10 @@ void PreRopeKeyCodec::decode(const uint8_t* codes, size_t n, float* y, size_t y_
   const int d = dim();
   if (y_stride == 0) y_stride = static_cast<size_t>(d);
   const size_t cs = code_size();
+  std::vector<float> yb(basis_ ? d : 0);  // with a basis: y_hat, then out = S y_hat
   for (size_t r = 0; r < n; ++r) {
     const uint8_t* in = codes + r * cs;
-    float* out = y + r * y_stride;
+    float* out = basis_ ? yb.data() : y + r * y_stride;
     uint16_t sb;
     std::memcpy(&sb, in, 2);
     const float s = bf16_to_float(sb);
@@ -232,6 +275,15 @@ void PreRopeKeyCodec::decode(const uint8_t* codes, size_t n, float* y, size_t y_
       offset += b;
       const float lv = codebook_[b]->levels[code];
       out[i] = stats_.mean[i] + (s * stats_.sd[i]) * lv;
+    }
+    if (basis_) {  // x_hat_i = sum_j S[i][j] y_hat_j (S = synthesis), summed in double in index order
+      float* dst = y + r * y_stride;
+      for (int i = 0; i < d; ++i) {
+        const float* urow = basis_->synthesis.data() + static_cast<size_t>(i) * d;
+        double acc = 0;
+        for (int j = 0; j < d; ++j) acc += static_cast<double>(urow[j]) * yb[j];
+        dst[i] = static_cast<float>(acc);
+      }
     }
   }
 }

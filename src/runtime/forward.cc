@@ -12,6 +12,8 @@
 #include <omp.h>
 
 #include "runtime/matmul.h"
+#include "tqkv/channel_basis.h"
+#include "tqkv/gguf.h"
 #include "tqkv/model.h"
 
 namespace tqkv {
@@ -31,6 +33,48 @@ void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
 // Rotates every head of one token in place (tqkv::apply_rope). v: (n_heads, head_dim).
 void rope(float* v, int n_heads, int head_dim, const RopeParams& rope, const float* inv_freq, int64_t pos) {
   for (int h = 0; h < n_heads; ++h) apply_rope(rope, inv_freq, pos, v + h * head_dim);
+}
+
+// pk channel bases from the weights (ModelCacheConfig::pk_weight_basis, tqkv/channel_basis.h), per
+// layer and kv head, for layers whose KEYS are pk: the orthonormal eigenbasis of
+// A = W_h diag(g)^2 W_h^T, W_h = that head's rows of attn_k, g = the attention norm's gain. Values
+// get none: on the shipped d128 model pk values in the attn_v basis measured worse than tq values
+// and than pk values per channel (docs/design.md "Pre-RoPE keys"); the library takes one anyway
+// (KVCacheOptions::pk_basis[1]).
+Status fill_pk_basis(const Model& model, ModelCacheConfig* cc) {
+  const ModelConfig& c = model.config();
+  const int d = c.head_dim, D = c.dim;
+  std::vector<float> rows(static_cast<size_t>(d) * D);
+  auto read_rows = [&](const Matrix& w, const char* name, int l, int row0) -> Status {
+    int64_t be = 0, bb = 0;
+    if (!ggml_type_layout(static_cast<uint32_t>(w.type), &be, &bb) || !ggml_type_dequantizable(w.type) || D % be != 0)
+      return invalid_argument(std::string("--pk-basis weights: cannot read the ") + name + " weights of layer " +
+                              std::to_string(l));
+    const size_t row_bytes = static_cast<size_t>(D / be * bb);
+    for (int r = 0; r < d; ++r)
+      dequantize_row(w.type, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row0 + r) * row_bytes,
+                     &rows[static_cast<size_t>(r) * D], D);
+    return Status::Ok();
+  };
+  for (int st = 0; st < 2; ++st) cc->layer_pk_basis[st].assign(c.n_layers, {});
+  for (int l = 0; l < c.n_layers; ++l) {
+    const bool boundary = l < cc->boundary_layers || l >= c.n_layers - cc->boundary_layers;
+    const FormatSpec fk = boundary ? cc->boundary_key_format : cc->base.key_format;
+    const FormatSpec fv = boundary ? cc->boundary_value_format : cc->base.value_format;
+    const LayerWeights& L = model.weights().layers[l];
+    (void)fv;
+    for (int st = 0; st < 1; ++st) {  // keys only (see above)
+      if ((st == 0 ? fk : fv).kind != FormatKind::kPk) continue;
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        TQKV_RETURN_IF_ERROR(read_rows(st == 0 ? L.wk : L.wv, st == 0 ? "attn_k" : "attn_v", l, h * d));
+        const std::vector<double> gram = projection_gram(rows.data(), L.attn_norm, d, D);
+        TQKV_ASSIGN_OR_RETURN(auto u, symmetric_eigenbasis(gram, d));
+        ChannelBasis basis = orthonormal_basis(std::move(u), d);
+        cc->layer_pk_basis[st][l].push_back(std::make_shared<const ChannelBasis>(std::move(basis)));
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -56,6 +100,7 @@ StatusOr<std::unique_ptr<InferenceContext>> InferenceContext::make(const Model& 
   ModelCacheConfig cc = cache_config;
   cc.base.recent_window = std::min(cc.base.recent_window, ctx->max_tokens_);
   cc.base.sink_tokens = std::min(cc.base.sink_tokens, ctx->max_tokens_);
+  if (cc.pk_weight_basis) TQKV_RETURN_IF_ERROR(fill_pk_basis(model, &cc));
   TQKV_ASSIGN_OR_RETURN(ctx->cache_, ModelKVCache::make(c.n_layers, c.n_kv_heads, c.head_dim, cc));
   const size_t B = max_batch, QD = size_t(c.n_heads) * c.head_dim, KD = size_t(c.n_kv_heads) * c.head_dim;
   ctx->x_.resize(B * c.dim);

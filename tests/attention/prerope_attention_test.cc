@@ -14,8 +14,10 @@
 //     bytes_resident counts the statistics; truncation into the pending rows works.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -23,6 +25,7 @@
 #include "core/half.h"
 #include "testing/attention_reference.h"
 #include "tqkv/attention.h"
+#include "tqkv/channel_basis.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/prerope_keys.h"
 #include "tqkv/simd.h"
@@ -49,7 +52,28 @@ struct Case {
   const char* vfmt;
   int d, n, n_kv, gqa, m, window, sinks, calib, rotary;
   RopeStyle style;
+  int basis = 0;  // 1: pk keys in a random orthonormal channel basis per kv head; 2: pk values too
 };
+
+// Random orthonormal d x d basis (Gram-Schmidt in double, stored as float).
+std::shared_ptr<const ChannelBasis> random_basis(int d, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> g;
+  std::vector<double> q(static_cast<size_t>(d) * d);
+  for (auto& x : q) x = g(rng);
+  for (int j = 0; j < d; ++j) {
+    for (int pass = 0; pass < 2; ++pass)
+      for (int k = 0; k < j; ++k) {
+        double dot = 0;
+        for (int i = 0; i < d; ++i) dot += q[i * d + j] * q[i * d + k];
+        for (int i = 0; i < d; ++i) q[i * d + j] -= dot * q[i * d + k];
+      }
+    double nrm = 0;
+    for (int i = 0; i < d; ++i) nrm += q[i * d + j] * q[i * d + j];
+    for (int i = 0; i < d; ++i) q[i * d + j] /= std::sqrt(nrm);
+  }
+  return std::make_shared<const ChannelBasis>(orthonormal_basis(std::vector<float>(q.begin(), q.end()), d));
+}
 
 std::string name(const Case& c) {
   std::string k = std::string(c.kfmt) + "_" + c.vfmt;
@@ -58,7 +82,7 @@ std::string name(const Case& c) {
   return k + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.n) + "_kv" + std::to_string(c.n_kv) +
          "_g" + std::to_string(c.gqa) + "_m" + std::to_string(c.m) + "_w" + std::to_string(c.window) + "_s" +
          std::to_string(c.sinks) + "_N" + std::to_string(c.calib) + "_r" + std::to_string(c.rotary) +
-         (c.style == RopeStyle::kNeox ? "_neox" : "");
+         (c.style == RopeStyle::kNeox ? "_neox" : "") + (c.basis ? "_basis" + std::to_string(c.basis) : "");
 }
 
 class PreRopeAttention : public ::testing::TestWithParam<Case> {};
@@ -72,6 +96,10 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   o.recent_window = c.window;
   o.sink_tokens = c.sinks;
   o.pk_calib_tokens = c.calib;
+  for (int h = 0; h < c.n_kv && c.basis > 0; ++h) {
+    o.pk_basis[0].push_back(random_basis(d, 500 + h));
+    if (c.basis == 2) o.pk_basis[1].push_back(random_basis(d, 600 + h));
+  }
   auto cache_or = LayerKVCache::make(c.n_kv, d, o, 2);
   ASSERT_TRUE(cache_or.ok()) << cache_or.status().to_string();
   LayerKVCache& cache = **cache_or;
@@ -122,7 +150,8 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
       EXPECT_EQ(kd[h], f16) << "short prompt: every key stays f16";
       continue;
     }
-    auto ref = PreRopeKeyCodec::fit(f16.data(), c.calib, d, 0, o.key_format.avg_bits);
+    auto ref = PreRopeKeyCodec::fit(f16.data(), c.calib, d, 0, o.key_format.avg_bits, true,
+                                    c.basis ? o.pk_basis[0][h] : nullptr);
     ASSERT_TRUE(ref.ok());
     std::vector<uint8_t> code(ref->code_size());
     std::vector<float> y(d);
@@ -160,8 +189,18 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   Status st = cache.attend(0, c.m, nq, {q.data(), int64_t(c.m) * d, d}, {out.data(), int64_t(c.m) * d, d}, ao);
   set_simd_level(saved);
   ASSERT_TRUE(st.ok()) << st.to_string();
+  // Codecs with a channel basis take the reference decode at every SIMD level (the SIMD pk plan
+  // knows no basis): attend again at the detected level, checked below against the same float64
+  // reference on the decoded keys.
+  std::vector<float> out_simd;
+  const bool simd_too = c.basis > 0 && saved != SimdLevel::kScalar;
+  if (simd_too) {
+    out_simd.resize(out.size());
+    st = cache.attend(0, c.m, nq, {q.data(), int64_t(c.m) * d, d}, {out_simd.data(), int64_t(c.m) * d, d}, ao);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
   const double scale = 1 / std::sqrt(double(d));
-  double err2 = 0, norm2 = 0, fmt2 = 0, exact2 = 0;
+  double err2 = 0, norm2 = 0, fmt2 = 0, exact2 = 0, err_simd2 = 0;
   for (int h = 0; h < c.n_kv; ++h) {
     std::vector<float> kdr = kd[h], kor = ko[h];
     for (int t = 0; t < n; ++t) {
@@ -183,6 +222,11 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
         }
         err2 += e2;
         norm2 += r2;
+        if (simd_too)
+          for (int i = 0; i < d; ++i) {
+            const double e = out_simd[(static_cast<size_t>(qh) * c.m + j) * d + i] - ref[i];
+            err_simd2 += e * e;
+          }
         for (int i = 0; i < d; ++i) {
           fmt2 += (ref[i] - exact[i]) * (ref[i] - exact[i]);
           exact2 += exact[i] * exact[i];
@@ -237,6 +281,10 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   // runs every value format on exact float sums).
   const double fused_vs_decoded = std::sqrt(err2 / norm2), format_error = std::sqrt(fmt2 / exact2);
   EXPECT_LE(fused_vs_decoded, 2e-5) << "format error " << format_error;
+  // SIMD level: float kernels (2e-5) or, for values on the AVX-512 integer kernels, their contract
+  // of < 5% of the format's own error (tests/attention/fused_attention_test.cc).
+  if (simd_too)
+    EXPECT_LE(std::sqrt(err_simd2 / norm2), std::max(2e-5, 0.05 * format_error)) << "format error " << format_error;
 }
 
 const Case kCases[] = {
@@ -247,6 +295,10 @@ const Case kCases[] = {
     {"pk3", "f16", 64, 97, 1, 2, 4, 16, 2, 200, 64, RopeStyle::kAdjacent},   // shorter than N
     {"pk1.5", "q8_0", 40, 260, 3, 1, 2, 0, 5, 33, 40, RopeStyle::kAdjacent}, // odd sizes
     {"pk3", "pk2.5", 64, 300, 2, 2, 3, 24, 2, 128, 64, RopeStyle::kAdjacent}, // per-channel values too
+    // Channel basis (--pk-basis weights uses the attn_k eigenbasis; here a random orthonormal one).
+    {"pk2.5", "tq2", 128, 600, 1, 4, 3, 0, 0, 128, 128, RopeStyle::kAdjacent, 1},
+    {"pk2", "f16", 64, 333, 2, 2, 2, 16, 3, 100, 64, RopeStyle::kNeox, 1},
+    {"pk3", "pk2", 96, 300, 2, 1, 2, 0, 1, 64, 64, RopeStyle::kAdjacent, 2},
 };
 INSTANTIATE_TEST_SUITE_P(All, PreRopeAttention, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return name(info.param); });
