@@ -55,6 +55,11 @@ CONFIG_GROUPS = [
         "pk2/tq2 --kv-sinks 4", "pk2/tq2 --kv-window 64", "pk3/tq3 --kv-window 64",
         "tq2/tq2 --kv-sinks 4", "tq2/tq2 --kv-window 64",
     ]),
+    # pk keys in the eigenbasis of the key projection (docs/design.md section 12, "Channel basis").
+    ("pk-basis", [
+        "pk2/tq2 --pk-basis weights", "pk2.5/tq2 --pk-basis weights", "pk3/tq3 --pk-basis weights",
+        "pk4/tq4 --pk-basis weights",
+    ]),
     # The peers (docs/format.md "Peers"): llama.cpp's rotated KV cache, QJL, TurboQuant-prod, RaBitQ.
     # A binary without a format skips its rows (one line on stderr).
     ("peers", [
@@ -244,7 +249,8 @@ def write_svg(path, title, subtitle, rows):
         else:
             markers.append('<circle cx="%.1f" cy="%.1f" r="%d" fill="%s" stroke="%s" stroke-width="%d"/>' %
                            (x, y, 5 if on else 4, fill, "#d62728" if on else color, 2 if on else 1.5))
-        text = r["label"].replace(" --kv-boundary-layers ", " +bnd").replace(" --kv-window ", " +win").replace(" --kv-sinks ", " +sink")
+        text = (r["label"].replace(" --kv-boundary-layers ", " +bnd").replace(" --kv-window ", " +win")
+                .replace(" --kv-sinks ", " +sink").replace(" --pk-basis weights", " +basis"))
         w, h = 6.0 * len(text) + 2, 12
         for dx, dy in ((7, -6), (7, 4), (-7 - w, -6), (-7 - w, 4), (7, -16), (7, 14), (-7 - w, -16), (-7 - w, 14),
                        (7, -26), (7, 24), (-w / 2, -20), (-w / 2, 8), (-7 - w, -26), (-7 - w, 24)):
@@ -267,7 +273,7 @@ def write_svg(path, title, subtitle, rows):
         if f not in fams:
             fams.append(f)
     items = [(f[1], f[2], "tri" if f[0] == "llama.cpp" else "dot") for f in fams]
-    items += [("#999", "with boundary layers / sinks / window", "hollow"), ("#d62728", "Pareto front (bold labels)", "line")]
+    items += [("#999", "+ boundary layers / sinks / window / basis", "hollow"), ("#d62728", "Pareto front (bold labels)", "line")]
     for i, (c, t, kind) in enumerate(items):
         yy = ly0 + 18 * i
         if kind == "tri":
@@ -281,7 +287,8 @@ def write_svg(path, title, subtitle, rows):
         o.append('<text x="%d" y="%d">%s</text>' % (lx + 12, yy + 4, esc(t)))
     note_y = ly0 + 18 * len(items) + 14
     for j, t in enumerate(["Unlabeled points: see the", "table in docs/results.md.", "Labels: K/V formats.",
-                           "+bnd1: first/last layer q8_0", "+win64 / +sink4: f16 tokens"]):
+                           "+bnd1: first/last layer q8_0", "+win64 / +sink4: f16 tokens",
+                           "+basis: --pk-basis weights"]):
         o.append('<text x="%d" y="%d" fill="#666" font-size="10">%s</text>' % (lx - 6, note_y + 13 * j, esc(t)))
     o.append("</svg>")
     with open(path, "w") as f:
