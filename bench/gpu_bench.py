@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--lib", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="small shapes only (smoke test)")
+    ap.add_argument("--shapes", default="", help="BxL list overriding the default shapes, e.g. 16x32768,1x131072")
     ap.add_argument("--formats", default="rvq1x2/tq2,tq2/tq2,rvq2x2/tq4,tq4/tq4,q4_0/q4_0,q8_0/q8_0,f16/f16")
     args = ap.parse_args()
     lib = load_lib(args.lib)
@@ -116,6 +117,8 @@ def main():
     print(f"copy bandwidth (read+write): {res['copy_bw_TBps']:.2f} TB/s", flush=True)
     shapes = [(1, 4096), (16, 4096), (1, 32768), (16, 32768)] if args.quick else \
         [(1, 4096), (16, 4096), (64, 4096), (1, 32768), (16, 32768), (64, 32768), (1, 131072), (16, 131072)]
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     formats = [tuple(f.split("/")) for f in args.formats.split(",")]
     H = hadamard(D, dev)
     rows = []

@@ -11,7 +11,8 @@
 # libxxhash-dev libxxhash0);
 # they are unpacked into /opt/deps. OUT_DIR (default
 # gpu-results/, or $OUT when set) receives test logs and gpu-bench.json.
-# Environment: GPU_CHECK_QUICK=1 runs small benchmark shapes only; GPU_CHECK_SKIP_BENCH=1 skips it.
+# Environment: GPU_CHECK_QUICK=1 runs small benchmark shapes only; GPU_CHECK_BENCH_ARGS adds
+# arguments to bench/gpu_bench.py (e.g. "--shapes 16x32768,1x131072"); GPU_CHECK_SKIP_BENCH=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEBS=${1:-}
@@ -65,7 +66,7 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   Q=(); [ "${GPU_CHECK_QUICK:-0}" = 1 ] && Q=(--quick)
   LEFT=$(( ${GPU_CHECK_DEADLINE:-100000} - SECONDS ))
   echo "benchmark (time left $LEFT s)"
-  PYTHONUNBUFFERED=1 timeout $LEFT python3 bench/gpu_bench.py --lib "$B"/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" \
+  PYTHONUNBUFFERED=1 timeout $LEFT python3 bench/gpu_bench.py --lib "$B"/libtqkv_capi.so --out "$OUTDIR/gpu-bench.json" "${Q[@]}" ${GPU_CHECK_BENCH_ARGS:-} \
     2>&1 | tee "$OUTDIR/bench.log" || status=1
 fi
 exit $status

@@ -7,7 +7,7 @@
 //   llama.cpp style: -ctk/--cache-type-k NAME, -ctv/--cache-type-v NAME (f32, f16, q8_0, q4_0,
 //                    rvq{b}x{p}, tq{b}, kivi{b}, keys also pk{b}); each overrides the key or value format that
 //                    --method chose (or the default).
-// Or --kv-preset 2bit|3bit|4bit: the measured recommendation for that K+V budget (tqkv/cache_config.h);
+// Or --kv-preset 2bit|2.5bit|3bit|4bit: the measured recommendation for that K+V budget (tqkv/cache_config.h);
 // -ctk/-ctv still override its formats; --method and --kv-preset exclude each other.
 // Default with none: f16 keys and f16 values.
 // Options: --kv-boundary-layers N (first and last N layers use --kv-boundary-type, default q8_0,
@@ -39,7 +39,7 @@ struct CacheFlags {
   std::string residual_codebook = "joint";
   bool no_norm_correction = false;
   int pk_calib = -1;  // --pk-calib N (pk{b} keys); -1 = the library default
-  std::string preset;  // --kv-preset 2bit|3bit|4bit
+  std::string preset;  // --kv-preset 2bit|2.5bit|3bit|4bit
   std::string pk_basis;  // --pk-basis weights|none
 };
 

@@ -31,6 +31,7 @@ struct Opts {
   double min_time = 2.0;
   int dram_mb = 1024;  // buffer of the DRAM bandwidth reference
   bool json = false;
+  bool interleave = false;  // time the format's and f16's steps alternately (see run())
 };
 
 using Clock = std::chrono::steady_clock;
@@ -66,11 +67,26 @@ struct Measured {
   double bpe_k = 0, bpe_v = 0;
 };
 
-StatusOr<Measured> measure(const Opts& o, const FormatSpec& kf, const FormatSpec& vf, int threads) {
+// One cache type, filled and warmed up: step(i) runs one decode attention call on layer i % layers.
+struct Bench {
+  Measured r;
+  std::vector<std::unique_ptr<LayerKVCache>> layers;
+  std::vector<float> q, out;
+  std::vector<LayerKVCache::Request> reqs;
+  AttentionOptions ao;
+  int q_heads = 0;
+  Status step(int i) { return layers[i % r.layers]->attend_batch(reqs, q_heads, ao); }
+};
+
+StatusOr<std::unique_ptr<Bench>> prepare(const Opts& o, const FormatSpec& kf, const FormatSpec& vf, int threads) {
+  auto bench = std::make_unique<Bench>();
+  Bench& B = *bench;
+  B.q_heads = o.q_heads;
+  Measured& r = B.r;
+  std::vector<std::unique_ptr<LayerKVCache>>& layers = B.layers;
   KVCacheOptions co;
   co.key_format = kf;
   co.value_format = vf;
-  Measured r;
   r.bpe_k = bits_per_element(kf, o.head_dim);
   r.bpe_v = bits_per_element(vf, o.head_dim);
   const size_t per_layer = static_cast<size_t>(o.batch) * o.kv_heads * o.ctx *
@@ -87,7 +103,7 @@ StatusOr<Measured> measure(const Opts& o, const FormatSpec& kf, const FormatSpec
   if (want > kMaxLayers)
     std::fprintf(stderr, "bench-attn: note: %d layers of %.1f MB are below 1.2 GB; part of the run may come from CPU caches\n",
                  r.layers, paged / 1e6);
-  std::vector<std::unique_ptr<LayerKVCache>> layers(r.layers);
+  layers.resize(r.layers);
   // A pool of synthetic K (llm-like) and V (Gaussian) rows, reused at rotating offsets.
   const int pool = 8192, chunk = 2048, d = o.head_dim;
   std::vector<float> kpool(static_cast<size_t>(o.kv_heads) * pool * d), vpool(kpool.size());
@@ -127,27 +143,60 @@ StatusOr<Measured> measure(const Opts& o, const FormatSpec& kf, const FormatSpec
   TQKV_RETURN_IF_ERROR(fill_status);
   r.bytes_per_layer = layers[0]->bytes_resident();
   // Queries and outputs: (q_heads, 1, d) per sequence.
-  std::vector<float> q(static_cast<size_t>(o.batch) * o.q_heads * d), out(q.size());
+  std::vector<float>& q = B.q;
+  q.resize(static_cast<size_t>(o.batch) * o.q_heads * d);
+  B.out.resize(q.size());
   generate_gaussian(q.data(), o.batch * o.q_heads, d, 7);
-  std::vector<LayerKVCache::Request> reqs;
   for (int s = 0; s < o.batch; ++s)
-    reqs.push_back({s, 1, {&q[static_cast<size_t>(s) * o.q_heads * d], d, d},
-                    {&out[static_cast<size_t>(s) * o.q_heads * d], d, d}});
-  AttentionOptions ao;
+    B.reqs.push_back({s, 1, {&q[static_cast<size_t>(s) * o.q_heads * d], d, d},
+                      {&B.out[static_cast<size_t>(s) * o.q_heads * d], d, d}});
+  AttentionOptions& ao = B.ao;
   ao.threads = threads;
   // Keys stored before RoPE (pk{b}): attention rotates them, with a Llama-style full-width RoPE.
   if (layers[0]->keys_pre_rope()) ao.rope.rotary_dims = d;
-  for (auto& l : layers) TQKV_RETURN_IF_ERROR(l->attend_batch(reqs, o.q_heads, ao));  // warm-up
+  for (int l = 0; l < r.layers; ++l) TQKV_RETURN_IF_ERROR(B.step(l));  // warm-up
+  return bench;
+}
+
+StatusOr<Measured> measure(const Opts& o, const FormatSpec& kf, const FormatSpec& vf, int threads) {
+  TQKV_ASSIGN_OR_RETURN(auto b, prepare(o, kf, vf, threads));
   int steps = 0;
   const double t0 = now_s();
   double t = t0;
-  while (t - t0 < o.min_time || steps < 2 * r.layers) {
-    TQKV_RETURN_IF_ERROR(layers[steps % r.layers]->attend_batch(reqs, o.q_heads, ao));
+  while (t - t0 < o.min_time || steps < 2 * b->r.layers) {
+    TQKV_RETURN_IF_ERROR(b->step(steps));
     ++steps;
     t = now_s();
   }
-  r.ms_per_step = (t - t0) * 1e3 / steps;
-  return r;
+  b->r.ms_per_step = (t - t0) * 1e3 / steps;
+  return b->r;
+}
+
+// --interleave: both caches resident, one step of each in turn, each step timed alone. On a shared,
+// loaded machine the load then falls on both alike and the ratio stays meaningful (timed one after
+// the other, a 2-core box at load 10+ gave the same pair 1.7x and 11x).
+Status measure_interleaved(const Opts& o, const FormatSpec& kf, const FormatSpec& vf, int threads, Measured* m,
+                           Measured* f16m) {
+  const FormatSpec f16{FormatKind::kF16, 16, 1};
+  TQKV_ASSIGN_OR_RETURN(auto a, prepare(o, kf, vf, threads));
+  TQKV_ASSIGN_OR_RETURN(auto b, prepare(o, f16, f16, threads));
+  double ta = 0, tb = 0;
+  int steps = 0;
+  const int min_steps = 2 * std::max(a->r.layers, b->r.layers);
+  while (ta + tb < 2 * o.min_time || steps < min_steps) {
+    const double t0 = now_s();
+    TQKV_RETURN_IF_ERROR(a->step(steps));
+    const double t1 = now_s();
+    TQKV_RETURN_IF_ERROR(b->step(steps));
+    tb += now_s() - t1;
+    ta += t1 - t0;
+    ++steps;
+  }
+  a->r.ms_per_step = ta * 1e3 / steps;
+  b->r.ms_per_step = tb * 1e3 / steps;
+  *m = a->r;
+  *f16m = b->r;
+  return Status::Ok();
 }
 
 Status run(const Opts& o) {
@@ -166,9 +215,14 @@ Status run(const Opts& o) {
   TQKV_ASSIGN_OR_RETURN(FormatSpec vf, parse_format(o.vtype));
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   const double dram = dram_read_gbps(size_t(o.dram_mb) << 20, threads);
-  TQKV_ASSIGN_OR_RETURN(Measured m, measure(o, kf, vf, threads));
   const FormatSpec f16{FormatKind::kF16, 16, 1};
-  TQKV_ASSIGN_OR_RETURN(Measured b, measure(o, f16, f16, threads));
+  Measured m, b;
+  if (o.interleave) {
+    TQKV_RETURN_IF_ERROR(measure_interleaved(o, kf, vf, threads, &m, &b));
+  } else {
+    TQKV_ASSIGN_OR_RETURN(m, measure(o, kf, vf, threads));
+    TQKV_ASSIGN_OR_RETURN(b, measure(o, f16, f16, threads));
+  }
   const double gbps = m.read_per_step / (m.ms_per_step * 1e-3) / 1e9;
   const double f16_gbps = b.read_per_step / (b.ms_per_step * 1e-3) / 1e9;
   nlohmann::json j = {
@@ -182,7 +236,7 @@ Status run(const Opts& o) {
       {"bandwidth_fraction", gbps / dram}, {"f16_bandwidth_fraction", f16_gbps / dram},
       {"bits_per_element_k", m.bpe_k}, {"bits_per_element_v", m.bpe_v},
       {"bytes_resident_per_layer", m.bytes_per_layer}, {"f16_bytes_resident_per_layer", b.bytes_per_layer},
-      {"layers_cycled", m.layers}, {"f16_layers_cycled", b.layers}};
+      {"layers_cycled", m.layers}, {"f16_layers_cycled", b.layers}, {"interleaved", o.interleave}};
   if (o.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -213,6 +267,8 @@ Register reg("bench-attn", "Time fused decode attention on compressed caches aga
                app.add_option("--min-time", o->min_time, "seconds of timed steps per cache type")->capture_default_str();
                app.add_option("--dram-mb", o->dram_mb, "MiB read by the DRAM bandwidth reference")->capture_default_str();
                app.add_flag("--json", o->json, "print one JSON object");
+               app.add_flag("--interleave", o->interleave,
+                            "keep both caches resident and time their steps alternately (robust on a loaded machine)");
                return [o]() { return run(*o); };
              });
 

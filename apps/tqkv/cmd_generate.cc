@@ -1,9 +1,12 @@
-// tqkv generate -m M.gguf -p PROMPT -n N [--temp T --top-k K --top-p P --seed S] [cache flags]
-//               [--threads T] [--steps S] [--json] [--prompt-cache FILE]
+// tqkv generate -m M.gguf (-p PROMPT | -f FILE) -n N [-c CTX] [--temp T --top-k K --top-p P --seed S]
+//               [cache flags] [--threads T] [--steps S] [--json] [--prompt-cache FILE]
 // Streams the prompt and the generated text to stdout the way llama2.c's run.c prints it (pieces,
 // leading space dropped after BOS, byte tokens as bytes, unprintable single bytes skipped, a final
 // newline). Stops at N new tokens, at EOS/BOS, or when the context is full. Timing and KV bytes go
 // to stderr (or, with --json, one JSON object on stdout instead of the streamed text).
+// -c/--ctx-size: the context in tokens (default: the GGUF's context_length). A larger one is allowed
+// with ONE warning line on stderr: RoPE positions beyond the trained context degrade quality.
+// -f/--file: the prompt from a text file (plain or .xz, tqkv/text_io.h), instead of -p.
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -15,13 +18,19 @@
 #include "tqkv/generate.h"
 #include "tqkv/model.h"
 #include "tqkv/perplexity.h"
+#include "tqkv/text_io.h"
 
 namespace tqkv::cli {
 namespace {
 
+// The largest -c accepted: positions stay far inside int and float RoPE angles; the cache grows by
+// page as tokens arrive, so -c itself allocates nothing.
+constexpr int kMaxCtx = 1 << 24;
+
 struct Opts {
-  std::string model, prompt;
+  std::string model, prompt, file;
   GenerateOptions gen;
+  int ctx = 0;  // 0: the model's context_length
   int threads = 0;
   bool json = false;
   CacheFlags cache;
@@ -31,12 +40,24 @@ Status run(const Opts& o) {
   TQKV_RETURN_IF_ERROR(check_threads(o.threads));
   // Before loading the model: bad sampling settings fail fast.
   TQKV_RETURN_IF_ERROR(validate_generate_options(o.gen));
+  if (o.ctx < 0 || o.ctx > kMaxCtx)
+    return invalid_argument("context size (-c) must be in 1.." + std::to_string(kMaxCtx) + " (0 = the model's), got " +
+                            std::to_string(o.ctx));
+  if (!o.file.empty() && !o.prompt.empty()) return invalid_argument("give the prompt with -p or -f, not both");
   if (o.threads > 0) set_runtime_threads(o.threads);
   TQKV_ASSIGN_OR_RETURN(ModelCacheConfig cc, make_cache_config(o.cache));
+  std::string prompt = o.prompt;
+  if (!o.file.empty()) { TQKV_ASSIGN_OR_RETURN(prompt, read_text_file(o.file)); }
   TQKV_ASSIGN_OR_RETURN(auto model, Model::load(o.model));
-  TQKV_ASSIGN_OR_RETURN(auto ctx, InferenceContext::make(*model, cc, 256, model->config().context_length));
+  const int trained = model->config().context_length;
+  const int n_ctx = o.ctx > 0 ? o.ctx : trained;
+  TQKV_ASSIGN_OR_RETURN(auto ctx, InferenceContext::make(*model, cc, 256, n_ctx));
   ctx->set_threads(o.threads);
-  TQKV_ASSIGN_OR_RETURN(auto gen, TextGenerator::make(*model, ctx.get(), o.prompt, o.gen));
+  TQKV_ASSIGN_OR_RETURN(auto gen, TextGenerator::make(*model, ctx.get(), prompt, o.gen));
+  // Once the run is sure to start (a refused prompt prints only its error line).
+  if (n_ctx > trained)
+    std::fprintf(stderr, "tqkv: warning: context %d exceeds the model's trained context of %d tokens: RoPE positions "
+                 "beyond it degrade quality\n", n_ctx, trained);
   std::string text = gen->prompt_text();
   auto print = [&](const std::string& p) {
     if (!o.json && !p.empty()) { std::fwrite(p.data(), 1, p.size(), stdout); std::fflush(stdout); }
@@ -60,6 +81,14 @@ Status run(const Opts& o) {
                         {"generated_tokens", generated},
                         {"prompt_tok_per_s", pre_tps},
                         {"gen_tok_per_s", gen_tps},
+                        {"prefill_seconds", gen->prefill_seconds()},
+                        {"decode_seconds", gen->decode_seconds()},
+                        {"ctx_size", n_ctx},
+                        {"trained_ctx", trained},
+                        {"model_shape", {{"n_layers", model->config().n_layers}, {"n_heads", model->config().n_heads},
+                                         {"n_kv_heads", model->config().n_kv_heads},
+                                         {"head_dim", model->config().head_dim}}},
+                        {"kv_bits_per_element", f16 ? 16.0 * double(kv) / double(f16) : 0.0},
                         {"kv_bytes", kv},
                         {"kv_f16_bytes", f16},
                         {"kv_ratio_vs_f16", kv ? double(f16) / kv : 0.0},
@@ -110,6 +139,10 @@ Register reg("generate", "Generate text from a GGUF model with any KV cache form
   o->model = default_data_file("models/tqkv-ref-d128.gguf");
   app.add_option("-m,--model", o->model, "GGUF model (default: the shipped reference model)")->capture_default_str();
   app.add_option("-p,--prompt", o->prompt, "Prompt text");
+  app.add_option("-f,--file", o->file, "Read the prompt from a text file (plain or .xz) instead of -p");
+  app.add_option("-c,--ctx-size", o->ctx,
+                 "Context in tokens (default: the model's trained context_length; beyond it RoPE positions degrade "
+                 "quality, with a warning)");
   app.add_option("-n,--n-predict", o->gen.max_tokens, "New tokens to generate (default 128)");
   app.add_option("--steps", o->gen.steps, "llama2.c run.c steps: forward passes over BOS + prompt + generated tokens; overrides -n");
   app.add_option("--temp", o->gen.sampler.temperature, "Temperature (0 = greedy, the default)");

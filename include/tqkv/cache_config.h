@@ -65,11 +65,11 @@ StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, i
 // "turboquant_rvq, turboquant_mse, kivi, q8_0, q4_0, f16, f32"
 std::string cache_method_names();
 
-// The recommended configuration for a K+V average bit budget ("2bit", "3bit", "4bit"), chosen
+// The recommended configuration for a K+V average bit budget ("2bit", "2.5bit", "3bit", "4bit"), chosen
 // by measurement (docs/results.md, docs/design.md "Pre-RoPE keys"): pre-RoPE keys with
 // per-channel bits (pk{b}) and rotated values (tq{b}).
 StatusOr<ModelCacheConfig> cache_config_from_preset(const std::string& name);
-// "2bit, 3bit, 4bit"
+// "2bit, 2.5bit, 3bit, 4bit"
 std::string cache_preset_names();
 
 }  // namespace tqkv

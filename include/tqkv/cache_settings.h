@@ -29,7 +29,7 @@ struct CacheSettings {
   int sinks = 0;                        // f16 copy of the first S tokens of each sequence
   std::string residual_codebook = "joint";  // rvq pass design: joint, optimal, laplacian
   bool norm_correction = true;          // rvq/tq: store the norm-preserving scale
-  std::string preset;                   // "2bit" | "3bit" | "4bit" (cache_config_from_preset); excludes method
+  std::string preset;                   // "2bit" | "2.5bit" | "3bit" | "4bit" (cache_config_from_preset); excludes method
   int pk_calib = -1;                    // pk{b}: statistics from the first N tokens (-1 = library default)
   std::string pk_basis;                 // pk{b} channel basis: "weights" | "none" | "" (the preset's, else none)
 };

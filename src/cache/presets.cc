@@ -18,6 +18,7 @@ struct Preset {
 // K+V bits per element at head_dim 128 and 1024 tokens, everything counted.
 constexpr Preset kPresets[] = {
     {"2bit", "pk2", "tq2", "2.24 b/elem, KLD 0.0419 (tq2/tq2: 0.0984)"},
+    {"2.5bit", "pk2.5", "tq2", "2.49 b/elem, KLD 0.0292, dPPL +2.52% (the <= 3% at <= 2.5 b goal)"},
     {"3bit", "pk3", "tq3", "3.24 b/elem, KLD 0.0106 (tq3/tq3: 0.0250)"},
     {"4bit", "pk4", "tq4", "4.24 b/elem, KLD 0.0029 (tq4/tq4: 0.0071; llama.cpp iq4_nl 4.5 b: 0.0060)"},
 };

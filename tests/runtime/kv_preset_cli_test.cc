@@ -32,10 +32,10 @@ TEST(KvPresetCli, PresetsAndPkKeysRunWithKld) {
   const std::string common = "perplexity -m " + model + " -f " + text + " -c 32 --json ";
   auto r = run_cli(common + "--kl-divergence-base " + base);
   ASSERT_EQ(r.rc, 0) << r.err;
-  double kld[3];
-  const char* presets[3] = {"2bit", "3bit", "4bit"};
-  const char* keys[3] = {"k=pk2 v=tq2", "k=pk3 v=tq3", "k=pk4 v=tq4"};
-  for (int i = 0; i < 3; ++i) {
+  double kld[4];
+  const char* presets[4] = {"2bit", "2.5bit", "3bit", "4bit"};
+  const char* keys[4] = {"k=pk2 v=tq2", "k=pk2.5 v=tq2", "k=pk3 v=tq3", "k=pk4 v=tq4"};
+  for (int i = 0; i < 4; ++i) {
     r = run_cli(common + "--pk-calib 8 --kv-preset " + presets[i] + " --kl-divergence " + base);
     ASSERT_EQ(r.rc, 0) << r.err;
     auto j = nlohmann::json::parse(r.out);
