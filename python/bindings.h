@@ -59,6 +59,7 @@ std::unique_ptr<PyCache> build_cache(const std::shared_ptr<PyModel>& model, cons
 void bind_quantizer(py::module_& m);
 void bind_cache_config(py::module_& m);
 void bind_model(py::module_& m);
+void bind_layer_cache(py::module_& m);
 void bind_gpu(py::module_& m);
 
 }  // namespace tqkv::python

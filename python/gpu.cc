@@ -10,6 +10,7 @@
 //
 // Built without CUDA (CI) the class exists and construction raises RuntimeError naming the reason
 // (the stub backend: src/cuda/cuda_stub.cc).
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 
 #include "bindings.h"
 #include "tqkv/cuda.h"
+#include "tqkv/head_shard.h"
 
 #ifdef TQKV_PY_WITH_CUDA
 #include <cuda_runtime.h>
@@ -97,14 +99,20 @@ void bind_gpu(py::module_& m) {
                          "pointers. Use tqkv.gpu.GpuLayerCache (torch tensors) instead.")
       .def(py::init([](int n_kv_heads, int head_dim, const py::object& config, std::optional<std::string> key_format,
                        std::optional<std::string> value_format, int layer, int n_layers, int max_seqs,
-                       int max_tokens, int page_tokens, int device, bool use_hadamard, uint64_t seed) {
+                       int max_tokens, int page_tokens, int device, bool use_hadamard, uint64_t seed,
+                       int kv_head_offset, int n_total_kv_heads) {
              if (max_seqs < 1) throw py::value_error("max_seqs must be >= 1, got " + std::to_string(max_seqs));
              if (max_tokens < 1) throw py::value_error("max_tokens must be >= 1, got " + std::to_string(max_tokens));
              if (page_tokens < 16 || page_tokens % 16)
                throw py::value_error("page_tokens must be a positive multiple of 16, got " + std::to_string(page_tokens));
              if (layer < 0) throw py::value_error("layer must be >= 0, got " + std::to_string(layer));
+             // Tensor parallelism (tqkv/head_shard.h): the global kv heads [kv_head_offset, + n_kv_heads)
+             // of n_total_kv_heads (0 = kv_head_offset + n_kv_heads); rotations follow the global head.
+             check(validate_head_shard(HeadShard{kv_head_offset, n_kv_heads,
+                                                 n_total_kv_heads ? n_total_kv_heads : std::max(kv_head_offset, 0) + n_kv_heads}));
              CudaCacheConfig cc;
              cc.n_kv_heads = n_kv_heads;
+             cc.kv_head_offset = kv_head_offset;
              cc.head_dim = head_dim;
              cc.layer = layer;
              if (!config.is_none()) {
@@ -161,10 +169,12 @@ void bind_gpu(py::module_& m) {
            py::kw_only(), py::arg("n_kv_heads"), py::arg("head_dim"), py::arg("config") = py::none(),
            py::arg("key_format") = py::none(), py::arg("value_format") = py::none(), py::arg("layer") = 0,
            py::arg("n_layers") = 0, py::arg("max_seqs") = 1, py::arg("max_tokens"), py::arg("page_tokens") = 64,
-           py::arg("device") = 0, py::arg("use_hadamard") = true, py::arg("seed") = 0x5eed)
+           py::arg("device") = 0, py::arg("use_hadamard") = true, py::arg("seed") = 0x5eed,
+           py::arg("kv_head_offset") = 0, py::arg("n_total_kv_heads") = 0)
       .def_property_readonly("key_format", [](const PyGpuCache& c) { return c.key_format; })
       .def_property_readonly("value_format", [](const PyGpuCache& c) { return c.value_format; })
       .def_property_readonly("n_kv_heads", [](const PyGpuCache& c) { return c.cache->config().n_kv_heads; })
+      .def_property_readonly("kv_head_offset", [](const PyGpuCache& c) { return c.cache->config().kv_head_offset; })
       .def_property_readonly("head_dim", [](const PyGpuCache& c) { return c.cache->config().head_dim; })
       .def_property_readonly("max_seqs", [](const PyGpuCache& c) { return c.cache->config().max_seqs; })
       .def_property_readonly("max_tokens", [](const PyGpuCache& c) { return c.max_tokens; })

@@ -33,5 +33,6 @@ PYBIND11_MODULE(_tqkv, m) {
   tqkv::python::bind_quantizer(m);
   tqkv::python::bind_cache_config(m);
   tqkv::python::bind_model(m);
+  tqkv::python::bind_layer_cache(m);
   tqkv::python::bind_gpu(m);
 }

@@ -6,7 +6,8 @@ pkgs=(build-essential cmake ninja-build pkg-config git xz-utils
       nlohmann-json3-dev libopenblas-dev liblzma-dev
       python3-dev python3-numpy python3-pybind11 python3-pytest
       clang libclang-rt-14-dev libomp-14-dev  # scripts/ci-sanitize.sh: clang builds, ASan/UBSan/TSan, libFuzzer, libomp + Archer
-      libxxhash-dev)
+      libxxhash-dev
+      python3-torch)  # python/tests/test_tp.py: tensor parallelism over torch.distributed's gloo backend (CPU)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

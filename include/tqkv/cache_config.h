@@ -31,7 +31,8 @@ struct KVCacheOptions {
   // The statistics are fixed afterwards (no refresh). docs/design.md "Pre-RoPE keys".
   int pk_calib_tokens = 128;
   // pk{b} streams: an optional channel basis per kv head (tqkv/prerope_keys.h "channel basis",
-  // tqkv/channel_basis.h): [stream 0 = keys, 1 = values][kv head], or empty
+  // tqkv/channel_basis.h): [stream 0 = keys, 1 = values][GLOBAL kv head: a cache of a head shard
+  // (tqkv/head_shard.h) reads entry kv_head_offset + h for its head h], or empty
   // (plain per-channel pk). Not part of the cache's bytes: the owner (the model) re-derives it.
   std::vector<std::shared_ptr<const ChannelBasis>> pk_basis[2];
 };

@@ -18,6 +18,8 @@ namespace tqkv {
 
 enum class CacheStream { kKey = 0, kValue = 1 };
 
+// `head` is the GLOBAL kv head index: a cache of a subset of heads (tqkv/head_shard.h) uses
+// kv_head_offset + h for its local head h, so any rank can rebuild any head's quantizers.
 // SplitMix64-style finalizer of base ^ (golden * (layer * 1000003 + head * 2 + stream + 1)).
 // Pure function; the exact formula is in docs/format.md.
 uint64_t cache_rotation_seed(uint64_t base_seed, int layer, int head, CacheStream stream);

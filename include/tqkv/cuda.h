@@ -70,6 +70,10 @@ struct CudaCacheConfig {
   FormatSpec value_format{FormatKind::kTq, 2, 1};
   QuantOptions quant;      // seed, rotation, codebook design, norm correction (as LayerKVCache)
   int layer = 0;           // mixed into the per-head rotation seeds exactly like LayerKVCache
+  // Tensor parallelism (tqkv/head_shard.h): this cache holds the global kv heads
+  // [kv_head_offset, kv_head_offset + n_kv_heads); head h's seeds are those of global head
+  // kv_head_offset + h, exactly like LayerKVCache::make(HeadShard, ...).
+  int kv_head_offset = 0;
   int page_tokens = 64;    // multiple of 16
   int max_pages = 0;       // pool size in pages (each page: page_tokens tokens of every kv head)
   int max_seqs = 1;

@@ -23,6 +23,7 @@
 #include "tqkv/attention.h"
 #include "tqkv/cache_config.h"
 #include "tqkv/format.h"
+#include "tqkv/head_shard.h"
 #include "tqkv/kv_view.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/status.h"
@@ -34,9 +35,17 @@ class LayerKVCache {
   // n_kv_heads >= 1, head_dim >= 1, layer is mixed into the rotation seed of each head.
   static StatusOr<std::unique_ptr<LayerKVCache>> make(int n_kv_heads, int head_dim,
                                                       const KVCacheOptions& options, int layer = 0);
+  // A cache for the kv heads [shard.kv_head_offset, + shard.n_kv_heads) of a layer of
+  // shard.n_total_kv_heads heads (tensor parallelism, tqkv/head_shard.h). Local head h is global
+  // head kv_head_offset + h: its rotation seeds are those of the unsharded cache's head
+  // kv_head_offset + h, so its pages are that head's pages bit for bit. Everything else (append,
+  // attend, read: heads numbered locally, 0 .. n_kv_heads - 1) is as for a whole layer.
+  static StatusOr<std::unique_ptr<LayerKVCache>> make(const HeadShard& shard, int head_dim,
+                                                      const KVCacheOptions& options, int layer = 0);
   ~LayerKVCache();
 
-  int n_kv_heads() const;
+  int n_kv_heads() const;  // heads held (the shard's count)
+  const HeadShard& shard() const;
   int head_dim() const;
   const KVCacheOptions& options() const;
 
@@ -89,6 +98,9 @@ class LayerKVCache {
 class ModelKVCache {
  public:
   static StatusOr<std::unique_ptr<ModelKVCache>> make(int n_layers, int n_kv_heads, int head_dim,
+                                                      const ModelCacheConfig& config);
+  // Every layer holds the same kv heads `shard` (tensor parallelism, tqkv/head_shard.h).
+  static StatusOr<std::unique_ptr<ModelKVCache>> make(int n_layers, const HeadShard& shard, int head_dim,
                                                       const ModelCacheConfig& config);
   int n_layers() const { return static_cast<int>(layers_.size()); }
   LayerKVCache& layer(int i) { return *layers_[i]; }

@@ -75,12 +75,15 @@ class GpuLayerCache:
     ``boundary_layers``). ``max_seqs`` sequences of up to ``max_tokens`` tokens each; the page pool
     is allocated whole here (``bytes_resident``). ``layer`` is mixed into the rotation seeds
     exactly as in the CPU cache, so the codes are bit-identical to the CPU quantizer's.
+    Tensor parallelism: ``kv_head_offset`` / ``n_total_kv_heads`` make it the cache of the global
+    kv heads [kv_head_offset, kv_head_offset + n_kv_heads) of a layer (``tqkv.shard_heads``): each
+    head's rotation is that of its GLOBAL index, as in ``tqkv.LayerCache`` (docs/tensor-parallel.md).
     Attention needs head_dim 64, 128 or 256 and n_q_heads = n_kv_heads * g with g in 1..8.
     """
 
     def __init__(self, n_kv_heads, head_dim, key_format=None, value_format=None, *, config=None, layer=0,
                  n_layers=0, max_seqs=1, max_tokens, page_tokens=64, device=None, use_hadamard=True,
-                 seed=0x5EED):
+                 seed=0x5EED, kv_head_offset=0, n_total_kv_heads=0):
         ok, why = available()
         if not ok:
             raise RuntimeError(f"tqkv GPU cache unavailable: {why}")
@@ -97,12 +100,15 @@ class GpuLayerCache:
             n_kv_heads=int(n_kv_heads), head_dim=int(head_dim), config=config, key_format=key_format,
             value_format=value_format, layer=int(layer), n_layers=int(n_layers), max_seqs=int(max_seqs),
             max_tokens=int(max_tokens), page_tokens=int(page_tokens), device=self.device,
-            use_hadamard=bool(use_hadamard), seed=int(seed))
+            use_hadamard=bool(use_hadamard), seed=int(seed), kv_head_offset=int(kv_head_offset),
+            n_total_kv_heads=int(n_total_kv_heads))
 
     # --- properties -------------------------------------------------------------------------
     key_format = property(lambda self: self._c.key_format)
     value_format = property(lambda self: self._c.value_format)
     n_kv_heads = property(lambda self: self._c.n_kv_heads)
+    kv_head_offset = property(lambda self: self._c.kv_head_offset,
+                              doc="global index of the first kv head held (tensor parallelism; 0 unsharded)")
     head_dim = property(lambda self: self._c.head_dim)
     max_seqs = property(lambda self: self._c.max_seqs)
     max_tokens = property(lambda self: self._c.max_tokens)

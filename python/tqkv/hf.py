@@ -102,6 +102,41 @@ def _to_cache_dtype(t):
     return t.contiguous()
 
 
+def _tp_rank(model):
+    """The model's rank in its tensor-parallel group (transformers' tp_plan keeps a device mesh on the
+    model), or None when the model does not say (then torch.distributed's rank is used)."""
+    mesh = getattr(model, "device_mesh", None) or getattr(model, "_device_mesh", None)
+    if mesh is None:
+        return None
+    for get in (lambda: mesh.get_local_rank(), lambda: mesh["tp"].get_local_rank()):
+        try:
+            return int(get())
+        except Exception:  # noqa: BLE001 - meshes of other shapes: try the next form
+            continue
+    return None
+
+
+def _kv_head_offset(h, n_total, tp_rank):
+    """Tensor parallelism (docs/tensor-parallel.md): a layer that sees h of the model's n_total kv
+    heads holds rank r's block of them (tqkv.shard_heads: contiguous, in rank order, as transformers'
+    colwise plans split k_proj/v_proj). Its cache takes their GLOBAL offset, so every head keeps the
+    rotation it has in the unsharded cache. 0 when unsharded."""
+    if not n_total or h == n_total:
+        return 0
+    if h > n_total or n_total % h:
+        raise ValueError(f"the layer sees {h} of the model's {n_total} kv heads: not an even tensor-parallel split")
+    world = n_total // h
+    if tp_rank is None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError(f"the layer sees {h} of the model's {n_total} kv heads (tensor parallel?) but "
+                             "torch.distributed is not initialized: the rank is unknown")
+        tp_rank = torch.distributed.get_rank() % world
+    shard = _tqkv.shard_heads(n_total, n_total, int(tp_rank), world)
+    if shard.n_kv_heads != h:
+        raise ValueError(f"rank {tp_rank} of {world} should hold {shard.n_kv_heads} kv heads, the layer sees {h}")
+    return shard.kv_head_offset
+
+
 class TqkvLayer(CacheLayerMixin):
     """One decoder layer's cache: a tqkv.gpu.GpuLayerCache created on the first update (when the
     batch size, heads, head_dim and device are known)."""
@@ -110,8 +145,11 @@ class TqkvLayer(CacheLayerMixin):
     is_sliding = False
     supports_early_init = False
 
-    def __init__(self, layer_idx, n_layers, kv_config, max_cache_len, page_tokens=64):
+    def __init__(self, layer_idx, n_layers, kv_config, max_cache_len, page_tokens=64, n_total_kv_heads=0,
+                 tp_rank=None):
         super().__init__()
+        self.n_total_kv_heads = int(n_total_kv_heads or 0)
+        self.tp_rank = tp_rank
         self.layer_idx = layer_idx
         self.n_layers = n_layers
         self.kv_config = kv_config
@@ -125,9 +163,11 @@ class TqkvLayer(CacheLayerMixin):
         b, h, _, d = key_states.shape
         self.dtype, self.device = key_states.dtype, key_states.device
         self.batch = b
+        offset = _kv_head_offset(h, self.n_total_kv_heads, self.tp_rank)
         self.gpu = _gpu.GpuLayerCache(h, d, config=self.kv_config, layer=self.layer_idx, n_layers=self.n_layers,
                                       max_seqs=b, max_tokens=self.max_cache_len, page_tokens=self.page_tokens,
-                                      device=key_states.device)
+                                      device=key_states.device, kv_head_offset=offset,
+                                      n_total_kv_heads=self.n_total_kv_heads or h)
         self.is_initialized = True
 
     def update(self, key_states, value_states, *args, **kwargs):
@@ -208,7 +248,12 @@ class TqkvCache(Cache):
             raise ValueError(f"max_cache_len must be >= 1, got {max_cache_len}")
         self.kv_config = _kv_config(kv_config)
         self.max_cache_len_ = int(max_cache_len)
-        layers = [TqkvLayer(i, n_layers, self.kv_config, max_cache_len, page_tokens) for i in range(n_layers)]
+        # Under a tensor-parallel plan each rank's layers see only its kv heads: they learn their
+        # global offset on the first update (_kv_head_offset).
+        n_kv = int(getattr(text, "num_key_value_heads", None) or getattr(text, "num_attention_heads", 0) or 0)
+        tp_rank = _tp_rank(model) if hasattr(model, "config") else None
+        layers = [TqkvLayer(i, n_layers, self.kv_config, max_cache_len, page_tokens, n_kv, tp_rank)
+                  for i in range(n_layers)]
         super().__init__(layers=layers)
         if switch_model and hasattr(model, "config"):
             enable(model)

@@ -120,6 +120,13 @@ void refresh_views(SeqState& s) {
 StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int head_dim,
                                                            const KVCacheOptions& options, int layer) {
   if (n_kv_heads < 1) return invalid_argument("n_kv_heads must be >= 1, got " + std::to_string(n_kv_heads));
+  return make(all_kv_heads(n_kv_heads), head_dim, options, layer);
+}
+
+StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(const HeadShard& shard, int head_dim,
+                                                           const KVCacheOptions& options, int layer) {
+  TQKV_RETURN_IF_ERROR(validate_head_shard(shard));
+  const int n_kv_heads = shard.n_kv_heads;
   TQKV_RETURN_IF_ERROR(validate_format(options.key_format, head_dim));
   TQKV_RETURN_IF_ERROR(validate_format(options.value_format, head_dim));
   if (options.page_tokens < 64 || options.page_tokens % 64 != 0)
@@ -135,12 +142,15 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
   impl->n_kv_heads = n_kv_heads;
   impl->head_dim = head_dim;
   impl->layer = layer;
+  impl->shard = shard;
   impl->opt = options;
   const FormatSpec formats[kStreams] = {options.key_format, options.value_format};
   for (int h = 0; h < n_kv_heads; ++h)
     for (int k = 0; k < kStreams; ++k) {
       QuantOptions qo = options.quant;
-      qo.seed = cache_rotation_seed(options.quant.seed, layer, h, k == kValues ? CacheStream::kValue : CacheStream::kKey);
+      // The GLOBAL head index: a shard's head h is the unsharded cache's head kv_head_offset + h.
+      qo.seed = cache_rotation_seed(options.quant.seed, layer, shard.kv_head_offset + h,
+                                    k == kValues ? CacheStream::kValue : CacheStream::kKey);
       qo.value_stream = k == kValues;
       if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
         impl->st[k].q.push_back(nullptr);
@@ -165,6 +175,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(int n_kv_heads, int h
 }
 
 int LayerKVCache::n_kv_heads() const { return impl_->n_kv_heads; }
+const HeadShard& LayerKVCache::shard() const { return impl_->shard; }
 int LayerKVCache::head_dim() const { return impl_->head_dim; }
 const KVCacheOptions& LayerKVCache::options() const { return impl_->opt; }
 const LayerView& LayerKVCache::view() const { return impl_->view; }
@@ -288,7 +299,9 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
           if (!I.st[st].pk) continue;
           for (int u = 0; u < N; ++u) stored_row(st, u, &calib[static_cast<size_t>(u) * d]);
           std::shared_ptr<const ChannelBasis> basis;
-          if (static_cast<size_t>(h) < I.opt.pk_basis[st].size()) basis = I.opt.pk_basis[st][h];
+          // pk_basis is indexed by the GLOBAL kv head (a shard's head h is kv_head_offset + h).
+          const size_t gh = static_cast<size_t>(I.shard.kv_head_offset) + h;
+          if (gh < I.opt.pk_basis[st].size()) basis = I.opt.pk_basis[st][gh];
           auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits,
                                             I.opt.quant.norm_correction, std::move(basis));
           if (!codec.ok()) return codec.status();
@@ -503,7 +516,15 @@ StatusOr<ModelCacheConfig> cache_config_from_method(const std::string& method, i
 
 StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, int n_kv_heads, int head_dim,
                                                            const ModelCacheConfig& config) {
+  if (n_kv_heads < 1) return invalid_argument("n_kv_heads must be >= 1, got " + std::to_string(n_kv_heads));
+  return make(n_layers, all_kv_heads(n_kv_heads), head_dim, config);
+}
+
+StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, const HeadShard& shard, int head_dim,
+                                                           const ModelCacheConfig& config) {
   if (n_layers < 1) return invalid_argument("n_layers must be >= 1");
+  TQKV_RETURN_IF_ERROR(validate_head_shard(shard));
+  const int n_kv_heads = shard.n_kv_heads;
   auto m = std::make_unique<ModelKVCache>();
   m->n_kv_heads_ = n_kv_heads;
   m->head_dim_ = head_dim;
@@ -516,7 +537,7 @@ StatusOr<std::unique_ptr<ModelKVCache>> ModelKVCache::make(int n_layers, int n_k
     }
     for (int st = 0; st < 2; ++st)
       if (static_cast<size_t>(l) < config.layer_pk_basis[st].size()) o.pk_basis[st] = config.layer_pk_basis[st][l];
-    TQKV_ASSIGN_OR_RETURN(auto layer, LayerKVCache::make(n_kv_heads, head_dim, o, l));
+    TQKV_ASSIGN_OR_RETURN(auto layer, LayerKVCache::make(shard, head_dim, o, l));
     m->layers_.push_back(std::move(layer));
   }
   return m;

@@ -81,6 +81,7 @@ struct StreamConfig {
 
 struct LayerKVCache::Impl {
   int n_kv_heads = 0, head_dim = 0, layer = 0;
+  HeadShard shard;  // n_kv_heads == shard.n_kv_heads; seeds use global heads shard.kv_head_offset + h
   KVCacheOptions opt;
   StreamConfig st[kStreams];
   std::map<int, SeqState> seqs;

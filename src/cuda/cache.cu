@@ -271,6 +271,7 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   std::string why;
   if (!cuda_available(&why)) return unsupported(why);
   if (cfg.n_kv_heads < 1) return invalid_argument("n_kv_heads must be >= 1");
+  if (cfg.kv_head_offset < 0) return invalid_argument("kv_head_offset must be >= 0, got " + std::to_string(cfg.kv_head_offset));
   if (cfg.head_dim < 16 || cfg.head_dim % 16 != 0 || cfg.head_dim > 256)
     return invalid_argument("CUDA cache needs head_dim a multiple of 16 in 16..256, got " + std::to_string(cfg.head_dim));
   if (cfg.page_tokens < 16 || cfg.page_tokens % 16 != 0)
@@ -282,8 +283,9 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   std::vector<const Quantizer*> kq, vq;
   for (int h = 0; h < cfg.n_kv_heads; ++h) {
     QuantOptions qk = cfg.quant, qv = cfg.quant;
-    qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kKey);  // == LayerKVCache
-    qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, h, CacheStream::kValue);
+    const int g = cfg.kv_head_offset + h;  // the global head: == LayerKVCache::make(HeadShard, ...)
+    qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, g, CacheStream::kKey);
+    qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, g, CacheStream::kValue);
     qv.value_stream = true;
     TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
     TQKV_ASSIGN_OR_RETURN(auto b, make_quantizer(cfg.value_format, cfg.head_dim, qv));

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "core/random.h"
+#include "tqkv/cache_seed.h"
 #include "tqkv/cuda.h"
+#include "tqkv/head_shard.h"
 #include "tqkv/format.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/quantizer.h"
@@ -401,6 +403,78 @@ TEST(CudaCacheView, LoadsCpuCachePagesBitForBit) {
       ASSERT_EQ(out[i], out[HQ * D + i]) << fm << " element " << i;
     }
   }
+}
+
+// Tensor parallelism (tqkv/head_shard.h): a GPU cache of the global kv heads [2, 4) of a 4-head
+// layer (CudaCacheConfig::kv_head_offset = 2) encodes each head exactly as the CPU quantizer of the
+// GLOBAL head (seed cache_rotation_seed(seed, layer, 2 + h, stream)), and takes the pages of a CPU
+// shard cache (LayerKVCache::make(HeadShard{2, 2, 4}, ...)) bit for bit.
+TEST(CudaCacheShard, EncodesTheGlobalHeadsAndLoadsACpuShard) {
+  REQUIRE_GPU();
+  SplitMix64 rng(fresh_seed());
+  const int H = 2, D = 128, n = 200, layer = 3;
+  const HeadShard shard{2, H, 4};
+  for (const char* fm : {"rvq1x2/tq2", "tq4/tq4"}) {
+    const std::string spec(fm);
+    KVCacheOptions o;
+    o.key_format = parse_format(spec.substr(0, spec.find('/'))).value();
+    o.value_format = parse_format(spec.substr(spec.find('/') + 1)).value();
+    o.quant.seed = rng.next();
+    std::vector<float> k(static_cast<size_t>(H) * n * D), v(k.size());
+    for (auto& e : k) e = static_cast<float>(rng.normal());
+    for (auto& e : v) e = static_cast<float>(rng.normal());
+    auto cpu = LayerKVCache::make(shard, D, o, layer);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
+    ASSERT_OK((*cpu)->append(0, n, HeadTokenView{k.data(), static_cast<int64_t>(n) * D, D},
+                             HeadTokenView{v.data(), static_cast<int64_t>(n) * D, D}));
+    CudaCacheConfig cfg;
+    cfg.n_kv_heads = H;
+    cfg.kv_head_offset = shard.kv_head_offset;
+    cfg.head_dim = D;
+    cfg.key_format = o.key_format;
+    cfg.value_format = o.value_format;
+    cfg.quant = o.quant;
+    cfg.layer = layer;
+    cfg.max_pages = 32;
+    cfg.max_seqs = 2;
+    auto gpu = CudaLayerCache::make(cfg);
+    ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
+    ASSERT_OK((*gpu)->load_sequence(0, (*cpu)->view(), (*cpu)->sequence_view(0)));
+    auto dk = CudaBuffer::alloc(k.size() * 4), dv = CudaBuffer::alloc(v.size() * 4);
+    ASSERT_TRUE(dk.ok() && dv.ok());
+    ASSERT_OK(dk->upload(k.data(), k.size() * 4));
+    ASSERT_OK(dv->upload(v.data(), v.size() * 4));
+    ASSERT_OK((*gpu)->append({1}, n, dk->get(), dv->get()));
+    for (int h = 0; h < H; ++h)
+      for (int side = 0; side < 2; ++side) {
+        const CacheStream st = side ? CacheStream::kValue : CacheStream::kKey;
+        QuantOptions qo = o.quant;
+        qo.seed = cache_rotation_seed(o.quant.seed, layer, shard.kv_head_offset + h, st);
+        qo.value_stream = side == 1;  // as the caches make their value quantizers
+        auto q = make_quantizer(side ? o.value_format : o.key_format, D, qo);
+        ASSERT_TRUE(q.ok());
+        const size_t cs = (*q)->code_size();
+        std::vector<uint8_t> want(n * cs), loaded(n * cs), encoded(n * cs);
+        (*q)->encode((side ? v : k).data() + static_cast<size_t>(h) * n * D, n, want.data());
+        ASSERT_OK((*gpu)->read_codes(0, h, side == 1, 0, n, loaded.data()));
+        ASSERT_OK((*gpu)->read_codes(1, h, side == 1, 0, n, encoded.data()));
+        ASSERT_TRUE(encoded == want) << fm << " head " << h << (side ? " values" : " keys")
+                                     << ": GPU codes are not the global head's CPU codes";
+        ASSERT_TRUE(loaded == want) << fm << " head " << h << (side ? " values" : " keys")
+                                    << ": the CPU shard's pages did not load bit for bit";
+      }
+    // The unsharded CPU cache's rotations (heads 0, 1) are not this shard's: loading is refused.
+    auto whole = LayerKVCache::make(H, D, o, layer);
+    ASSERT_TRUE(whole.ok());
+    ASSERT_OK((*whole)->append(0, n, HeadTokenView{k.data(), static_cast<int64_t>(n) * D, D},
+                               HeadTokenView{v.data(), static_cast<int64_t>(n) * D, D}));
+    ASSERT_OK((*gpu)->truncate(0, 0));
+    EXPECT_FALSE((*gpu)->load_sequence(0, (*whole)->view(), (*whole)->sequence_view(0)).ok());
+  }
+  CudaCacheConfig bad;
+  bad.kv_head_offset = -1;
+  bad.max_pages = 1;
+  EXPECT_FALSE(CudaLayerCache::make(bad).ok());
 }
 
 TEST(CudaCacheErrors, ReportsProblemsAsStatus) {
