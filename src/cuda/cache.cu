@@ -101,6 +101,11 @@ Status describe_side(const std::vector<const Quantizer*>& qs, SideHost* out) {
   gpu::EncodeSide& e = out->enc;
   e.dim = d;
   e.code_size = static_cast<int>(q0.code_size());
+  // Formats outside the CUDA subset (pre-RoPE pk keys, the peers rq4_0/riq4_nl/qjl/tqp/rabitq1,
+  // kivi) are refused here with the supported list, before any rotated-quantizer assumption.
+  constexpr const char* kSupported = " (CUDA supports rvq1x2, tq2, rvq2x2, tq4, rvq1x4, q4_0, q8_0, f16)";
+  if (f.pre_rope() || (f.rotated() && !dynamic_cast<const RotatedQuantizer*>(&q0)))
+    return unsupported("no CUDA path for format " + f.name() + kSupported);
   if (f.rotated()) {
     const int total = f.bits * f.passes;
     if (total > 8) return unsupported("CUDA encode needs passes * bits <= 8, got " + f.name());
@@ -158,7 +163,7 @@ Status describe_side(const std::vector<const Quantizer*>& qs, SideHost* out) {
   } else if (f.kind == FormatKind::kF16) {
     e.kind = 3; out->codec = gpu::kF16;
   } else {
-    return unsupported("no CUDA path for format " + f.name());
+    return unsupported("no CUDA path for format " + f.name() + kSupported);
   }
   e.codec = std::max(out->codec, 0);
   if (out->codec >= 0 && d % 16 != 0) out->codec = -1;  // pages need head_dim % 16 == 0
@@ -280,6 +285,9 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
   if (impl->cfg.max_pages_per_seq <= 0) impl->cfg.max_pages_per_seq = cfg.max_pages;
+  for (const FormatSpec& f : {cfg.key_format, cfg.value_format})
+    if (f.pre_rope())  // pk keys need RoPE in attention, which the CUDA kernels do not apply yet
+      return unsupported("no CUDA path for format " + f.name() + " (pre-RoPE keys are CPU-only)");
   std::vector<const Quantizer*> kq, vq;
   for (int h = 0; h < cfg.n_kv_heads; ++h) {
     QuantOptions qk = cfg.quant, qv = cfg.quant;

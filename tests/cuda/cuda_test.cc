@@ -488,6 +488,14 @@ TEST(CudaCacheErrors, ReportsProblemsAsStatus) {
   cfg.head_dim = 128;
   cfg.key_format = parse_format("kivi2").value();
   EXPECT_FALSE(CudaLayerCache::make(cfg).ok());
+  // Formats outside the CUDA subset: one "no CUDA path" line naming the format, never an internal error.
+  for (const char* name : {"pk2", "rq4_0", "riq4_nl", "qjl2", "tqp3", "rabitq1"}) {
+    cfg.key_format = parse_format(name).value();
+    const auto r = CudaLayerCache::make(cfg);
+    ASSERT_FALSE(r.ok()) << name;
+    EXPECT_NE(r.status().to_string().find(std::string("no CUDA path for format ") + name), std::string::npos)
+        << r.status().to_string();
+  }
   cfg.key_format = parse_format("rvq1x2").value();
   auto c = CudaLayerCache::make(cfg);
   ASSERT_TRUE(c.ok());
