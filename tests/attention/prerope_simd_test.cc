@@ -165,7 +165,7 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
     ASSERT_TRUE(cache.read(0, h, 0, n, kd.data(), vd.data()).ok());
     const PreRopeKeyCodec* hc = cache.sequence_view(0).heads[h].key.prerope;
     std::vector<double> kx(kd.begin(), kd.end()), a(n, 0.0);  // exact-angle keys; ||a_t||
-    std::vector<float> kor(&k[static_cast<size_t>(h) * n * d], &k[static_cast<size_t>(h + 1) * n * d]);
+    std::vector<float> kor(k.data() + static_cast<size_t>(h) * n * d, k.data() + static_cast<size_t>(h + 1) * n * d);
     std::vector<double> thmax(n);
     for (int t = 0; t < n; ++t) {
       double a2 = 0;
