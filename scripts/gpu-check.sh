@@ -20,21 +20,7 @@ OUTDIR=${2:-${OUT:-gpu-results}}
 mkdir -p "$OUTDIR"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUTDIR/nvidia-smi.txt" || true
 
-PREFIX_ARGS=()
-if [ -n "$DEBS" ]; then
-  mkdir -p /opt/deps
-  for f in "$DEBS"/*.deb; do dpkg -x "$f" /opt/deps; done
-  P=/opt/deps/usr
-  export LD_LIBRARY_PATH=$P/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}
-  # dpkg -x runs no maintainer scripts: point at the libraries the alternatives would have linked.
-  LZMA=$(ls /lib/x86_64-linux-gnu/liblzma.so.5 /usr/lib/x86_64-linux-gnu/liblzma.so.5 2>/dev/null | head -1)
-  # OpenBLAS: the imported target cmake/tqkvDependencies.cmake would make, pointing into /opt/deps.
-  printf '%s\n' "add_library(tqkv::openblas INTERFACE IMPORTED)" \
-    "set_target_properties(tqkv::openblas PROPERTIES INTERFACE_INCLUDE_DIRECTORIES $P/include/x86_64-linux-gnu/openblas-pthread" \
-    "  INTERFACE_LINK_LIBRARIES $P/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so)" > /opt/deps/tqkv-openblas.cmake
-  PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=$P -DCMAKE_PROJECT_INCLUDE=/opt/deps/tqkv-openblas.cmake
-    -DLIBLZMA_INCLUDE_DIR=$P/include -DLIBLZMA_LIBRARY=$LZMA)
-fi
+source scripts/gpu-deps.sh  # PREFIX_ARGS from the .debs in $DEBS
 JOBS=$(nproc)
 B=${GPU_CHECK_BUILD:-build-gpu}
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTQKV_CUDA=ON -DTQKV_BUILD_BENCH=OFF "${PREFIX_ARGS[@]}" \

@@ -23,19 +23,7 @@ DEADLINE=${GPU_PY_DEADLINE:-100000}
 PY=$(command -v python3)
 "$PY" -c "import sys, torch, transformers, pybind11, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'pybind11', pybind11.__version__, 'numpy', numpy.__version__)"
 
-PREFIX_ARGS=()
-if [ -n "$DEBS" ]; then
-  mkdir -p /opt/deps
-  for f in "$DEBS"/*.deb; do dpkg -x "$f" /opt/deps; done
-  P=/opt/deps/usr
-  export LD_LIBRARY_PATH=$P/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}
-  LZMA=$(ls /lib/x86_64-linux-gnu/liblzma.so.5 /usr/lib/x86_64-linux-gnu/liblzma.so.5 2>/dev/null | head -1)
-  printf '%s\n' "add_library(tqkv::openblas INTERFACE IMPORTED)" \
-    "set_target_properties(tqkv::openblas PROPERTIES INTERFACE_INCLUDE_DIRECTORIES $P/include/x86_64-linux-gnu/openblas-pthread" \
-    "  INTERFACE_LINK_LIBRARIES $P/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so)" > /opt/deps/tqkv-openblas.cmake
-  PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=$P -DCMAKE_PROJECT_INCLUDE=/opt/deps/tqkv-openblas.cmake
-    -DLIBLZMA_INCLUDE_DIR=$P/include -DLIBLZMA_LIBRARY=$LZMA)
-fi
+source scripts/gpu-deps.sh  # PREFIX_ARGS from the .debs in $DEBS
 B=${GPU_PY_BUILD:-build-gpu-py}
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTQKV_CUDA=ON -DTQKV_PYTHON=ON -DPython3_EXECUTABLE="$PY" \
   -DTQKV_BUILD_BENCH=OFF "${PREFIX_ARGS[@]}" > "$OUTDIR/py-cmake.log" 2>&1 || { tail -40 "$OUTDIR/py-cmake.log"; exit 1; }
