@@ -15,12 +15,8 @@ namespace {
 
 using testing::run_cli;
 
-std::string write_tiny(const std::string& name, testing::TinySpec s) {
-  GgufWriter w;
-  testing::make_tiny_model(s, &w);
-  const std::string p = testing::temp_path("") + name;
-  EXPECT_TRUE(w.write(p).ok());
-  return p;
+std::string write_tiny(const std::string& name, const testing::TinySpec& s) {
+  return testing::write_tiny_model_file(name, s);
 }
 
 std::string write_text(const std::string& name, const std::string& text) {

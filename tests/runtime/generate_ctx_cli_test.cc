@@ -19,18 +19,10 @@ using testing::run_cli;
 std::string write_tiny(const std::string& name) {
   testing::TinySpec s;
   s.ctx = 16;
-  GgufWriter w;
-  testing::make_tiny_model(s, &w);
-  const std::string p = testing::temp_path("") + name;
-  EXPECT_TRUE(w.write(p).ok());
-  return p;
+  return testing::write_tiny_model_file(name, s);
 }
 
-std::string write_text(const std::string& name, const std::string& text) {
-  const std::string p = testing::temp_path("") + name;
-  std::ofstream(p, std::ios::binary) << text;
-  return p;
-}
+using testing::write_text_file;
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
@@ -84,7 +76,7 @@ TEST(GenerateCtxCli, CtxBeyondTrainedContextWarnsOnceAndIsHonored) {
 TEST(GenerateCtxCli, PromptFromFileEqualsPromptFromArgument) {
   const std::string model = write_tiny("gen_file_tiny.gguf");
   const std::string prompt = "abc def";
-  const std::string file = write_text("gen_prompt.txt", prompt);
+  const std::string file = write_text_file("gen_prompt.txt", prompt);
   auto a = run_cli("generate -m " + model + " -p \"" + prompt + "\" -n 6 --temp 0 --json");
   auto b = run_cli("generate -m " + model + " -f " + file + " -n 6 --temp 0 --json");
   ASSERT_EQ(a.rc, 0) << a.err;
@@ -113,7 +105,7 @@ TEST(GenerateCtxCli, ShippedModelTakesPromptBeyondItsTrainedContext) {
   std::string text(4200, '\0');  // ~3.2 bytes per token: ~1300 tokens
   in.read(text.data(), text.size());
   text.resize(in.gcount());
-  const std::string file = write_text("gen_long_prompt.txt", text);
+  const std::string file = write_text_file("gen_long_prompt.txt", text);
   const std::string model = src + "/models/tqkv-ref-d128.gguf";
   expect_one_error_line(run_cli("generate -m " + model + " -f " + file + " -n 2 -t 2"), "longer than the context of 1024");
   auto r = run_cli("generate -m " + model + " -f " + file + " -c 1400 -n 3 -t 2 --json -ctk tq3 -ctv tq3");

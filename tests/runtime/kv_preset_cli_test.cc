@@ -17,11 +17,7 @@ using testing::run_cli;
 std::string tiny_model(const std::string& name) {
   testing::TinySpec s;
   s.ctx = 32;
-  GgufWriter w;
-  testing::make_tiny_model(s, &w);
-  const std::string p = testing::temp_path("") + name;
-  EXPECT_TRUE(w.write(p).ok());
-  return p;
+  return testing::write_tiny_model_file(name, s);
 }
 
 TEST(KvPresetCli, PresetsAndPkKeysRunWithKld) {

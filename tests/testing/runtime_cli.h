@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "testing/runtime_tiny_model.h"
+
 namespace tqkv::testing {
 
 struct CliResult {
@@ -22,6 +24,22 @@ struct CliResult {
 // A path in the test temp dir unique to this process (ctest runs tests in parallel processes).
 inline std::string temp_path(const std::string& name) {
   return ::testing::TempDir() + "/tqkv_" + std::to_string(getpid()) + "_" + name;
+}
+
+// Writes a tiny model (runtime_tiny_model.h) to a temp GGUF file for the CLI; returns its path.
+inline std::string write_tiny_model_file(const std::string& name, const TinySpec& s) {
+  GgufWriter w;
+  make_tiny_model(s, &w);
+  const std::string p = temp_path("") + name;
+  EXPECT_TRUE(w.write(p).ok());
+  return p;
+}
+
+// Writes text (bytes as given) to a temp file for the CLI; returns its path.
+inline std::string write_text_file(const std::string& name, const std::string& text) {
+  const std::string p = temp_path("") + name;
+  std::ofstream(p, std::ios::binary) << text;
+  return p;
 }
 
 inline CliResult run_cli(const std::string& args) {
