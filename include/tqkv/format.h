@@ -21,6 +21,9 @@
 //                            the residual norm, b in 2..5
 //   rabitq1                  RaBitQ's 1-bit code (no centroid): tq1's bytes with the unbiased scale
 //                            ||x||^2 / <x, u> instead of the norm-correcting one
+//   tt{b}                    tail-biting bitshift trellis code of the rotated vector: b bits per
+//                            element, each coordinate decoded from a 12-bit window of codes
+//                            (Viterbi encode, table-lookup decode; src/quant/trellis.h), b in 1..4
 // The byte layout of every format is written down in docs/format.md. Every property of a format
 // (name, bits, planes, code size, rotated, storage, kernels) is one row of the format table
 // (src/format/format_table.cc); these functions and every consumer read it from there.
@@ -34,7 +37,7 @@
 
 namespace tqkv {
 
-enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp, kRabitq };
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp, kRabitq, kTt };
 
 struct FormatSpec {
   FormatKind kind = FormatKind::kF16;

@@ -4,6 +4,7 @@
 #include "core/check.h"
 #include "format/blocks.h"
 #include "quant/peers.h"
+#include "quant/trellis.h"
 
 #include <cmath>
 #include <cstring>
@@ -40,6 +41,9 @@ size_t size_qjl(const FormatSpec& s, size_t d) { return 2 + div_up(static_cast<s
 size_t size_tqp(const FormatSpec& s, size_t d) {
   return sizeof(float) + static_cast<size_t>(s.bits - 1) * plane_bytes(d) + 2 + plane_bytes(d);
 }
+
+// tt{b}: bf16 scale, then the b-bit codes of the d coordinates as one bit stream.
+size_t size_tt(const FormatSpec& s, size_t d) { return 2 + div_up(static_cast<size_t>(s.bits) * d, 8); }
 
 int no_planes(const FormatSpec&) { return 0; }
 int rotated_planes(const FormatSpec& s) { return s.passes * s.bits; }
@@ -100,6 +104,10 @@ const FormatRow kRows[] = {
     // bit-sliced tiles / rotated kernels read it exactly as they read tq1.
     {FormatKind::kRabitq, "rabitq1", "rabitq1", 1, 0,         false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
      TQKV_ROTATED_FNS, make_rabitq_quantizer},
+    // tt{b}: trellis code of the rotated vector (src/quant/trellis.h). rotated = false like the
+    // peers: the rotation is internal to the code and attention reads it through its decode.
+    {FormatKind::kTt,   "tt",   "tt{b}",       0,  kBits1to4, false, 1, false, false, size_tt,      no_planes,      0, false, false, -1,
+     {}, {}, {}, {}, make_trellis_quantizer},
 };
 
 const MethodRow kMethods[] = {

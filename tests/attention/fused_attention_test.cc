@@ -271,6 +271,11 @@ const Case kCases[] = {
     {"riq4_nl", "tqp2", 64, 300, 1, 7, 100, 16, 4, 2, 2, 64},
     // rabitq1: tq1's bit-sliced tiles with RaBitQ's scale (the AVX-512 bit-sliced kernels).
     {"rabitq1", "tq2", 128, 97, 2, 4, 1}, {"rabitq1", "rabitq1", 80, 300, 1, 7, 100, 16, 4, 2, 2, 64},
+    // tt{b} (trellis code, src/quant/trellis.h), attended through its decode: head_dim 64/80/96/128,
+    // kv_len 1/54/97, GQA 1/4/7/8, decode and prefill, sinks/window, several sequences, split-K.
+    {"tq3", "tt3", 128, 97, 2, 4, 1}, {"tt2", "tt2", 128, 97, 2, 4, 1}, {"tt3", "tt4", 64, 54, 1, 1, 54},
+    {"tt1", "tt3", 80, 97, 1, 7, 8}, {"f16", "tt2", 96, 1, 2, 8, 1}, {"tt4", "tt2", 96, 54, 1, 8, 1, 16, 4},
+    {"q8_0", "tt3", 128, 300, 2, 4, 3, 32, 4, 2, 2, 64}, {"tt3", "tt3", 80, 97, 1, 4, 97, 0, 0, 3},
 };
 
 INSTANTIATE_TEST_SUITE_P(All, FusedAttention, ::testing::ValuesIn(kCases),
