@@ -60,6 +60,12 @@ CONFIG_GROUPS = [
         "pk2/tq2 --pk-basis weights", "pk2.5/tq2 --pk-basis weights", "pk3/tq3 --pk-basis weights",
         "pk4/tq4 --pk-basis weights",
     ]),
+    # Trellis-coded values/keys (tt{b}) and the trellis channel code of pk (docs/design.md section 13).
+    ("trellis", [
+        "tt3/tt3", "tt2/tt2", "f16/tt3", "f16/tt2", "pk2/tt2 --pk-basis weights",
+        "pk2.5/tt3 --pk-basis weights", "pk3/tt3 --pk-basis weights",
+        "pk2.5/tt3 --pk-basis weights --pk-code trellis", "pk3/tt3 --pk-basis weights --pk-code trellis",
+    ]),
     # The peers (docs/format.md "Peers"): llama.cpp's rotated KV cache, QJL, TurboQuant-prod, RaBitQ.
     # A binary without a format skips its rows (one line on stderr).
     ("peers", [

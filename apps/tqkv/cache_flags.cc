@@ -27,6 +27,8 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
                  "pk{b} keys: per-head key statistics from each sequence's first N tokens, which wait in f16 until then");
   app.add_option("--pk-basis", f->pk_basis,
                  "pk{b} streams: code in a basis from the model's K/V projection weights (weights) or per channel (none)");
+  app.add_option("--pk-code", f->pk_code,
+                 "pk{b} streams: code the 1-4-bit channels with a trellis code (trellis) or per-channel Lloyd-Max (lloyd)");
   app.add_flag("--no-norm-correction", f->no_norm_correction,
                "rvq/tq: store norm/sqrt(d) instead of the scale that preserves each vector's norm");
 }
@@ -49,6 +51,7 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheFlags& f) {
   s.preset = f.preset;
   s.pk_calib = f.pk_calib;
   s.pk_basis = f.pk_basis;
+  s.pk_code = f.pk_code;
   return tqkv::make_cache_config(s);
 }
 

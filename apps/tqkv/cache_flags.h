@@ -41,6 +41,7 @@ struct CacheFlags {
   int pk_calib = -1;  // --pk-calib N (pk{b} keys); -1 = the library default
   std::string preset;  // --kv-preset 2bit|2.5bit|3bit|4bit
   std::string pk_basis;  // --pk-basis weights|none
+  std::string pk_code;   // --pk-code trellis|lloyd
 };
 
 void add_cache_flags(CLI::App& app, CacheFlags* flags);

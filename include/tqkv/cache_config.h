@@ -35,6 +35,9 @@ struct KVCacheOptions {
   // (tqkv/head_shard.h) reads entry kv_head_offset + h for its head h], or empty
   // (plain per-channel pk). Not part of the cache's bytes: the owner (the model) re-derives it.
   std::vector<std::shared_ptr<const ChannelBasis>> pk_basis[2];
+  // pk{b} streams: code the 1..4-bit channels with the trellis channel code (tqkv/prerope_keys.h
+  // "trellis", docs/design.md 13) instead of per-channel Lloyd-Max.
+  bool pk_trellis = false;
 };
 
 // Cache configuration for a whole model: the seed's style (method, bits, residuals, value bits,

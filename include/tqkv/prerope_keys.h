@@ -24,6 +24,13 @@
 //   codec->encode(x, n, codes.data());
 //   codec->decode(codes.data(), n, y);
 //
+// Optional trellis channel code (`trellis`, `--pk-code trellis`, docs/design.md 13): the channels
+// with 1..4 bits are coded, per bit width k, as ONE tail-biting bitshift trellis code of the unit-
+// RMS whitened coordinates u_i of the channels with b_i = k, in channel order (src/quant/trellis.h:
+// the decoded level of such a channel is T[window of the group's last W codes] instead of the
+// Lloyd-Max level of its own code); channels with 5..8 bits keep their Lloyd-Max codes. Same bytes
+// (the stream layout and the statistics block are unchanged), other meaning: a reader must know.
+//
 // Contracts: encode/decode are const and thread-safe. A vector with NaN/Inf stores a NaN scale and
 // decodes to all-NaN; a vector equal to the mean stores scale 0 and decodes to the mean.
 #pragma once
@@ -70,11 +77,12 @@ class PreRopeKeyCodec {
   // statistics are then those of y = A^T x.
   static StatusOr<PreRopeKeyCodec> fit(const float* x, size_t n, int dim, size_t stride, double avg_bits,
                                        bool norm_correction = true,
-                                       std::shared_ptr<const ChannelBasis> basis = nullptr);
+                                       std::shared_ptr<const ChannelBasis> basis = nullptr, bool trellis = false);
   // A codec from given statistics (validated: sizes, finite mean, finite sd > 0, bits <= 8, at
   // least one coded bit; the basis as in fit).
   static StatusOr<PreRopeKeyCodec> from_stats(PreRopeKeyStats stats, bool norm_correction = true,
-                                              std::shared_ptr<const ChannelBasis> basis = nullptr);
+                                              std::shared_ptr<const ChannelBasis> basis = nullptr,
+                                              bool trellis = false);
 
   int dim() const { return static_cast<int>(stats_.mean.size()); }
   int total_bits() const { return total_bits_; }
@@ -82,6 +90,8 @@ class PreRopeKeyCodec {
   bool norm_correction() const { return norm_correction_; }
   // The channel basis or null for the identity.
   const ChannelBasis* basis() const { return basis_.get(); }
+  // True when the 1..4-bit channels use the trellis channel code (above).
+  bool trellis() const { return trellis_; }
 
   // Bytes of one encoded vector: 2 (bf16 scale) + ceil(total_bits / 8).
   size_t code_size() const { return 2 + (static_cast<size_t>(total_bits_) + 7) / 8; }
@@ -108,6 +118,9 @@ class PreRopeKeyCodec {
   bool norm_correction_ = true;
   std::shared_ptr<const ChannelBasis> basis_;
   const Codebook* codebook_[9] = {};  // [b]: the b-bit Gaussian Lloyd-Max codebook (b >= 1)
+  bool trellis_ = false;
+  std::vector<int> group_[5];         // trellis: [k] the channels with k bits, in index order
+  std::vector<uint32_t> offset_;      // stream bit of channel i's code
 };
 
 // bfloat16 <-> float (round to nearest even; NaN stays NaN; finite values beyond the bf16 range

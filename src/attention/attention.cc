@@ -471,7 +471,8 @@ class WorkRunner {
       attn::f16_scores_avx512(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
     } else if (C_.kf16 && C_.avx2) {
       attn::f16_scores_avx2(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
-    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd && hp_.key.prerope->basis() == nullptr) {
+    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd && hp_.key.prerope->basis() == nullptr &&
+               !hp_.key.prerope->trellis()) {  // the SIMD plan decodes per-channel Lloyd-Max levels
       pk_scores(c0, cnt, scores);
     } else if (K.format.kind == FormatKind::kPk) {
       // pk{b} reference: decode the block of pre-RoPE keys with this sequence's codec (reference decode),

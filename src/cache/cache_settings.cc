@@ -57,6 +57,9 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheSettings& s) {
   else if (s.pk_basis == "none") c.pk_weight_basis = false;
   else if (!s.pk_basis.empty())
     return invalid_argument("invalid pk_basis (--pk-basis) '" + s.pk_basis + "': use weights or none");
+  if (s.pk_code == "trellis") c.base.pk_trellis = true;
+  else if (s.pk_code == "lloyd" || s.pk_code.empty()) c.base.pk_trellis = false;
+  else return invalid_argument("invalid pk_code (--pk-code) '" + s.pk_code + "': use trellis or lloyd");
   return c;
 }
 
@@ -70,6 +73,7 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk)
     s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
   if (c.pk_weight_basis) s += " pk-basis=weights";
+  if (c.base.pk_trellis) s += " pk-code=trellis";
   return s;
 }
 

@@ -303,7 +303,7 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
           const size_t gh = static_cast<size_t>(I.shard.kv_head_offset) + h;
           if (gh < I.opt.pk_basis[st].size()) basis = I.opt.pk_basis[st][gh];
           auto codec = PreRopeKeyCodec::fit(calib.data(), N, d, 0, I.st[st].format.avg_bits,
-                                            I.opt.quant.norm_correction, std::move(basis));
+                                            I.opt.quant.norm_correction, std::move(basis), I.opt.pk_trellis);
           if (!codec.ok()) return codec.status();
           ph.codec[st] = std::make_unique<PreRopeKeyCodec>(std::move(*codec));
         }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/half.h"
+#include "quant/trellis.h"
 #include "tqkv/codebook.h"
 
 namespace tqkv {
@@ -98,7 +99,7 @@ void to_basis(const ChannelBasis* basis, const float* x, int d, double* y) {
 }  // namespace
 
 StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, bool norm_correction,
-                                                      std::shared_ptr<const ChannelBasis> basis) {
+                                                      std::shared_ptr<const ChannelBasis> basis, bool trellis) {
   const size_t d = stats.mean.size();
   if (d < 1 || d > 65536) return invalid_argument("pre-RoPE key statistics need 1..65536 channels");
   if (stats.sd.size() != d || stats.bits.size() != d)
@@ -118,6 +119,14 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
   c.stats_ = std::move(stats);
   c.total_bits_ = total;
   c.norm_correction_ = norm_correction;
+  c.trellis_ = trellis;
+  c.offset_.resize(d);
+  uint32_t off = 0;
+  for (size_t i = 0; i < d; ++i) {
+    c.offset_[i] = off;
+    off += c.stats_.bits[i];
+    if (trellis && c.stats_.bits[i] >= 1 && c.stats_.bits[i] <= 4) c.group_[c.stats_.bits[i]].push_back(static_cast<int>(i));
+  }
   for (size_t i = 0; i < d; ++i) {  // only the widths in use (8-bit design takes seconds)
     const int b = c.stats_.bits[i];
     if (b > 0 && c.codebook_[b] == nullptr) c.codebook_[b] = &lloyd_max(Density::kGaussian, b);
@@ -127,7 +136,7 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
 
 StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::fit(const float* x, size_t n, int dim, size_t stride, double avg_bits,
                                                bool norm_correction,
-                                               std::shared_ptr<const ChannelBasis> basis) {
+                                               std::shared_ptr<const ChannelBasis> basis, bool trellis) {
   if (dim < 1 || dim > 65536) return invalid_argument("pre-RoPE keys need head_dim in 1..65536");
   if (n < 1 || x == nullptr) return invalid_argument("pre-RoPE key statistics need at least one vector");
   if (!std::isfinite(avg_bits)) return invalid_argument("average bits must be finite");
@@ -190,7 +199,7 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::fit(const float* x, size_t n, int dim
     }
   }
   TQKV_ASSIGN_OR_RETURN(st.bits, allocate_channel_bits(var, total));
-  return from_stats(std::move(st), norm_correction, std::move(basis));
+  return from_stats(std::move(st), norm_correction, std::move(basis), trellis);
 }
 
 double PreRopeKeyCodec::bits_per_element(int64_t n_tokens) const {
@@ -223,23 +232,44 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
     }
     if (zz == 0) continue;  // scale 0, codes 0: decodes to the mean
     const double sc = std::sqrt(zz / d);  // RMS of z: u = z / sc has ||u||^2 = d
-    double cc = 0;                        // ||c||^2 of the chosen levels
     uint8_t* stream = out + 2;
-    uint32_t offset = 0;  // stream bit of channel i's code: bits[0] + ... + bits[i-1]
+    // The code of every coded channel: Lloyd-Max (#{j : u > t[j]}) or, for the trellis groups,
+    // the group's Viterbi search; lv[i] = the decoded level.
+    std::vector<uint32_t> code(d, 0);
+    std::vector<double> lv(d, 0.0);
+    for (int i = 0; i < d; ++i) {
+      const int b = stats_.bits[i];
+      if (b == 0 || (trellis_ && b <= 4)) continue;
+      const Codebook& cb = *codebook_[b];
+      const float u = static_cast<float>(z[i] / sc);
+      uint32_t q = 0;
+      for (float t : cb.thresholds) q += u > t ? 1u : 0u;
+      code[i] = q;
+      lv[i] = cb.levels[q];
+    }
+    for (int k = 1; k <= 4; ++k) {
+      const std::vector<int>& g = group_[k];
+      if (g.empty()) continue;
+      const int n = static_cast<int>(g.size());
+      std::vector<float> u(n), zh(n);
+      std::vector<uint8_t> gc(n);
+      for (int a = 0; a < n; ++a) u[a] = static_cast<float>(z[g[a]] / sc);
+      trellis_search(u.data(), n, k, gc.data());
+      trellis_reconstruct(gc.data(), n, k, zh.data());
+      for (int a = 0; a < n; ++a) {
+        code[g[a]] = gc[a];
+        lv[g[a]] = zh[a];
+      }
+    }
+    double cc = 0;  // ||c||^2 of the chosen levels (channel order)
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
       if (b == 0) continue;
-      const Codebook& cb = *codebook_[b];
-      const float u = static_cast<float>(z[i] / sc);
-      uint32_t code = 0;  // #{j : u > t[j]}
-      for (float t : cb.thresholds) code += u > t ? 1u : 0u;
-      const double lv = cb.levels[code];
-      cc += lv * lv;
+      cc += lv[i] * lv[i];
       for (int k = 0; k < b; ++k) {
-        const uint32_t bit = offset + k;
-        if ((code >> k) & 1u) stream[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+        const uint32_t bit = offset_[i] + k;
+        if ((code[i] >> k) & 1u) stream[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
       }
-      offset += b;
     }
     // Norm correction: decoded whitened vector s * c has norm ||z||. Without: s = RMS of z.
     const double s = norm_correction_ ? std::sqrt(zz / cc) : sc;
@@ -260,21 +290,35 @@ void PreRopeKeyCodec::decode(const uint8_t* codes, size_t n, float* y, size_t y_
     std::memcpy(&sb, in, 2);
     const float s = bf16_to_float(sb);
     const uint8_t* stream = in + 2;
-    uint32_t offset = 0;
+    auto read_code = [&](int i) {
+      uint32_t code = 0;
+      for (int k = 0; k < stats_.bits[i]; ++k) {
+        const uint32_t bit = offset_[i] + k;
+        code |= static_cast<uint32_t>((stream[bit / 8] >> (bit % 8)) & 1u) << k;
+      }
+      return code;
+    };
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
       if (b == 0) {
         out[i] = std::isnan(s) ? s : stats_.mean[i];
         continue;
       }
-      uint32_t code = 0;
-      for (int k = 0; k < b; ++k) {
-        const uint32_t bit = offset + k;
-        code |= static_cast<uint32_t>((stream[bit / 8] >> (bit % 8)) & 1u) << k;
-      }
-      offset += b;
-      const float lv = codebook_[b]->levels[code];
+      if (trellis_ && b <= 4) continue;  // the groups below
+      const float lv = codebook_[b]->levels[read_code(i)];
       out[i] = stats_.mean[i] + (s * stats_.sd[i]) * lv;
+    }
+    for (int k = 1; k <= 4; ++k) {  // trellis groups: the level is T[window of the group's codes]
+      const std::vector<int>& g = group_[k];
+      if (g.empty()) continue;
+      const int n = static_cast<int>(g.size());
+      thread_local std::vector<uint8_t> gc;
+      thread_local std::vector<float> zh;
+      gc.resize(n);
+      zh.resize(n);
+      for (int a = 0; a < n; ++a) gc[a] = static_cast<uint8_t>(read_code(g[a]));
+      trellis_reconstruct(gc.data(), n, k, zh.data());
+      for (int a = 0; a < n; ++a) out[g[a]] = stats_.mean[g[a]] + (s * stats_.sd[g[a]]) * zh[a];
     }
     if (basis_) {  // x_hat_i = sum_j S[i][j] y_hat_j (S = synthesis), summed in double in index order
       float* dst = y + r * y_stride;

@@ -53,6 +53,7 @@ struct Case {
   int d, n, n_kv, gqa, m, window, sinks, calib, rotary;
   RopeStyle style;
   int basis = 0;  // 1: pk keys in a random orthonormal channel basis per kv head; 2: pk values too
+  bool trellis = false;  // pk streams use the trellis channel code (KVCacheOptions::pk_trellis)
 };
 
 // Random orthonormal d x d basis (Gram-Schmidt in double, stored as float).
@@ -82,7 +83,7 @@ std::string name(const Case& c) {
   return k + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.n) + "_kv" + std::to_string(c.n_kv) +
          "_g" + std::to_string(c.gqa) + "_m" + std::to_string(c.m) + "_w" + std::to_string(c.window) + "_s" +
          std::to_string(c.sinks) + "_N" + std::to_string(c.calib) + "_r" + std::to_string(c.rotary) +
-         (c.style == RopeStyle::kNeox ? "_neox" : "") + (c.basis ? "_basis" + std::to_string(c.basis) : "");
+         (c.style == RopeStyle::kNeox ? "_neox" : "") + (c.basis ? "_basis" + std::to_string(c.basis) : "") + (c.trellis ? "_trellis" : "");
 }
 
 class PreRopeAttention : public ::testing::TestWithParam<Case> {};
@@ -96,6 +97,7 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   o.recent_window = c.window;
   o.sink_tokens = c.sinks;
   o.pk_calib_tokens = c.calib;
+  o.pk_trellis = c.trellis;
   for (int h = 0; h < c.n_kv && c.basis > 0; ++h) {
     o.pk_basis[0].push_back(random_basis(d, 500 + h));
     if (c.basis == 2) o.pk_basis[1].push_back(random_basis(d, 600 + h));
@@ -151,7 +153,9 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
       continue;
     }
     auto ref = PreRopeKeyCodec::fit(f16.data(), c.calib, d, 0, o.key_format.avg_bits, true,
-                                    c.basis ? o.pk_basis[0][h] : nullptr);
+                                    c.basis ? o.pk_basis[0][h] : nullptr, c.trellis);
+    ASSERT_TRUE(ref.ok());
+    EXPECT_EQ(ref->trellis(), c.trellis);
     ASSERT_TRUE(ref.ok());
     std::vector<uint8_t> code(ref->code_size());
     std::vector<float> y(d);
@@ -193,7 +197,8 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   // knows no basis): attend again at the detected level, checked below against the same float64
   // reference on the decoded keys.
   std::vector<float> out_simd;
-  const bool simd_too = c.basis > 0 && saved != SimdLevel::kScalar;
+  // So do trellis-coded codecs (the SIMD plan decodes per-channel Lloyd-Max levels).
+  const bool simd_too = (c.basis > 0 || c.trellis) && saved != SimdLevel::kScalar;
   if (simd_too) {
     out_simd.resize(out.size());
     st = cache.attend(0, c.m, nq, {q.data(), int64_t(c.m) * d, d}, {out_simd.data(), int64_t(c.m) * d, d}, ao);
@@ -299,6 +304,11 @@ const Case kCases[] = {
     {"pk2.5", "tq2", 128, 600, 1, 4, 3, 0, 0, 128, 128, RopeStyle::kAdjacent, 1},
     {"pk2", "f16", 64, 333, 2, 2, 2, 16, 3, 100, 64, RopeStyle::kNeox, 1},
     {"pk3", "pk2", 96, 300, 2, 1, 2, 0, 1, 64, 64, RopeStyle::kAdjacent, 2},
+    // Trellis channel code (--pk-code trellis), with and without a basis, keys and values, tt values.
+    {"pk2.5", "tt3", 128, 600, 1, 4, 3, 0, 0, 128, 128, RopeStyle::kAdjacent, 1, true},
+    {"pk2", "f16", 64, 333, 2, 2, 2, 16, 3, 100, 64, RopeStyle::kNeox, 0, true},
+    {"pk3", "pk2", 96, 300, 2, 1, 2, 0, 1, 64, 64, RopeStyle::kAdjacent, 2, true},
+    {"pk1.5", "tt2", 80, 97, 1, 8, 1, 0, 0, 54, 80, RopeStyle::kAdjacent, 0, true},
 };
 INSTANTIATE_TEST_SUITE_P(All, PreRopeAttention, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return name(info.param); });
