@@ -9,7 +9,7 @@
 # Environment: GPU_PK_PREBUILT=DIR uses DIR/tqkv_tests and DIR/libtqkv_capi.so (built elsewhere
 # with -DTQKV_CUDA=ON) when they run here, else builds; GPU_PK_MUTANTS=DIR runs every
 # DIR/mut-*.xz test binary (xz-compressed) on the pk tests; GPU_PK_SKIP_BENCH=1 skips the benchmark;
-# GPU_PK_BENCH_FORMATS overrides the formats.
+# GPU_PK_BENCH_FORMATS overrides the formats; GPU_PK_OTHER_TESTS the filter of the non-pk CUDA tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEBS=${1:-}
@@ -42,10 +42,11 @@ if [ -z "$T" ]; then
 fi
 status=0
 # 1. pk tests, then every other CUDA test (the cache hooks must not change the other formats)
-timeout 240 "$T" --gtest_filter='*CudaPk*' > "$OUTDIR/pk-tests.txt" 2>&1 || status=1
+timeout 200 "$T" --gtest_filter='*CudaPk*' > "$OUTDIR/pk-tests.txt" 2>&1 || status=1
 grep -E "^\[  (PASSED|FAILED) |worst error|Failure|error:" "$OUTDIR/pk-tests.txt" | head -40
 echo "pk tests done ($SECONDS s)"
-timeout 240 "$T" --gtest_filter='*Cuda*:-*CudaPk*' > "$OUTDIR/cuda-tests.txt" 2>&1 || status=1
+OTHER=${GPU_PK_OTHER_TESTS:-*Cuda*:-*CudaPk*}
+timeout 200 "$T" --gtest_filter="$OTHER" > "$OUTDIR/cuda-tests.txt" 2>&1 || status=1
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" "$OUTDIR/cuda-tests.txt" | head -20
 echo "other CUDA tests done ($SECONDS s)"
 # 2. memcheck on small pk cases (encode, pending rows, the fit, attention, merge)
@@ -60,7 +61,7 @@ fi
 if [ -n "${GPU_PK_MUTANTS:-}" ]; then
   for f in "$GPU_PK_MUTANTS"/mut-*.xz; do
     xz -dkf "$f"; m=${f%.xz}; chmod +x "$m"
-    timeout 120 "$m" --gtest_filter='*CudaPk*' > "$m.txt" 2>&1
+    timeout 90 "$m" --gtest_filter='*CudaPk*' > "$m.txt" 2>&1
     echo "mutant $(basename "$m"): exit $?, failed: $(grep -E '^\[  FAILED  \] [A-Za-z]' "$m.txt" | grep -v ' tests\?,' | sed 's/.*\] //;s/ (.*//' | sort -u | tr '\n' ' ')"
   done | tee "$OUTDIR/pk-mutants.txt"
 fi

@@ -37,10 +37,37 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
+// NC consecutive floats of shared memory (16-byte aligned for NC >= 4) into registers.
+template <int NC>
+__device__ __forceinline__ void load_cols(const float* p, float (&x)[NC]) {
+  if constexpr (NC % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < NC / 4; ++i) {
+      const float4 v = reinterpret_cast<const float4*>(p)[i];
+      x[4 * i] = v.x;
+      x[4 * i + 1] = v.y;
+      x[4 * i + 2] = v.z;
+      x[4 * i + 3] = v.w;
+    }
+  } else if constexpr (NC == 2) {
+    const float2 v = *reinterpret_cast<const float2*>(p);
+    x[0] = v.x;
+    x[1] = v.y;
+  } else {
+    x[0] = p[0];
+  }
+}
+
+// A 64-bit window (words k, k + 1) of a lane's staged code stream.
+struct Win {
+  int k = -2;
+  uint32_t w0 = 0, w1 = 0;
+};
+
 // Shared-memory layout (floats), sized at launch.
 struct PkSmem {
   int tab_stride, rw;  // rope table row stride (pairs + 1, odd), staged stream row stride (odd)
-  size_t chan, lev, zl, qraw, tabc, tabs, warp0, warp_floats, total;
+  size_t chan, lev, zl, qraw, tab, warp0, warp_floats, total;
 };
 __host__ __device__ inline PkSmem pk_smem(int D, int NC, int pairs, int sbw) {
   PkSmem s;
@@ -50,9 +77,8 @@ __host__ __device__ inline PkSmem pk_smem(int D, int NC, int pairs, int sbw) {
   s.lev = 4 * D;                  // [512]
   s.zl = s.lev + 512;             // [16]
   s.qraw = s.zl + 16;             // [NC][D]
-  s.tabc = s.qraw + NC * D;       // [32][tab_stride]
-  s.tabs = s.tabc + 32 * s.tab_stride;
-  s.warp0 = s.tabs + 32 * s.tab_stride;
+  s.tab = s.qraw + NC * D;        // float2 [32][tab_stride]: (cos, sin)
+  s.warp0 = s.tab + 2 * 32 * s.tab_stride;
   s.warp0 = (s.warp0 + 3) / 4 * 4;
   // per warp: qr [D][NC], pw [32][NC], krow [32][rw]; the merge reuses it for o [NC][D] + m, l [NC]
   s.warp_floats = static_cast<size_t>(D) * NC + 32 * NC + 32 * s.rw;
@@ -73,8 +99,7 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
   float* lev_s = sm + L.lev;
   float* zl_s = sm + L.zl;
   float* qraw = sm + L.qraw;
-  float* tabc = sm + L.tabc;
-  float* tabs = sm + L.tabs;
+  float2* tab_s = reinterpret_cast<float2*>(sm + L.tab);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   float* qr = sm + L.warp0 + warp * L.warp_floats;  // [D][NC]
@@ -102,8 +127,7 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
   if (tid < (1 << W)) zl_s[tid] = p.vzlut[tid];
   for (int i = tid; i < 32 * pairs; i += 128) {
     const int u = i / pairs, j = i % pairs;
-    tabc[u * L.tab_stride + j] = p.tab[i];
-    tabs[u * L.tab_stride + j] = p.tab[32 * pairs + i];
+    tab_s[u * L.tab_stride + j] = reinterpret_cast<const float2*>(p.tab)[i];
   }
   int lim[NC];
 #pragma unroll
@@ -143,14 +167,29 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
     vbit0[k] = ln * CHUNK_BITS + field_bit(VC, pr, s);
   }
   const size_t tile_bytes = tile_body_bytes(VC, D);
+  // Base angle of this lane's pairs j = lane + 32 i at the warp's current chunk: double sincos at
+  // the first chunk, then R(theta + 128 omega) = R(theta) R(128 omega) per chunk (a warp's chunks
+  // are 4 x 32 tokens apart), in double (the recurrence's rounding, ~1e-16 per step, stays far
+  // below the float rounding of the rotated query).
+  constexpr int PJ = D / 64;  // pairs per lane, at most
+  double bcs[PJ], bsn[PJ];
+#pragma unroll
+  for (int i = 0; i < PJ; ++i) {
+    const int j = lane + 32 * i;
+    bcs[i] = 1.0;
+    bsn[i] = 0.0;
+    if (j < pairs) sincos(static_cast<double>(off + 32LL * (c0 + warp)) * p.omega[j], &bsn[i], &bcs[i]);
+  }
 
   for (int c = c0 + warp; c < c1; c += 4) {
     const int T0 = c * 32, t = T0 + lane;
     const bool tv = t < len;
     // 1. the columns rotated back by the chunk's base angle, [D][NC]
-    for (int j = lane; j < pairs; j += 32) {
-      double sn, cs;
-      sincos(static_cast<double>(off + T0) * p.omega[j], &sn, &cs);
+#pragma unroll
+    for (int i = 0; i < PJ; ++i) {
+      const int j = lane + 32 * i;
+      if (j >= pairs) continue;
+      const double cs = bcs[i], sn = bsn[i];
       const int ca = p.neox ? j : 2 * j, cb = p.neox ? j + pairs : 2 * j + 1;
 #pragma unroll
       for (int n = 0; n < NC; ++n) {
@@ -158,6 +197,9 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
         qr[ca * NC + n] = static_cast<float>(cs * qa + sn * qb);
         qr[cb * NC + n] = static_cast<float>(cs * qb - sn * qa);
       }
+      const double c2 = p.step[2 * j], s2 = p.step[2 * j + 1];  // advance to the next chunk (+128)
+      bcs[i] = cs * c2 - sn * s2;
+      bsn[i] = sn * c2 + cs * s2;
     }
     for (int e = 2 * pairs + lane; e < D; e += 32)
 #pragma unroll
@@ -172,42 +214,82 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
       const uint8_t* kp = p.kpool + ph * p.kphb;
       ksc = __uint_as_float(static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(kp) + t % P)) << 16);
       const uint32_t* src = reinterpret_cast<const uint32_t*>(kp + p.kscale_region) + static_cast<size_t>(t % P) * sbw;
-      for (int w = 0; w < sbw; ++w) krow[lane * L.rw + w] = __ldg(src + w);
+      if ((sbw & 3) == 0) {
+        for (int w = 0; w < sbw; w += 4) {
+          const uint4 x = __ldg(reinterpret_cast<const uint4*>(src + w));
+          krow[lane * L.rw + w] = x.x;
+          krow[lane * L.rw + w + 1] = x.y;
+          krow[lane * L.rw + w + 2] = x.z;
+          krow[lane * L.rw + w + 3] = x.w;
+        }
+      } else if ((sbw & 1) == 0) {
+        for (int w = 0; w < sbw; w += 2) {
+          const uint2 x = __ldg(reinterpret_cast<const uint2*>(src + w));
+          krow[lane * L.rw + w] = x.x;
+          krow[lane * L.rw + w + 1] = x.y;
+        }
+      } else {
+        for (int w = 0; w < sbw; ++w) krow[lane * L.rw + w] = __ldg(src + w);
+      }
       krow[lane * L.rw + sbw] = 0;
       vpage = p.v.pool + ph * p.v.page_head_bytes;
       vs = __ldg(reinterpret_cast<const float*>(vpage) + t % P);
     }
     __syncwarp();
     // 3. scores of this lane's token
-    float acc[NC];
+    float acc[NC], acc2[NC];  // two FMA chains (a and b channels of the pairs)
 #pragma unroll
-    for (int n = 0; n < NC; ++n) acc[n] = 0.f;
+    for (int n = 0; n < NC; ++n) acc[n] = acc2[n] = 0.f;
     if (tv) {
       const uint32_t* row = krow + lane * L.rw;
       const uint16_t* prow = kpend + static_cast<size_t>(t) * D;
-      auto key = [&](int ch) -> float {
+      // Code streams read through two sliding windows of 64 bits (the a channels and the b
+      // channels of the pairs: for adjacent pairs both walk the stream in channel order, for NeoX
+      // one the first half, one the second): every offset is the same for the 32 lanes, so the
+      // window moves by warp-uniform branches and costs one shared load per 32 stream bits.
+      Win wa, wb;
+      auto key = [&](int ch, Win& w) -> float {
         if (pend) return __half2float(__ushort_as_half(prow[ch]));
         const float4 cf = chan_s[ch];
         const uint32_t ob = __float_as_uint(cf.z), bits = ob & 15u, o_ = ob >> 4;
         if (bits == 0) return isnan(ksc) ? ksc : cf.x;
-        const uint32_t code = __funnelshift_r(row[o_ >> 5], row[(o_ >> 5) + 1], o_ & 31) & ((1u << bits) - 1u);
+        const int kk = static_cast<int>(o_ >> 5);
+        if (kk != w.k) {
+          if (kk == w.k + 1) {
+            w.w0 = w.w1;
+          } else {
+            w.w0 = row[kk];
+          }
+          w.w1 = row[kk + 1];
+          w.k = kk;
+        }
+        const uint32_t code = __funnelshift_r(w.w0, w.w1, o_ & 31) & ((1u << bits) - 1u);
         return __fadd_rn(cf.x, __fmul_rn(__fmul_rn(ksc, cf.y), lev_s[(1u << bits) + code]));
       };
-      const float* tc = tabc + lane * L.tab_stride;
-      const float* ts = tabs + lane * L.tab_stride;
+      const float2* tr = tab_s + lane * L.tab_stride;
       for (int j = 0; j < pairs; ++j) {
         const int ca = p.neox ? j : 2 * j, cb = p.neox ? j + pairs : 2 * j + 1;
-        const float ka = key(ca), kb = key(cb);
-        const float cs = tc[j], sn = ts[j];
-        const float ra = ka * cs - kb * sn, rb = ka * sn + kb * cs;
+        const float ka = key(ca, wa), kb = key(cb, p.neox ? wb : wa);
+        const float2 r = tr[j];
+        const float ra = ka * r.x - kb * r.y, rb = ka * r.y + kb * r.x;
+        float qa[NC], qb[NC];
+        load_cols<NC>(qr + ca * NC, qa);
+        load_cols<NC>(qr + cb * NC, qb);
 #pragma unroll
-        for (int n = 0; n < NC; ++n) acc[n] = fmaf(qr[ca * NC + n], ra, fmaf(qr[cb * NC + n], rb, acc[n]));
+        for (int n = 0; n < NC; ++n) {
+          acc[n] = fmaf(qa[n], ra, acc[n]);
+          acc2[n] = fmaf(qb[n], rb, acc2[n]);
+        }
       }
-      for (int e = 2 * pairs; e < D; ++e) {
-        const float k = key(e);
+      for (int e = 2 * pairs; e < D; ++e) {  // channels past rotary_dims (the stream continues)
+        const float k = key(e, p.neox ? wb : wa);
+        float qe[NC];
+        load_cols<NC>(qr + e * NC, qe);
 #pragma unroll
-        for (int n = 0; n < NC; ++n) acc[n] = fmaf(qr[e * NC + n], k, acc[n]);
+        for (int n = 0; n < NC; ++n) acc[n] = fmaf(qe[n], k, acc[n]);
       }
+#pragma unroll
+      for (int n = 0; n < NC; ++n) acc[n] += acc2[n];
     }
     // 4. online softmax (per column, over the warp's chunks)
 #pragma unroll
@@ -231,8 +313,7 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
     const int cnt = min(32, len - T0);
     for (int u = 0; u < cnt; ++u) {
       float pv[NC];
-#pragma unroll
-      for (int n = 0; n < NC; ++n) pv[n] = pw[u * NC + n];
+      load_cols<NC>(pw + u * NC, pv);
       const int tok = T0 + u;
       if (pend) {
         const uint16_t* vr = vpend + static_cast<size_t>(tok) * D;

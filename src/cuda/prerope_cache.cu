@@ -26,7 +26,7 @@ struct PkState {
   CudaCacheConfig cfg;
   int D = 0, H = 0, N = 0, total_bits = 0, sbw = 0, code_size = 0, pairs = 0;
   bool neox = false;
-  CudaBuffer omega, tab, levels, thresholds, chan, kpend, vpend, vtmp, items, ws;
+  CudaBuffer omega, tab, step, levels, thresholds, chan, kpend, vpend, vtmp, items, ws;
   std::vector<float> lev_host, thr_host;
   bool have_bits[9] = {};
   std::vector<std::unique_ptr<PreRopeKeyCodec>> codec;  // [seq * H + head]
@@ -67,13 +67,18 @@ StatusOr<PkStatePtr> pk_make(const CudaCacheConfig& cfg) {
   const std::vector<float> inv = rope_inv_freq(r);
   std::vector<double> om(s->pairs);
   std::vector<float> tab(2 * 32 * static_cast<size_t>(s->pairs));
+  std::vector<double> step(2 * static_cast<size_t>(s->pairs));
   for (int j = 0; j < s->pairs; ++j) {
     om[j] = static_cast<double>(inv[j]) / static_cast<double>(r.position_scale);
     for (int u = 0; u < 32; ++u) {
-      tab[static_cast<size_t>(u) * s->pairs + j] = static_cast<float>(std::cos(u * om[j]));
-      tab[32 * static_cast<size_t>(s->pairs) + static_cast<size_t>(u) * s->pairs + j] = static_cast<float>(std::sin(u * om[j]));
+      tab[(static_cast<size_t>(u) * s->pairs + j) * 2] = static_cast<float>(std::cos(u * om[j]));
+      tab[(static_cast<size_t>(u) * s->pairs + j) * 2 + 1] = static_cast<float>(std::sin(u * om[j]));
     }
+    step[2 * j] = std::cos(128.0 * om[j]);
+    step[2 * j + 1] = std::sin(128.0 * om[j]);
   }
+  TQKV_ASSIGN_OR_RETURN(s->step, CudaBuffer::alloc(step.size() * sizeof(double)));
+  TQKV_RETURN_IF_ERROR(s->step.upload(step.data(), step.size() * sizeof(double)));
   TQKV_ASSIGN_OR_RETURN(s->omega, CudaBuffer::alloc(om.size() * sizeof(double)));
   TQKV_RETURN_IF_ERROR(s->omega.upload(om.data(), om.size() * sizeof(double)));
   TQKV_ASSIGN_OR_RETURN(s->tab, CudaBuffer::alloc(tab.size() * sizeof(float)));
@@ -397,6 +402,7 @@ Status pk_attend(PkState& s, const PkCtx& c, const std::vector<int>& seqs, int m
   p.neox = s.neox ? 1 : 0;
   p.omega = s.omega.as<double>();
   p.tab = s.tab.as<float>();
+  p.step = s.step.as<double>();
   p.n_kv_heads = cfg.n_kv_heads;
   p.group = n_q_heads / cfg.n_kv_heads;
   p.page_tokens = cfg.page_tokens;

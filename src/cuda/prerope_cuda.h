@@ -82,7 +82,8 @@ struct PkAttnParams {
   // RoPE
   int pairs = 0, neox = 0;
   const double* omega = nullptr;  // [pairs] inv_freq / position_scale (radians per position)
-  const float* tab = nullptr;     // [2][32][pairs]: cos, sin of u * omega_j, u = 0..31
+  const float* tab = nullptr;     // [32][pairs][2]: (cos, sin) of u * omega_j, u = 0..31
+  const double* step = nullptr;   // [pairs][2]: (cos, sin) of 128 omega_j (a warp's chunk stride)
   // shape and items
   int n_kv_heads = 0, group = 1, page_tokens = 64, dim = 128;
   const int* block_table = nullptr;
