@@ -9,7 +9,7 @@
 # Environment: GPU_PK_PREBUILT=DIR uses DIR/tqkv_tests and DIR/libtqkv_capi.so (built elsewhere
 # with -DTQKV_CUDA=ON) when they run here, else builds; GPU_PK_MUTANTS=DIR runs every
 # DIR/mut-*.xz test binary (xz-compressed) on the pk tests; GPU_PK_SKIP_BENCH=1 skips the benchmark;
-# GPU_PK_BENCH_FORMATS overrides the formats; GPU_PK_OTHER_TESTS the filter of the non-pk CUDA tests.
+# GPU_PK_BENCH_FORMATS overrides the formats; GPU_PK_OTHER_TESTS the filter of the non-pk CUDA tests; GPU_PK_BENCH_SHAPES the BxL list.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEBS=${1:-}
@@ -68,7 +68,7 @@ fi
 # 4. benchmark
 if [ "${GPU_PK_SKIP_BENCH:-0}" != 1 ]; then
   export TQKV_COMMIT=${TQKV_COMMIT:-$(cat COMMIT 2>/dev/null || echo unknown)}
-  PYTHONUNBUFFERED=1 timeout 300 python3 bench/gpu_bench.py --lib "$CAPI" --out "$OUTDIR/gpu-pk-bench.json" --shapes 16x32768 \
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/gpu_bench.py --lib "$CAPI" --out "$OUTDIR/gpu-pk-bench.json" --shapes "${GPU_PK_BENCH_SHAPES:-16x32768}" \
     --formats "${GPU_PK_BENCH_FORMATS:-pk2/tq2,tq2/tq2,rvq1x2/tq2,pk3/tq4,pk4/tq4,tq4/tq4}" > "$OUTDIR/bench.txt" 2>&1 || status=1
   tail -12 "$OUTDIR/bench.txt"
 fi

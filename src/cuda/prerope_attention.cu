@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/prerope_cuda.h"
 
@@ -247,7 +248,6 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
       // channels of the pairs: for adjacent pairs both walk the stream in channel order, for NeoX
       // one the first half, one the second): every offset is the same for the 32 lanes, so the
       // window moves by warp-uniform branches and costs one shared load per 32 stream bits.
-      Win wa, wb;
       auto key = [&](int ch, Win& w) -> float {
         if (pend) return __half2float(__ushort_as_half(prow[ch]));
         const float4 cf = chan_s[ch];
@@ -267,27 +267,36 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
         return __fadd_rn(cf.x, __fmul_rn(__fmul_rn(ksc, cf.y), lev_s[(1u << bits) + code]));
       };
       const float2* tr = tab_s + lane * L.tab_stride;
-      for (int j = 0; j < pairs; ++j) {
-        const int ca = p.neox ? j : 2 * j, cb = p.neox ? j + pairs : 2 * j + 1;
-        const float ka = key(ca, wa), kb = key(cb, p.neox ? wb : wa);
-        const float2 r = tr[j];
-        const float ra = ka * r.x - kb * r.y, rb = ka * r.y + kb * r.x;
-        float qa[NC], qb[NC];
-        load_cols<NC>(qr + ca * NC, qa);
-        load_cols<NC>(qr + cb * NC, qb);
+      // The pairing is a compile-time branch, so both windows stay in registers.
+      auto walk = [&](auto neox_tag) {
+        constexpr bool NX = decltype(neox_tag)::value;
+        Win wa, wb;
+        Win& wbsel = NX ? wb : wa;
+#pragma unroll 2
+        for (int j = 0; j < pairs; ++j) {
+          const int ca = NX ? j : 2 * j, cb = NX ? j + pairs : 2 * j + 1;
+          const float ka = key(ca, wa), kb = key(cb, wbsel);
+          const float2 r = tr[j];
+          const float ra = ka * r.x - kb * r.y, rb = ka * r.y + kb * r.x;
+          float qa[NC], qb[NC];
+          load_cols<NC>(qr + ca * NC, qa);
+          load_cols<NC>(qr + cb * NC, qb);
 #pragma unroll
-        for (int n = 0; n < NC; ++n) {
-          acc[n] = fmaf(qa[n], ra, acc[n]);
-          acc2[n] = fmaf(qb[n], rb, acc2[n]);
+          for (int n = 0; n < NC; ++n) {
+            acc[n] = fmaf(qa[n], ra, acc[n]);
+            acc2[n] = fmaf(qb[n], rb, acc2[n]);
+          }
         }
-      }
-      for (int e = 2 * pairs; e < D; ++e) {  // channels past rotary_dims (the stream continues)
-        const float k = key(e, p.neox ? wb : wa);
-        float qe[NC];
-        load_cols<NC>(qr + e * NC, qe);
+        for (int e = 2 * pairs; e < D; ++e) {  // channels past rotary_dims (the stream continues)
+          const float k = key(e, wbsel);
+          float qe[NC];
+          load_cols<NC>(qr + e * NC, qe);
 #pragma unroll
-        for (int n = 0; n < NC; ++n) acc[n] = fmaf(qe[n], k, acc[n]);
-      }
+          for (int n = 0; n < NC; ++n) acc[n] = fmaf(qe[n], k, acc[n]);
+        }
+      };
+      if (p.neox) walk(std::true_type{});
+      else walk(std::false_type{});
 #pragma unroll
       for (int n = 0; n < NC; ++n) acc[n] += acc2[n];
     }
@@ -311,6 +320,16 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
     __syncwarp();
     // 5. values
     const int cnt = min(32, len - T0);
+    // the chunk's two value tiles (tokens T0 .. T0 + 15, T0 + 16 .. T0 + 31; a tile never spans pages)
+    auto tile_of = [&](int tk) -> const uint32_t* {
+      if (pend || tk >= len) return nullptr;
+      const int pid = __ldg(btab + tk / P);
+      return reinterpret_cast<const uint32_t*>(p.v.pool + (static_cast<size_t>(pid) * H + h) * p.v.page_head_bytes +
+                                               p.v.meta_region + static_cast<size_t>((tk % P) / 16) * tile_bytes);
+    };
+    const uint32_t* vt0 = tile_of(T0);
+    const uint32_t* vt1 = tile_of(T0 + 16);
+#pragma unroll 2
     for (int u = 0; u < cnt; ++u) {
       float pv[NC];
       load_cols<NC>(pw + u * NC, pv);
@@ -324,13 +343,10 @@ __global__ void __launch_bounds__(128) pk_attn_kernel(const PkAttnParams p) {
           for (int n = 0; n < NC; ++n) o[n][k] = fmaf(pv[n], v, o[n][k]);
         }
       } else {
-        const int pid = __ldg(btab + tok / P);
-        const uint8_t* tile = p.v.pool + (static_cast<size_t>(pid) * H + h) * p.v.page_head_bytes + p.v.meta_region +
-                              static_cast<size_t>((tok % P) / 16) * tile_bytes;
-        const int tt = tok % 16;
+        const uint32_t* tw = u < 16 ? vt0 : vt1;
+        const int tt = u & 15;  // T0 is a multiple of 32
         // token tt moves the field by chunk c = (tt % 8) / 2, pair + 2 (tt / 8), sub tt % 2
         const uint32_t dbit = ((tt % 8) / 2) * CHUNK_BITS + (tt / 8) * 4 * W + (tt % 2) * W;
-        const uint32_t* tw = reinterpret_cast<const uint32_t*>(tile);
 #pragma unroll
         for (int k = 0; k < KV; ++k) {
           const uint32_t bit = vbit0[k] + dbit;
