@@ -258,6 +258,10 @@ Status pk_append(PkState& s, const PkCtx& c, const std::vector<int>& seqs, int n
   const int src_dtype = dtype == CudaDType::kBF16 ? kSrcBF16 : kSrcF32;
   const size_t esz = dtype == CudaDType::kBF16 ? 2 : 4;
   const long long per_item = static_cast<long long>(H) * n * D;  // input [item][head][n][D]
+  // Sequences whose statistics exist encode every new token directly, also below N (after a
+  // truncate that kept them, as LayerKVCache does).
+  std::vector<char> was_fitted(seqs.size());
+  for (size_t a = 0; a < seqs.size(); ++a) was_fitted[a] = s.fitted[seqs[a]];
   // 1. tokens below N: pending f16 rows (K and V)
   Items pend;
   for (size_t a = 0; a < seqs.size(); ++a) {
@@ -322,7 +326,7 @@ Status pk_append(PkState& s, const PkCtx& c, const std::vector<int>& seqs, int n
   Items direct;
   for (size_t a = 0; a < seqs.size(); ++a) {
     const int len = (*c.seq_len)[seqs[a]];
-    const int first = std::max(len, N);  // first token encoded directly
+    const int first = was_fitted[a] ? len : std::max(len, N);  // first token encoded directly
     if (first >= len + n) continue;
     const int i0 = first - len;
     direct.add(seqs[a], first, len + n - first, static_cast<long long>(a) * per_item + static_cast<long long>(i0) * D);

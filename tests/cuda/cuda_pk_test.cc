@@ -176,6 +176,7 @@ struct Harness {
   std::vector<float> inv_freq;
   std::vector<std::vector<float>> Kh, Vh;  // [seq * H + h] appended rows (pre-RoPE keys)
   std::vector<long long> offset;
+  std::vector<int> f16_rows;  // [seq] leading rows encoded from their f16 pending copies
   int H = 2, D = 0, max_seqs = 4;
 };
 
@@ -211,6 +212,7 @@ void make_harness(const PkCacheCase& c, SplitMix64& rng, Harness* hs) {
   X.Kh.assign(X.max_seqs * X.H, {});
   X.Vh.assign(X.max_seqs * X.H, {});
   X.offset.assign(X.max_seqs, c.offset);
+  X.f16_rows.assign(X.max_seqs, c.calib);
   for (int s = 0; s < X.max_seqs; ++s) ASSERT_OK(X.gpu->set_position_offset(s, c.offset));
 }
 
@@ -276,7 +278,7 @@ void check_codes_and_build_ref(Harness& X, int s, std::vector<RefHead>* ref) {
       // values: the CPU cache encodes rows below N from their f16 copies
       const Quantizer& vq = *X.gpu->value_quantizer(h);
       std::vector<float> vin(X.Vh[s * H + h].begin(), X.Vh[s * H + h].end());
-      for (size_t i = 0; i < static_cast<size_t>(N) * D; ++i) vin[i] = f16_round(vin[i]);
+      for (size_t i = 0; i < static_cast<size_t>(std::min(N, X.f16_rows[s])) * D; ++i) vin[i] = f16_round(vin[i]);
       const size_t vcs = vq.code_size();
       std::vector<uint8_t> want(static_cast<size_t>(n) * vcs), vgot(want.size());
       vq.encode(vin.data(), n, want.data());
@@ -498,6 +500,27 @@ TEST(CudaPkCacheDecode, CrossesCalibrationDuringDecode) {
     }
     worst = std::max(worst, check_attention(X, {0, 1}, 1, c.group, refs, rng, "decode across N"));
     ASSERT_FALSE(HasFailure()) << "after " << X.gpu->n_tokens(0) << " tokens";
+  }
+  // truncate below N keeps the statistics (LayerKVCache's rule): the next tokens are encoded
+  // directly, also those below N
+  const int keep = c.calib - 10;
+  ASSERT_OK(X.gpu->truncate(0, keep));
+  ASSERT_OK(X.cpu->truncate(0, keep));
+  for (int h = 0; h < X.H; ++h) {
+    X.Kh[0 * X.H + h].resize(static_cast<size_t>(keep) * X.D);
+    X.Vh[0 * X.H + h].resize(static_cast<size_t>(keep) * X.D);
+  }
+  ASSERT_NE(X.gpu->key_codec(0, 0), nullptr);
+  X.f16_rows[0] = keep;
+  append_chunk(X, km, {0}, 20, rng);
+  ASSERT_FALSE(HasFatalFailure());
+  {
+    std::vector<std::vector<RefHead>> refs(2);
+    for (int s = 0; s < 2; ++s) {
+      check_codes_and_build_ref(X, s, &refs[s]);
+      ASSERT_FALSE(HasFatalFailure()) << "after truncating to " << keep << " and appending 20";
+    }
+    worst = std::max(worst, check_attention(X, {0, 1}, 1, c.group, refs, rng, "after truncate below N"));
   }
   // truncate to 0 forgets the statistics; the sequence starts pending again
   ASSERT_OK(X.gpu->truncate(0, 0));
