@@ -472,6 +472,7 @@ Status cuda_pk_encode_vectors(const PreRopeKeyCodec& codec, const void* x, CudaD
   const int D = codec.dim();
   if (D > 256) return unsupported("CUDA pk encode supports head_dim <= 256, got " + std::to_string(D));
   if (codec.basis() != nullptr) return unsupported("CUDA pk encode has no channel basis path");
+  if (codec.trellis()) return unsupported("CUDA pk encode has no trellis channel code path (--pk-code trellis)");
   if (n == 0) return Status::Ok();
   if (n > (1u << 30)) return invalid_argument("cuda_pk_encode_vectors: too many vectors");
   const PreRopeKeyStats& st = codec.stats();
