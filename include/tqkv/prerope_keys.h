@@ -91,7 +91,7 @@ class PreRopeKeyCodec {
   // The channel basis or null for the identity.
   const ChannelBasis* basis() const { return basis_.get(); }
   // True when the 1..4-bit channels use the trellis channel code (above).
-  bool trellis() const { return trellis_; }
+  bool trellis() const { return trellis_ != nullptr; }
 
   // Bytes of one encoded vector: 2 (bf16 scale) + ceil(total_bits / 8).
   size_t code_size() const { return 2 + (static_cast<size_t>(total_bits_) + 7) / 8; }
@@ -118,9 +118,13 @@ class PreRopeKeyCodec {
   bool norm_correction_ = true;
   std::shared_ptr<const ChannelBasis> basis_;
   const Codebook* codebook_[9] = {};  // [b]: the b-bit Gaussian Lloyd-Max codebook (b >= 1)
-  bool trellis_ = false;
-  std::vector<int> group_[5];         // trellis: [k] the channels with k bits, in index order
-  std::vector<uint32_t> offset_;      // stream bit of channel i's code
+  // Trellis channel code: [k] the channels with k bits, in index order (null: Lloyd-Max only).
+  // Behind a pointer so that a codec without it stays as small as before (the cache counts
+  // sizeof(PreRopeKeyCodec) per head in bytes_resident).
+  struct TrellisGroups {
+    std::vector<int> group[5];
+  };
+  std::shared_ptr<const TrellisGroups> trellis_;
 };
 
 // bfloat16 <-> float (round to nearest even; NaN stays NaN; finite values beyond the bf16 range

@@ -119,13 +119,11 @@ StatusOr<PreRopeKeyCodec> PreRopeKeyCodec::from_stats(PreRopeKeyStats stats, boo
   c.stats_ = std::move(stats);
   c.total_bits_ = total;
   c.norm_correction_ = norm_correction;
-  c.trellis_ = trellis;
-  c.offset_.resize(d);
-  uint32_t off = 0;
-  for (size_t i = 0; i < d; ++i) {
-    c.offset_[i] = off;
-    off += c.stats_.bits[i];
-    if (trellis && c.stats_.bits[i] >= 1 && c.stats_.bits[i] <= 4) c.group_[c.stats_.bits[i]].push_back(static_cast<int>(i));
+  if (trellis) {
+    auto g = std::make_shared<TrellisGroups>();
+    for (size_t i = 0; i < d; ++i)
+      if (c.stats_.bits[i] >= 1 && c.stats_.bits[i] <= 4) g->group[c.stats_.bits[i]].push_back(static_cast<int>(i));
+    c.trellis_ = std::move(g);
   }
   for (size_t i = 0; i < d; ++i) {  // only the widths in use (8-bit design takes seconds)
     const int b = c.stats_.bits[i];
@@ -239,7 +237,7 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
     std::vector<double> lv(d, 0.0);
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
-      if (b == 0 || (trellis_ && b <= 4)) continue;
+      if (b == 0 || (trellis_ && b <= 4)) continue;  // trellis groups below
       const Codebook& cb = *codebook_[b];
       const float u = static_cast<float>(z[i] / sc);
       uint32_t q = 0;
@@ -247,8 +245,8 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
       code[i] = q;
       lv[i] = cb.levels[q];
     }
-    for (int k = 1; k <= 4; ++k) {
-      const std::vector<int>& g = group_[k];
+    for (int k = 1; k <= 4 && trellis_; ++k) {
+      const std::vector<int>& g = trellis_->group[k];
       if (g.empty()) continue;
       const int n = static_cast<int>(g.size());
       std::vector<float> u(n), zh(n);
@@ -261,15 +259,17 @@ void PreRopeKeyCodec::encode(const float* x, size_t n, uint8_t* codes, size_t x_
         lv[g[a]] = zh[a];
       }
     }
-    double cc = 0;  // ||c||^2 of the chosen levels (channel order)
+    double cc = 0;        // ||c||^2 of the chosen levels (channel order)
+    uint32_t offset = 0;  // stream bit of channel i's code: bits[0] + ... + bits[i-1]
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
       if (b == 0) continue;
       cc += lv[i] * lv[i];
       for (int k = 0; k < b; ++k) {
-        const uint32_t bit = offset_[i] + k;
+        const uint32_t bit = offset + k;
         if ((code[i] >> k) & 1u) stream[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
       }
+      offset += b;
     }
     // Norm correction: decoded whitened vector s * c has norm ||z||. Without: s = RMS of z.
     const double s = norm_correction_ ? std::sqrt(zz / cc) : sc;
@@ -290,33 +290,37 @@ void PreRopeKeyCodec::decode(const uint8_t* codes, size_t n, float* y, size_t y_
     std::memcpy(&sb, in, 2);
     const float s = bf16_to_float(sb);
     const uint8_t* stream = in + 2;
-    auto read_code = [&](int i) {
-      uint32_t code = 0;
-      for (int k = 0; k < stats_.bits[i]; ++k) {
-        const uint32_t bit = offset_[i] + k;
-        code |= static_cast<uint32_t>((stream[bit / 8] >> (bit % 8)) & 1u) << k;
-      }
-      return code;
-    };
+    thread_local std::vector<uint32_t> codes_of;  // trellis: every channel's code, read in channel order
+    if (trellis_) codes_of.assign(d, 0);
+    uint32_t offset = 0;
     for (int i = 0; i < d; ++i) {
       const int b = stats_.bits[i];
       if (b == 0) {
         out[i] = std::isnan(s) ? s : stats_.mean[i];
         continue;
       }
-      if (trellis_ && b <= 4) continue;  // the groups below
-      const float lv = codebook_[b]->levels[read_code(i)];
+      uint32_t code = 0;
+      for (int k = 0; k < b; ++k) {
+        const uint32_t bit = offset + k;
+        code |= static_cast<uint32_t>((stream[bit / 8] >> (bit % 8)) & 1u) << k;
+      }
+      offset += b;
+      if (trellis_ && b <= 4) {  // the groups below
+        codes_of[i] = code;
+        continue;
+      }
+      const float lv = codebook_[b]->levels[code];
       out[i] = stats_.mean[i] + (s * stats_.sd[i]) * lv;
     }
-    for (int k = 1; k <= 4; ++k) {  // trellis groups: the level is T[window of the group's codes]
-      const std::vector<int>& g = group_[k];
+    for (int k = 1; k <= 4 && trellis_; ++k) {  // trellis groups: the level is T[window of the group's codes]
+      const std::vector<int>& g = trellis_->group[k];
       if (g.empty()) continue;
       const int n = static_cast<int>(g.size());
       thread_local std::vector<uint8_t> gc;
       thread_local std::vector<float> zh;
       gc.resize(n);
       zh.resize(n);
-      for (int a = 0; a < n; ++a) gc[a] = static_cast<uint8_t>(read_code(g[a]));
+      for (int a = 0; a < n; ++a) gc[a] = static_cast<uint8_t>(codes_of[g[a]]);
       trellis_reconstruct(gc.data(), n, k, zh.data());
       for (int a = 0; a < n; ++a) out[g[a]] = stats_.mean[g[a]] + (s * stats_.sd[g[a]]) * zh[a];
     }
