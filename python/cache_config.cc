@@ -44,8 +44,8 @@ void bind_cache_config(py::module_& m) {
       "turboquant_mse (tq{bits} / tq{value_bits}), kivi, q8_0, q4_0, f16, f32. llama.cpp style: cache_type_k / "
       "cache_type_v format names, each overriding the method's choice. Neither: f16 keys and values. "
       "pk{b} formats (pre-RoPE keys): pk_calib = N tokens that give the statistics (None = the library's 128; "
-      "--pk-calib), pk_basis = 'weights' (code keys in the eigenbasis of the model's key projection) or 'none' "
-      "(--pk-basis). Bad values raise ValueError.")
+      "--pk-calib), pk_basis = 'weights' (code keys in the eigenbasis of the model's key projection), "
+      "'weights:B' (block-diagonal, blocks of B channels) or 'none' (--pk-basis). Bad values raise ValueError.")
       .def(py::init([](std::optional<std::string> method, int bits, int value_bits, int num_residuals,
                        bool use_hadamard, std::optional<std::string> cache_type_k,
                        std::optional<std::string> cache_type_v, int kv_window, int kv_sinks, int boundary_layers,
@@ -97,8 +97,10 @@ void bind_cache_config(py::module_& m) {
       .def_property_readonly("pk_calib", [](const PyCacheConfig& c) { return c.config.base.pk_calib_tokens; },
                              "tokens whose statistics pk{b} streams use (the library default when not given)")
       .def_property_readonly("pk_basis", [](const PyCacheConfig& c) {
-        return std::string(c.config.pk_weight_basis ? "weights" : "none");
-      }, "the pk{b} keys' channel basis: 'weights' or 'none'")
+        if (!c.config.pk_weight_basis) return std::string("none");
+        return c.config.pk_weight_basis_block > 0 ? "weights:" + std::to_string(c.config.pk_weight_basis_block)
+                                                  : std::string("weights");
+      }, "the pk{b} keys' channel basis: 'weights', 'weights:B' or 'none'")
       .def("describe", [](const PyCacheConfig& c) { return describe_cache_config(c.config); },
            "The cache as the CLI's JSON names it, e.g. 'k=rvq1x2 v=tq2'.")
       .def("__repr__", [](const PyCacheConfig& c) {

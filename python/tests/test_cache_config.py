@@ -63,6 +63,9 @@ def test_pk_calib_and_basis(tqkv, model):
     assert (plain.pk_calib, plain.pk_basis) == (128, "none")
     assert plain.describe() == "k=pk2 v=tq2 pk-calib=128"
     assert tqkv.KVCacheConfig(cache_type_k="pk2", pk_basis="none").pk_basis == "none"
+    b16 = tqkv.KVCacheConfig(cache_type_k="pk3", cache_type_v="tq3", pk_basis="weights:16")
+    assert b16.pk_basis == "weights:16"
+    assert b16.describe() == "k=pk3 v=tq3 pk-calib=128 pk-basis=weights:16"
     prompt = "It is a truth universally acknowledged"
     cache = tqkv.KVCacheBuilder.build(model, c)
     model.generate(prompt, max_tokens=24, kv_cache=cache)
