@@ -54,7 +54,7 @@ __device__ __forceinline__ uint32_t h2_mul(uint32_t a, uint32_t b) {
 }
 
 template <int C> struct CodecTraits;
-template <> struct CodecTraits<kLut2> { static constexpr int w = 2, lut = 16; };
+template <> struct CodecTraits<kLut2> { static constexpr int w = 2, lut = 0; };  // table in registers
 template <> struct CodecTraits<kLut4> { static constexpr int w = 4, lut = 256; };
 template <> struct CodecTraits<kQ4> { static constexpr int w = 4, lut = 0; };
 template <> struct CodecTraits<kQ8> { static constexpr int w = 8, lut = 0; };
@@ -95,29 +95,38 @@ struct Chunk {
   }
 };
 
-// Lookup tables of the lut formats (shared memory): one 256-byte ROW per table entry e, keys in
-// bytes [0, 128) and values in [128, 256) of the row, lane l's copy at 4 l (so the 32 lanes of a
-// warp always hit 32 different banks). The row address is built by one byte permute: byte 1 of
-// the address is the entry's index byte taken straight from the packed chunk (kLut4: a pair's
-// 8-bit field; kLut2: a pair's 4-bit field, pre-masked for a whole word at once, with the table
-// base's bits 12-15 OR-ed in), bytes 0, 2, 3 come from the lane's base address.
+// Lookup tables of kLut4 (shared memory): one 256-byte ROW per table entry e, keys in bytes
+// [0, 128) and values in [128, 256) of the row, lane l's copy at 4 l (so the 32 lanes of a warp
+// always hit 32 different banks). The row address is built by one byte permute: byte 1 of the
+// address is the pair's 8-bit field taken straight from the packed chunk, byte 0 the lane's
+// offset. kLut2 needs no shared memory: its 4 decoded values are 8 bytes of f16, two registers
+// (z0 | z1 << 16, z2 | z3 << 16), and a PRMT picks a pair's two values from them.
+// Variant 2 (TQKV_ATTN_VARIANT=2, lut4 at d = 128): 128-byte rows, 16 copies per entry (lanes l
+// and l + 16 share copy l % 16: a 2-way bank conflict when they read different entries), so the
+// tables take 32 KiB instead of 64 and 4 CTAs fit per SM; the row offset costs one shift more.
 constexpr uint32_t kRowBytes = 256;
+template <int V> constexpr uint32_t row_bytes() { return V == 2 ? 128 : kRowBytes; }
 
-// Pair p of a chunk -> f16x2. xl: the lane's table address (lut formats; see above); sc: f16x2
-// scale of the pair (q4/q8).
-template <int C, int NW>
+// Pair p of a chunk -> f16x2. xl: the lane's table address (kLut4; see above), or the table's
+// first register (kLut2); sc: f16x2 scale of the pair (q4/q8), or the table's second register
+// (kLut2).
+template <int C, int NW, bool HALF = false>
 __device__ __forceinline__ uint32_t decode_pair(const Chunk<NW>& ch, int p, uint32_t xl, uint32_t sc) {
   if constexpr (C == kLut2) {
-    // Pair p's 4-bit field: word p/8, nibble p%8. Even pairs: the low nibbles of the word's
-    // bytes, odd pairs: the high nibbles (shifted down); xl's byte 1 holds the table base's bits
-    // 12-15 (the base is 4 KiB-aligned), OR-ed into every index byte by the same LOP3.
-    const uint32_t wv = ch.word(p / 8);
-    const uint32_t hi = (xl >> 8) & 0xF0u;
-    const uint32_t rep = hi * 0x01010101u;
-    const uint32_t idx = (p & 1) ? (((wv >> 4) & 0x0F0F0F0Fu) | rep) : ((wv & 0x0F0F0F0Fu) | rep);
-    const uint32_t addr = __byte_perm(idx, xl, 0x7604u | (((p % 8) / 2) << 4));
+    // Word p/8 shifted right by 2 (p % 4) and masked: bytes 0, 1 = the fields (f0, f1) of pair
+    // p % 8 < 4, bytes 2, 3 those of pair p % 8 >= 4 (gpu_layout.h field_bit). x * 0x22 +
+    // 0x1010 puts 2 f0, 2 f0 + 1, 2 f1, 2 f1 + 1 into the four selector nibbles (bytes <= 0x76:
+    // no carries, no sign-mode bit), so the PRMT returns (z[f0], z[f1]) from the 8 table bytes.
+    // The shifted, masked word and the multiply-add are shared by the two pairs of a byte pair
+    // (the compiler sees the same expression).
+    const uint32_t x = (ch.word(p / 8) >> (2 * (p % 4))) & 0x03030303u;
+    const uint32_t sel = x * 0x22u + 0x10101010u;
+    return __byte_perm(xl, sc, ((p % 8) / 4) ? (sel >> 16) : sel);
+  } else if constexpr (C == kLut4 && HALF) {
+    // xl = 2 * (lane's offset in the 128-byte row) | table base << 8: (entry * 256 + 2 off) / 2.
+    const uint32_t off = __byte_perm(ch.word(p / 4), xl & 0xFFu, 0x7604u | ((p % 4) << 4));
     uint32_t r;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(addr));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"((off >> 1) + (xl >> 8)));
     return r;
   } else if constexpr (C == kLut4) {
     // Pair p's 8-bit field: word p/4, byte p%4 -> byte 1 of the row offset; xl = lane offset in
@@ -157,15 +166,14 @@ struct AttnShape {
   // Variant 1 (TQKV_ATTN_VARIANT=1, d = 128 only; for measuring the trade-off): the other step
   // size, so two tiles per step where the default takes one (chunks of up to 16 words) and one
   // where it takes two.
-  static constexpr int TP = V == 0 ? TP0 : TP0 == 2 ? 1 : (KNW + VNW <= 16 ? 2 : 1);
+  static constexpr int TP = V != 1 ? TP0 : TP0 == 2 ? 1 : (KNW + VNW <= 16 ? 2 : 1);
   // Resident CTAs per SM the register allocation aims at: 4 (128 registers) where that does not
   // spill (checked with -Xptxas -v), else 3; d = 256 no cap.
   static constexpr bool kLutBoth = (KC == kLut2 || KC == kLut4) && (VC == kLut2 || VC == kLut4);
   static constexpr int kMinBlocks = D == 256 ? 1 : (TP == 1 && (kLutBoth || V == 1)) ? 4 : 3;
   static constexpr int KLUT = CodecTraits<KC>::lut, VLUT = CodecTraits<VC>::lut;
   static constexpr int kRows = KLUT > VLUT ? KLUT : VLUT;
-  static constexpr bool kAlign4K = KC == kLut2 || VC == kLut2;
-  static constexpr size_t kLutBytes = kRows == 0 ? 0 : static_cast<size_t>(kRows) * kRowBytes + (kAlign4K ? 4096 : 0);
+  static constexpr size_t kLutBytes = static_cast<size_t>(kRows) * row_bytes<V>();
   static constexpr size_t kMergeBytes = static_cast<size_t>(4) * (8 * D + 16) * 4;
   static constexpr size_t kRegion0 = kLutBytes > kMergeBytes ? kLutBytes : kMergeBytes;
   static constexpr size_t kSmem = kRegion0 + 8 * D * 4;
@@ -180,8 +188,7 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   constexpr bool kLutV = VC == kLut2 || VC == kLut4;
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const uint32_t lut_off = Sh::kAlign4K ? ((4096u - (sbase & 4095u)) & 4095u) : 0u;  // lut2: table on a 4 KiB boundary
-  uint32_t* tbl_s = reinterpret_cast<uint32_t*>(smem + lut_off);
+  uint32_t* tbl_s = reinterpret_cast<uint32_t*>(smem);
   float* merge_s = reinterpret_cast<float*>(smem);
   float* qbuf = reinterpret_cast<float*>(smem + Sh::kRegion0);  // [8][D]
 
@@ -199,13 +206,14 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   const int G = p.group, n_q_heads = p.n_kv_heads * G;
 
   // ---- prologue: tables (each entry replicated into its row, 16-byte stores), query columns ----
-  for (int i = tid; i < KLUT * 8; i += 128) {
-    const uint32_t v = __ldg(p.k.lut + i / 8);
-    reinterpret_cast<uint4*>(tbl_s)[(i / 8) * (kRowBytes / 16) + i % 8] = make_uint4(v, v, v, v);
+  constexpr int kRow16 = row_bytes<V>() / 16, kHalf16 = kRow16 / 2;  // 16-byte units per row, per half
+  for (int i = tid; i < KLUT * kHalf16; i += 128) {
+    const uint32_t v = __ldg(p.k.lut + i / kHalf16);
+    reinterpret_cast<uint4*>(tbl_s)[(i / kHalf16) * kRow16 + i % kHalf16] = make_uint4(v, v, v, v);
   }
-  for (int i = tid; i < VLUT * 8; i += 128) {
-    const uint32_t v = __ldg(p.v.lut + i / 8);
-    reinterpret_cast<uint4*>(tbl_s)[(i / 8) * (kRowBytes / 16) + 8 + i % 8] = make_uint4(v, v, v, v);
+  for (int i = tid; i < VLUT * kHalf16; i += 128) {
+    const uint32_t v = __ldg(p.v.lut + i / kHalf16);
+    reinterpret_cast<uint4*>(tbl_s)[(i / kHalf16) * kRow16 + kHalf16 + i % kHalf16] = make_uint4(v, v, v, v);
   }
   for (int i = tid; i < 8 * D; i += 128) {
     const int n = i / D, e = i % D;
@@ -250,10 +258,21 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   const int limw = len - p.m + qc * p.qpc;
   __syncthreads();  // tables and qbuf complete
 
-  // Lane table addresses (see decode_pair): lut2 the full shared address, lut4 the table base
-  // with the lane offset in the low byte.
-  const uint32_t tbase = sbase + lut_off;
-  const uint32_t kxl = tbase + lane * 4, vxl = tbase + 128 + lane * 4;
+  // Lane table addresses (see decode_pair): lut4 the table base plus the lane offset; lut2 the
+  // two table registers instead (entries 4 = (z0, z1) and 14 = (z2, z3) of the pair table).
+  uint32_t kxl = sbase + lane * 4, vxl = sbase + 128 + lane * 4, kt1 = 0, vt1 = 0;
+  if constexpr (V == 2) {
+    kxl = 2 * ((lane % 16) * 4) | (sbase << 8);
+    vxl = 2 * (64 + (lane % 16) * 4) | (sbase << 8);
+  }
+  if constexpr (KC == kLut2) {
+    kxl = __ldg(p.k.lut + 4);
+    kt1 = __ldg(p.k.lut + 14);
+  }
+  if constexpr (VC == kLut2) {
+    vxl = __ldg(p.v.lut + 4);
+    vt1 = __ldg(p.v.lut + 14);
+  }
   const int* btab = p.block_table + static_cast<size_t>(seq) * p.max_pages_per_seq;
   const int tpp = p.page_tokens / 16;  // tiles per page
   constexpr uint32_t KTILE = 16 * D * CodecTraits<KC>::w / 8, VTILE = 16 * D * CodecTraits<VC>::w / 8;
@@ -386,10 +405,11 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 #pragma unroll
       for (int t = 0; t < TP; ++t) {
         uint32_t a[4];
-        a[0] = decode_pair<KC>(R[t].kch, 2 * kk, kxl, R[t].ksc[0][bb]);
-        a[1] = decode_pair<KC>(R[t].kch, D / 8 + 2 * kk, kxl, R[t].ksc[1][bb]);
-        a[2] = decode_pair<KC>(R[t].kch, 2 * kk + 1, kxl, R[t].ksc[0][bb]);
-        a[3] = decode_pair<KC>(R[t].kch, D / 8 + 2 * kk + 1, kxl, R[t].ksc[1][bb]);
+        const uint32_t sc0 = KC == kLut2 ? kt1 : R[t].ksc[0][bb], sc1 = KC == kLut2 ? kt1 : R[t].ksc[1][bb];
+        a[0] = decode_pair<KC, KNW, V == 2>(R[t].kch, 2 * kk, kxl, sc0);
+        a[1] = decode_pair<KC, KNW, V == 2>(R[t].kch, D / 8 + 2 * kk, kxl, sc1);
+        a[2] = decode_pair<KC, KNW, V == 2>(R[t].kch, 2 * kk + 1, kxl, sc0);
+        a[3] = decode_pair<KC, KNW, V == 2>(R[t].kch, D / 8 + 2 * kk + 1, kxl, sc1);
         if (TP == 1 && (kk & 1)) mma16816(s2, a, qf[kk][0], qf[kk][1]);
         else mma16816(s[t], a, qf[kk][0], qf[kk][1]);
       }
@@ -494,10 +514,11 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 #pragma unroll
       for (int t = 0; t < TP; ++t) {
         uint32_t a[4];
-        a[0] = decode_pair<VC>(R[t].vch, 4 * mm + 0, vxl, R[t].vsc[0]);
-        a[1] = decode_pair<VC>(R[t].vch, 4 * mm + 1, vxl, R[t].vsc[0]);
-        a[2] = decode_pair<VC>(R[t].vch, 4 * mm + 2, vxl, R[t].vsc[1]);
-        a[3] = decode_pair<VC>(R[t].vch, 4 * mm + 3, vxl, R[t].vsc[1]);
+        const uint32_t sc0 = VC == kLut2 ? vt1 : R[t].vsc[0], sc1 = VC == kLut2 ? vt1 : R[t].vsc[1];
+        a[0] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 0, vxl, sc0);
+        a[1] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 1, vxl, sc0);
+        a[2] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 2, vxl, sc1);
+        a[3] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 3, vxl, sc1);
         mma16816(o[mm], a, pb[t][0], pb[t][1]);
       }
     }
@@ -655,6 +676,9 @@ cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
 template <int KC, int VC>
 constexpr bool kHasVariant = (KC == kLut2 && (VC == kLut2 || VC == kLut4)) || (KC == kLut4 && VC == kLut4) ||
                              (KC == kQ4 && VC == kQ4);
+// Codec pairs compiled with the half-size lut4 tables (variant 2, d = 128).
+template <int KC, int VC>
+constexpr bool kHasHalf = (KC == kLut4 && (VC == kLut4 || VC == kLut2)) || (KC == kLut2 && VC == kLut4);
 
 template <int KC, int VC>
 cudaError_t launch_d(const AttnParams& p, int batch, cudaStream_t st) {
@@ -663,6 +687,8 @@ cudaError_t launch_d(const AttnParams& p, int batch, cudaStream_t st) {
     case 128:
       if constexpr (kHasVariant<KC, VC>)
         if (p.variant == 1) return launch_t<KC, VC, 128, 1>(p, batch, st);
+      if constexpr (kHasHalf<KC, VC>)
+        if (p.variant == 2) return launch_t<KC, VC, 128, 2>(p, batch, st);
       return launch_t<KC, VC, 128>(p, batch, st);
     case 256: return launch_t<KC, VC, 256>(p, batch, st);
     default: return cudaErrorInvalidValue;
@@ -682,6 +708,8 @@ template <int KC, int VC>
 int occupancy_d(int dim, int variant) {
   if constexpr (kHasVariant<KC, VC>)
     if (dim == 128 && variant == 1) return occupancy_t<KC, VC, 128, 1>();
+  if constexpr (kHasHalf<KC, VC>)
+    if (dim == 128 && variant == 2) return occupancy_t<KC, VC, 128, 2>();
   return dim == 64 ? occupancy_t<KC, VC, 64>() : dim == 128 ? occupancy_t<KC, VC, 128>() : occupancy_t<KC, VC, 256>();
 }
 

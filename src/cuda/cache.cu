@@ -482,9 +482,10 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
   const int ntiles = (maxlen + 15) / 16;
   const int qchunks = (m + p.qpc - 1) / p.qpc;
   // TQKV_ATTN_VARIANT=1 selects the second compiled kernel variant (d = 128; see
-  // AttnShape in attention.cu): a benchmark knob for the registers-versus-ILP trade-off.
+  // AttnShape in attention.cu): a benchmark knob for the registers-versus-ILP trade-off;
+  // TQKV_ATTN_VARIANT=2 the half-size lut4 tables (lut4 formats, d = 128).
   const char* venv = std::getenv("TQKV_ATTN_VARIANT");
-  const int variant = (venv && venv[0] == '1' && venv[1] == 0) ? 1 : 0;
+  const int variant = (venv && (venv[0] == '1' || venv[0] == '2') && venv[1] == 0) ? venv[0] - '0' : 0;
   p.variant = variant;
   if (n_splits <= 0) {
     if (I.sms <= 0) {  // queried once: attend() is on the host's critical path of every decode step
