@@ -54,7 +54,7 @@ __device__ __forceinline__ uint32_t h2_mul(uint32_t a, uint32_t b) {
 }
 
 template <int C> struct CodecTraits;
-template <> struct CodecTraits<kLut2> { static constexpr int w = 2, lut = 0; };  // table in registers
+template <> struct CodecTraits<kLut2> { static constexpr int w = 2, lut = 16; };
 template <> struct CodecTraits<kLut4> { static constexpr int w = 4, lut = 256; };
 template <> struct CodecTraits<kQ4> { static constexpr int w = 4, lut = 0; };
 template <> struct CodecTraits<kQ8> { static constexpr int w = 8, lut = 0; };
@@ -95,33 +95,37 @@ struct Chunk {
   }
 };
 
-// Lookup tables of kLut4 (shared memory): one 256-byte ROW per table entry e, keys in bytes
-// [0, 128) and values in [128, 256) of the row, lane l's copy at 4 l (so the 32 lanes of a warp
-// always hit 32 different banks). The row address is built by one byte permute: byte 1 of the
-// address is the pair's 8-bit field taken straight from the packed chunk, byte 0 the lane's
-// offset. kLut2 needs no shared memory: its 4 decoded values are 8 bytes of f16, two registers
-// (z0 | z1 << 16, z2 | z3 << 16), and a PRMT picks a pair's two values from them.
+// Lookup tables of the lut formats (shared memory): one 256-byte ROW per table entry e, keys in
+// bytes [0, 128) and values in [128, 256) of the row, lane l's copy at 4 l (so the 32 lanes of a
+// warp always hit 32 different banks). The row address is built by one byte permute: byte 1 of
+// the address is the entry's index byte taken straight from the packed chunk (kLut4: a pair's
+// 8-bit field; kLut2: a pair's 4-bit field, pre-masked for a whole word at once, with the table
+// base's bits 12-15 OR-ed in), bytes 0, 2, 3 come from the lane's base address. (A register
+// decode of kLut2 -- fields of a pair 8 bits apart, selector = x * 0x22 + 0x1010, PRMT from two
+// table registers -- was measured slower: 2.9 integer ops per pair instead of PRMT + LDS, 116 M
+// instead of 76 M warp instructions, 0.233 ms instead of 0.170 at B=16 L=32768; docs/design.md 10.)
 // Variant 2 (TQKV_ATTN_VARIANT=2, lut4 at d = 128): 128-byte rows, 16 copies per entry (lanes l
 // and l + 16 share copy l % 16: a 2-way bank conflict when they read different entries), so the
 // tables take 32 KiB instead of 64 and 4 CTAs fit per SM; the row offset costs one shift more.
 constexpr uint32_t kRowBytes = 256;
 template <int V> constexpr uint32_t row_bytes() { return V == 2 ? 128 : kRowBytes; }
 
-// Pair p of a chunk -> f16x2. xl: the lane's table address (kLut4; see above), or the table's
-// first register (kLut2); sc: f16x2 scale of the pair (q4/q8), or the table's second register
-// (kLut2).
+// Pair p of a chunk -> f16x2. xl: the lane's table address (lut formats; see above); sc: f16x2
+// scale of the pair (q4/q8).
 template <int C, int NW, bool HALF = false>
 __device__ __forceinline__ uint32_t decode_pair(const Chunk<NW>& ch, int p, uint32_t xl, uint32_t sc) {
   if constexpr (C == kLut2) {
-    // Word p/8 shifted right by 2 (p % 4) and masked: bytes 0, 1 = the fields (f0, f1) of pair
-    // p % 8 < 4, bytes 2, 3 those of pair p % 8 >= 4 (gpu_layout.h field_bit). x * 0x22 +
-    // 0x1010 puts 2 f0, 2 f0 + 1, 2 f1, 2 f1 + 1 into the four selector nibbles (bytes <= 0x76:
-    // no carries, no sign-mode bit), so the PRMT returns (z[f0], z[f1]) from the 8 table bytes.
-    // The shifted, masked word and the multiply-add are shared by the two pairs of a byte pair
-    // (the compiler sees the same expression).
-    const uint32_t x = (ch.word(p / 8) >> (2 * (p % 4))) & 0x03030303u;
-    const uint32_t sel = x * 0x22u + 0x10101010u;
-    return __byte_perm(xl, sc, ((p % 8) / 4) ? (sel >> 16) : sel);
+    // Pair p's 4-bit field: word p/8, nibble p%8. Even pairs: the low nibbles of the word's
+    // bytes, odd pairs: the high nibbles (shifted down); xl's byte 1 holds the table base's bits
+    // 12-15 (the base is 4 KiB-aligned), OR-ed into every index byte by the same LOP3.
+    const uint32_t wv = ch.word(p / 8);
+    const uint32_t hi = (xl >> 8) & 0xF0u;
+    const uint32_t rep = hi * 0x01010101u;
+    const uint32_t idx = (p & 1) ? (((wv >> 4) & 0x0F0F0F0Fu) | rep) : ((wv & 0x0F0F0F0Fu) | rep);
+    const uint32_t addr = __byte_perm(idx, xl, 0x7604u | (((p % 8) / 2) << 4));
+    uint32_t r;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(addr));
+    return r;
   } else if constexpr (C == kLut4 && HALF) {
     // xl = 2 * (lane's offset in the 128-byte row) | table base << 8: (entry * 256 + 2 off) / 2.
     const uint32_t off = __byte_perm(ch.word(p / 4), xl & 0xFFu, 0x7604u | ((p % 4) << 4));
@@ -173,7 +177,8 @@ struct AttnShape {
   static constexpr int kMinBlocks = D == 256 ? 1 : (TP == 1 && (kLutBoth || V == 1)) ? 4 : 3;
   static constexpr int KLUT = CodecTraits<KC>::lut, VLUT = CodecTraits<VC>::lut;
   static constexpr int kRows = KLUT > VLUT ? KLUT : VLUT;
-  static constexpr size_t kLutBytes = static_cast<size_t>(kRows) * row_bytes<V>();
+  static constexpr bool kAlign4K = KC == kLut2 || VC == kLut2;
+  static constexpr size_t kLutBytes = kRows == 0 ? 0 : static_cast<size_t>(kRows) * row_bytes<V>() + (kAlign4K ? 4096 : 0);
   static constexpr size_t kMergeBytes = static_cast<size_t>(4) * (8 * D + 16) * 4;
   static constexpr size_t kRegion0 = kLutBytes > kMergeBytes ? kLutBytes : kMergeBytes;
   static constexpr size_t kSmem = kRegion0 + 8 * D * 4;
@@ -188,7 +193,8 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   constexpr bool kLutV = VC == kLut2 || VC == kLut4;
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  uint32_t* tbl_s = reinterpret_cast<uint32_t*>(smem);
+  const uint32_t lut_off = Sh::kAlign4K ? ((4096u - (sbase & 4095u)) & 4095u) : 0u;  // lut2: table on a 4 KiB boundary
+  uint32_t* tbl_s = reinterpret_cast<uint32_t*>(smem + lut_off);
   float* merge_s = reinterpret_cast<float*>(smem);
   float* qbuf = reinterpret_cast<float*>(smem + Sh::kRegion0);  // [8][D]
 
@@ -258,20 +264,13 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   const int limw = len - p.m + qc * p.qpc;
   __syncthreads();  // tables and qbuf complete
 
-  // Lane table addresses (see decode_pair): lut4 the table base plus the lane offset; lut2 the
-  // two table registers instead (entries 4 = (z0, z1) and 14 = (z2, z3) of the pair table).
-  uint32_t kxl = sbase + lane * 4, vxl = sbase + 128 + lane * 4, kt1 = 0, vt1 = 0;
-  if constexpr (V == 2) {
-    kxl = 2 * ((lane % 16) * 4) | (sbase << 8);
-    vxl = 2 * (64 + (lane % 16) * 4) | (sbase << 8);
-  }
-  if constexpr (KC == kLut2) {
-    kxl = __ldg(p.k.lut + 4);
-    kt1 = __ldg(p.k.lut + 14);
-  }
-  if constexpr (VC == kLut2) {
-    vxl = __ldg(p.v.lut + 4);
-    vt1 = __ldg(p.v.lut + 14);
+  // Lane table addresses (see decode_pair): lut2 the full shared address, lut4 the table base
+  // with the lane offset in the low byte (variant 2: twice the row offset | base << 8).
+  const uint32_t tbase = sbase + lut_off;
+  uint32_t kxl = tbase + lane * 4, vxl = tbase + 128 + lane * 4;
+  if constexpr (V == 2) {  // lut4 keys and values only (kHasHalf)
+    kxl = 2 * ((lane % 16) * 4) | (tbase << 8);
+    vxl = 2 * (64 + (lane % 16) * 4) | (tbase << 8);
   }
   const int* btab = p.block_table + static_cast<size_t>(seq) * p.max_pages_per_seq;
   const int tpp = p.page_tokens / 16;  // tiles per page
@@ -405,7 +404,7 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 #pragma unroll
       for (int t = 0; t < TP; ++t) {
         uint32_t a[4];
-        const uint32_t sc0 = KC == kLut2 ? kt1 : R[t].ksc[0][bb], sc1 = KC == kLut2 ? kt1 : R[t].ksc[1][bb];
+        const uint32_t sc0 = R[t].ksc[0][bb], sc1 = R[t].ksc[1][bb];
         a[0] = decode_pair<KC, KNW, V == 2>(R[t].kch, 2 * kk, kxl, sc0);
         a[1] = decode_pair<KC, KNW, V == 2>(R[t].kch, D / 8 + 2 * kk, kxl, sc1);
         a[2] = decode_pair<KC, KNW, V == 2>(R[t].kch, 2 * kk + 1, kxl, sc0);
@@ -514,7 +513,7 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 #pragma unroll
       for (int t = 0; t < TP; ++t) {
         uint32_t a[4];
-        const uint32_t sc0 = VC == kLut2 ? vt1 : R[t].vsc[0], sc1 = VC == kLut2 ? vt1 : R[t].vsc[1];
+        const uint32_t sc0 = R[t].vsc[0], sc1 = R[t].vsc[1];
         a[0] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 0, vxl, sc0);
         a[1] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 1, vxl, sc0);
         a[2] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 2, vxl, sc1);
@@ -676,9 +675,10 @@ cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
 template <int KC, int VC>
 constexpr bool kHasVariant = (KC == kLut2 && (VC == kLut2 || VC == kLut4)) || (KC == kLut4 && VC == kLut4) ||
                              (KC == kQ4 && VC == kQ4);
-// Codec pairs compiled with the half-size lut4 tables (variant 2, d = 128).
+// Codec pairs compiled with the half-size lut4 tables (variant 2, d = 128); a lut2 side would
+// need its own decode for 128-byte rows.
 template <int KC, int VC>
-constexpr bool kHasHalf = (KC == kLut4 && (VC == kLut4 || VC == kLut2)) || (KC == kLut2 && VC == kLut4);
+constexpr bool kHasHalf = KC == kLut4 && VC == kLut4;
 
 template <int KC, int VC>
 cudaError_t launch_d(const AttnParams& p, int batch, cudaStream_t st) {

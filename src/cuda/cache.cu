@@ -234,7 +234,7 @@ struct CudaLayerCache::Impl {
   std::vector<int> seq_len;
   std::vector<int> table_host;
   int last_jobs = 0;
-  int ctas_per_sm[2] = {0, 0};  // per kernel variant
+  int ctas_per_sm[3] = {0, 0, 0};  // per kernel variant (TQKV_ATTN_VARIANT 0, 1, 2)
   int sms = 0;                  // multiprocessors of the device
   std::map<std::vector<int>, CudaBuffer> item_lists;
 

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/cuda_internal.h"
 #include "cuda/gpu_layout.h"
@@ -72,9 +73,6 @@ constexpr __device__ __forceinline__ void word_field(int codec, int wd, int k, i
   if (codec == kQ4) {
     *p = wd * 4 + (k % 4);
     *s = k / 4;
-  } else if (codec == kLut2) {  // field k at bit 2 k = 16 hb + 8 s + 2 (p % 4)
-    *p = wd * 8 + (k / 8) * 4 + (k % 4);
-    *s = (k / 4) % 2;
   } else {
     const int w = codec_field_bits(codec), bit = 32 * wd + k * w;
     *p = bit / (2 * w);
@@ -260,7 +258,7 @@ __global__ void __launch_bounds__(128, EncodeShape<S>::kMinBlocks) encode_kernel
       double ss[4] = {0, 0, 0, 0};
 #pragma unroll
       for (int it = 0; it < 4; ++it) {
-        if (it < n_it) {  // warp-uniform
+        {  // all 4 passes (slots past s1 load zeros): 4 independent chains the compiler can interleave
           const int tk = 4 * it + group;
           float x[S];
           load_token<S, T>(src0 + static_cast<long long>(tk) * J.src_stride, J.s0 + tk < J.s1, d, r, x);
@@ -274,149 +272,173 @@ __global__ void __launch_bounds__(128, EncodeShape<S>::kMinBlocks) encode_kernel
       const double my_ss = gather_slots(ss, lane);
       const double my_norm = __dsqrt_rn(my_ss);
       const double my_m = my_norm > 0 ? __ddiv_rn(sqrt_d, my_norm) : 0.0;
-      const int L = 1 << P.bits;
       const unsigned srt = J.side ? sorted[1] : sorted[0];  // no run-time index: registers
-      // Phase B.
+      // Phase B, compiled twice over: FULL (d == 8 S: every slot holds an element and the WHT is
+      // one power-of-two block, so the slot tests and butterfly conditions are compile-time) and
+      // BITS (> 0: every pass has BITS bits and sorted thresholds, an unrolled binary search; 0:
+      // the general count). The arithmetic is the same in all of them.
       double qsum[4] = {0, 0, 0, 0};
+      auto phase_b = [&](auto full_c, auto bits_c) {
+        constexpr bool FULL = decltype(full_c)::value;
+        constexpr int BITS = decltype(bits_c)::value;
+        auto ok = [&](int j) { return FULL || 8 * j + r < d; };
+        const int bits = BITS > 0 ? BITS : P.bits;
 #pragma unroll 1
-      for (int it = 0; it < n_it; ++it) {
-        const int tk = 4 * it + group, t = J.s0 + tk;
-        const bool active = t < J.s1;
-        const double m = __shfl_sync(0xffffffffu, my_m, tk);
-        float x[S];
-        load_token<S, T>(src0 + static_cast<long long>(tk) * J.src_stride, active, d, r, x);
-        float v[S];
+        for (int it = 0; it < n_it; ++it) {
+          const int tk = 4 * it + group, t = J.s0 + tk;
+          const bool active = t < J.s1;
+          const double m = __shfl_sync(0xffffffffu, my_m, tk);
+          float x[S];
+          load_token<S, T>(src0 + static_cast<long long>(tk) * J.src_stride, active, FULL ? 8 * S : d, r, x);
+          float v[S];
 #pragma unroll
-        for (int j = 0; j < S; ++j) v[j] = __double2float_rn(__dmul_rn(static_cast<double>(x[j]), m));
-        for (int rd = 0; rd < P.rounds; ++rd) {
-          const float* sg = P.signs + (static_cast<size_t>(J.head) * P.rounds + rd) * d;
+          for (int j = 0; j < S; ++j) v[j] = __double2float_rn(__dmul_rn(static_cast<double>(x[j]), m));
+          for (int rd = 0; rd < P.rounds; ++rd) {
+            const float* sg = P.signs + (static_cast<size_t>(J.head) * P.rounds + rd) * d;
 #pragma unroll
-          for (int j = 0; j < S; ++j) {
-            const int i = 8 * j + r;
-            if (i < d) v[j] = __fmul_rn(v[j], __ldg(sg + i));
-          }
-          if (P.pow2) {
-            // One block of size d: butterflies h = 1, 2, 4 across the group's lanes, then
-            // h = 8, 16, ... in registers, then the block scale.
+            for (int j = 0; j < S; ++j)
+              if (ok(j)) v[j] = __fmul_rn(v[j], __ldg(sg + 8 * j + r));
+            if (FULL || P.pow2) {
+              // One block of size d: butterflies h = 1, 2, 4 across the group's lanes, then
+              // h = 8, 16, ... in registers, then the block scale.
+              const int dd = FULL ? 8 * S : d;
 #pragma unroll
-            for (int h = 1; h < 8; h <<= 1) {
-#pragma unroll
-              for (int j = 0; j < S; ++j) {
-                const float partner = __shfl_xor_sync(0xffffffffu, v[j], h, 8);
-                if (d > h) v[j] = (r & h) ? __fsub_rn(partner, v[j]) : __fadd_rn(v[j], partner);
-              }
-            }
-#pragma unroll
-            for (int hs = 1; hs < S; hs <<= 1) {
-              if (d > 8 * hs) {
+              for (int h = 1; h < 8; h <<= 1) {
 #pragma unroll
                 for (int j = 0; j < S; ++j) {
-                  if ((j & hs) == 0) {
+                  const float partner = __shfl_xor_sync(0xffffffffu, v[j], h, 8);
+                  if (dd > h) v[j] = (r & h) ? __fsub_rn(partner, v[j]) : __fadd_rn(v[j], partner);
+                }
+              }
+#pragma unroll
+              for (int hs = 1; hs < S; hs <<= 1) {
+                if (dd > 8 * hs) {
+#pragma unroll
+                  for (int j = 0; j < S; ++j) {
+                    if ((j & hs) == 0) {
+                      const float a = v[j], b = v[j | hs];
+                      v[j] = __fadd_rn(a, b);
+                      v[j | hs] = __fsub_rn(a, b);
+                    }
+                  }
+                }
+              }
+              if (dd > 1) {
+                const float sc = s_isq[31 - __clz(dd)];
+#pragma unroll
+                for (int j = 0; j < S; ++j) v[j] = __fmul_rn(v[j], sc);
+              }
+            } else {
+              const int* pm = P.perm + (static_cast<size_t>(J.head) * P.rounds + rd) * d;
+              __syncwarp();
+#pragma unroll
+              for (int j = 0; j < S; ++j)
+                if (ok(j)) scratch[8 * j + r] = v[j];
+              __syncwarp();
+#pragma unroll
+              for (int j = 0; j < S; ++j)
+                if (ok(j)) v[j] = scratch[__ldg(pm + 8 * j + r)];
+              __syncwarp();
+              // Block WHT (blocks of src/quant/rotation.cc: the binary expansion of d).
+#pragma unroll
+              for (int h = 1; h < 8; h <<= 1) {
+#pragma unroll
+                for (int j = 0; j < S; ++j) {
+                  const float partner = __shfl_xor_sync(0xffffffffu, v[j], h, 8);
+                  if (block_size_of(8 * j + r, d) > h) v[j] = (r & h) ? __fsub_rn(partner, v[j]) : __fadd_rn(v[j], partner);
+                }
+              }
+#pragma unroll
+              for (int hs = 1; hs < S; hs <<= 1) {
+#pragma unroll
+                for (int j = 0; j < S; ++j) {
+                  if ((j & hs) == 0 && block_size_of(8 * j + r, d) > 8 * hs) {
                     const float a = v[j], b = v[j | hs];
                     v[j] = __fadd_rn(a, b);
                     v[j | hs] = __fsub_rn(a, b);
                   }
                 }
               }
-            }
-            if (d > 1) {
-              const float sc = s_isq[31 - __clz(d)];
-#pragma unroll
-              for (int j = 0; j < S; ++j) v[j] = __fmul_rn(v[j], sc);
-            }
-          } else {
-            const int* pm = P.perm + (static_cast<size_t>(J.head) * P.rounds + rd) * d;
-            __syncwarp();
-#pragma unroll
-            for (int j = 0; j < S; ++j)
-              if (8 * j + r < d) scratch[8 * j + r] = v[j];
-            __syncwarp();
-#pragma unroll
-            for (int j = 0; j < S; ++j) {
-              const int i = 8 * j + r;
-              if (i < d) v[j] = scratch[__ldg(pm + i)];
-            }
-            __syncwarp();
-            // Block WHT (blocks of src/quant/rotation.cc: the binary expansion of d).
-#pragma unroll
-            for (int h = 1; h < 8; h <<= 1) {
 #pragma unroll
               for (int j = 0; j < S; ++j) {
-                const float partner = __shfl_xor_sync(0xffffffffu, v[j], h, 8);
-                if (block_size_of(8 * j + r, d) > h) v[j] = (r & h) ? __fsub_rn(partner, v[j]) : __fadd_rn(v[j], partner);
+                const int bs = block_size_of(8 * j + r, d);
+                if (bs > 1) v[j] = __fmul_rn(v[j], s_isq[31 - __clz(bs)]);
               }
-            }
-#pragma unroll
-            for (int hs = 1; hs < S; hs <<= 1) {
-#pragma unroll
-              for (int j = 0; j < S; ++j) {
-                if ((j & hs) == 0 && block_size_of(8 * j + r, d) > 8 * hs) {
-                  const float a = v[j], b = v[j | hs];
-                  v[j] = __fadd_rn(a, b);
-                  v[j | hs] = __fsub_rn(a, b);
-                }
-              }
-            }
-#pragma unroll
-            for (int j = 0; j < S; ++j) {
-              const int bs = block_size_of(8 * j + r, d);
-              if (bs > 1) v[j] = __fmul_rn(v[j], s_isq[31 - __clz(bs)]);
             }
           }
-        }
-        // Passes.
-        float z[S];
-        uint16_t fld[S];
-#pragma unroll
-        for (int j = 0; j < S; ++j) {
-          z[j] = 0;
-          fld[j] = 0;
-        }
-        for (int k = 0; k < P.passes; ++k) {
-          const float* th = s_thr[J.side][k];
-          const float* c = s_lev[J.side][k];
+          // Passes.
+          float z[S];
+          uint16_t fld[S];
 #pragma unroll
           for (int j = 0; j < S; ++j) {
-            if (8 * j + r < d) {
-              int q = 0;
-              if ((srt >> k) & 1) {
-                for (int stp = L / 2; stp >= 1; stp >>= 1) q += v[j] > th[q + stp - 1] ? stp : 0;
-              } else {
-                for (int jj = 0; jj < L - 1; ++jj) q += v[j] > th[jj];
+            z[j] = 0;
+            fld[j] = 0;
+          }
+          const int L = 1 << bits;
+          for (int k = 0; k < P.passes; ++k) {
+            const float* th = s_thr[J.side][k];
+            const float* c = s_lev[J.side][k];
+#pragma unroll
+            for (int j = 0; j < S; ++j) {
+              if (ok(j)) {
+                int q = 0;
+                if constexpr (BITS > 0) {
+#pragma unroll
+                  for (int stp = 1 << (BITS - 1); stp >= 1; stp >>= 1) q += v[j] > th[q + stp - 1] ? stp : 0;
+                } else if ((srt >> k) & 1) {
+                  for (int stp = L / 2; stp >= 1; stp >>= 1) q += v[j] > th[q + stp - 1] ? stp : 0;
+                } else {
+                  for (int jj = 0; jj < L - 1; ++jj) q += v[j] > th[jj];
+                }
+                const float cq = c[q];
+                v[j] = __fsub_rn(v[j], cq);
+                z[j] = k == 0 ? cq : __fadd_rn(z[j], cq);
+                fld[j] = static_cast<uint16_t>(fld[j] | (q << (bits * k)));
               }
-              const float cq = c[q];
-              v[j] = __fsub_rn(v[j], cq);
-              z[j] = k == 0 ? cq : __fadd_rn(z[j], cq);
-              fld[j] = static_cast<uint16_t>(fld[j] | (q << (P.bits * k)));
             }
           }
-        }
-        double zacc = 0;
-#pragma unroll
-        for (int j = 0; j < S; ++j)
-          if (8 * j + r < d) zacc = __dadd_rn(zacc, __dmul_rn(static_cast<double>(z[j]), static_cast<double>(z[j])));
-        const double qs = group_reduce8(zacc);
-#pragma unroll
-        for (int q = 0; q < 4; ++q)
-          if (q == it) qsum[q] = qs;
-        if (J.vec_out) {  // warp-uniform: every lane takes part in the ballots
-          uint8_t* out = J.vec_out + static_cast<size_t>(tk) * P.code_size;
-          const int plane_bytes = (d + 7) / 8;
-          for (int k = 0; k < P.passes; ++k)
-            for (int jb = 0; jb < P.bits; ++jb) {
-              uint8_t* plane = out + 4 + (k * P.bits + jb) * plane_bytes;
-#pragma unroll
-              for (int j = 0; j < S; ++j) {
-                const uint32_t bal = __ballot_sync(0xffffffffu, (fld[j] >> (P.bits * k + jb)) & 1);
-                if (active && r == (j % 8) && j < plane_bytes) plane[j] = static_cast<uint8_t>(bal >> (8 * group));
-              }
-            }
-        }
-        if (active && J.tile) {
+          double zacc = 0;
 #pragma unroll
           for (int j = 0; j < S; ++j)
-            if (8 * j + r < d) st.set(t, 8 * j + r, fld[j]);
+            if (ok(j)) zacc = __dadd_rn(zacc, __dmul_rn(static_cast<double>(z[j]), static_cast<double>(z[j])));
+          const double qs = group_reduce8(zacc);
+#pragma unroll
+          for (int q = 0; q < 4; ++q)
+            if (q == it) qsum[q] = qs;
+          if (J.vec_out) {  // warp-uniform: every lane takes part in the ballots
+            uint8_t* out = J.vec_out + static_cast<size_t>(tk) * P.code_size;
+            const int plane_bytes = (d + 7) / 8;
+            for (int k = 0; k < P.passes; ++k)
+              for (int jb = 0; jb < bits; ++jb) {
+                uint8_t* plane = out + 4 + (k * bits + jb) * plane_bytes;
+#pragma unroll
+                for (int j = 0; j < S; ++j) {
+                  const uint32_t bal = __ballot_sync(0xffffffffu, (fld[j] >> (bits * k + jb)) & 1);
+                  if (active && r == (j % 8) && j < plane_bytes) plane[j] = static_cast<uint8_t>(bal >> (8 * group));
+                }
+              }
+          }
+          if (active && J.tile) {
+#pragma unroll
+            for (int j = 0; j < S; ++j)
+              if (ok(j)) st.set(t, 8 * j + r, fld[j]);
+          }
         }
+      };
+      using False = std::false_type;
+      using True = std::true_type;
+      if (d == 8 * S) {
+        const bool all_sorted = srt == (1u << P.passes) - 1u;
+        if constexpr (S == 16) {  // the benchmark's head_dim: the common widths unrolled
+          if (all_sorted && P.bits == 1) phase_b(True{}, std::integral_constant<int, 1>{});
+          else if (all_sorted && P.bits == 2) phase_b(True{}, std::integral_constant<int, 2>{});
+          else if (all_sorted && P.bits == 4) phase_b(True{}, std::integral_constant<int, 4>{});
+          else phase_b(True{}, std::integral_constant<int, 0>{});
+        } else {
+          phase_b(True{}, std::integral_constant<int, 0>{});
+        }
+      } else {
+        phase_b(False{}, std::integral_constant<int, 0>{});
       }
       // Scales of the 16 slots, in lanes 0-15.
       const double my_qs = gather_slots(qsum, lane);

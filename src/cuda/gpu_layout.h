@@ -19,8 +19,7 @@
 //   value pair p: mm = p / 4, a = p % 4: element g*dim/8 + 2 mm + (a & 1), tokens
 //                 2c + 8 (a >> 1) (+0 low, +1 high)                (A operand of O^T = V^T P)
 // Field of pair p, sub s (0 low, 1 high) at bit p*2w + s*w of the chunk, except kQ4: bit
-// (p/4)*32 + (p%4)*4 + s*16 (so one AND extracts a pair), and kLut2: bit (p/8)*32 + ((p%8)/4)*16
-// + s*8 + (p%4)*2 (the two fields of a pair 8 bits apart: see field_bit).
+// (p/4)*32 + (p%4)*4 + s*16 (so one AND extracts a pair).
 #pragma once
 
 #include <cstddef>
@@ -79,12 +78,9 @@ TQKV_HD void slot_element(bool value, int dim, int lane, int p, int s, int* t, i
     *t = 2 * c + 8 * (a >> 1) + s;
   }
 }
-// Bit offset of field (p, s) inside a lane's chunk. lut2: word p / 8, bit 16 hb + 8 s + 2 k with
-// hb = (p % 8) / 4, k = p % 4, so (word >> 2 k) & 0x03030303 holds the fields of pairs p (bytes
-// 0, 1) and p + 4 (bytes 2, 3) and one multiply-add turns it into PRMT selectors (attention.cu).
+// Bit offset of field (p, s) inside a lane's chunk.
 constexpr TQKV_HD int field_bit(int codec, int p, int s) {
   if (codec == kQ4) return (p / 4) * 32 + (p % 4) * 4 + s * 16;
-  if (codec == kLut2) return (p / 8) * 32 + ((p % 8) / 4) * 16 + s * 8 + (p % 4) * 2;
   const int w = codec_field_bits(codec);
   return p * 2 * w + s * w;
 }

@@ -1,6 +1,6 @@
 // The GPU page layout (src/cuda/gpu_layout.h, docs/format.md 2b) on the host: every element of a
-// tile lands in exactly one field of one lane's chunk, the inverse map undoes it, and the lut2
-// field order matches the bytes written out by hand in docs/format.md. Runs without a GPU.
+// tile lands in exactly one field of one lane's chunk, the inverse map undoes it, and the field
+// order matches bits worked out by hand from docs/format.md. Runs without a GPU.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -43,32 +43,30 @@ TEST(GpuLayout, EveryElementHasItsOwnFieldAndTheInverseUndoesIt) {
 }
 
 // docs/format.md 2b, written out by hand: d = 128, lane 0 of a key tile. Pair 5 is token 0,
-// elements 10 (s = 0) and 11 (s = 1): bits 16 + 0 + 2 = 18 and 16 + 8 + 2 = 26 of word 0. Pair 9 is
-// token 0, elements 18, 19: word 1, hb = 0, k = 1 -> bits 32 + 2 and 32 + 8 + 2. Value tile, lane 5
-// (g = 1, c = 1): pair 6 (mm = 1, a = 2) is element 16 + 2 + 0 = 18, tokens 2 + 8 = 10 (s = 0) and
-// 11 (s = 1) -> word 0, hb = 1, k = 2: bits 16 + 4 = 20 and 16 + 8 + 4 = 28.
-TEST(GpuLayout, Lut2FieldOrderMatchesTheDocumentedBytes) {
+// elements 10 (s = 0) and 11 (s = 1): lut2 bits 5*4 = 20 and 22 of the chunk; q4 bits
+// (5/4)*32 + (5%4)*4 = 36 and 36 + 16 = 52. Value tile, lane 5 (g = 1, c = 1): pair 6
+// (mm = 1, a = 2) is element 16 + 2 + 0 = 18, tokens 2 + 8 = 10 (s = 0) and 11 (s = 1): lut2 bits
+// 24 and 26, lut4 48 and 52, q8 96 and 104.
+TEST(GpuLayout, FieldOrderMatchesTheDocumentedBytes) {
   int lane, p, s;
   element_slot(false, 128, 0, 10, &lane, &p, &s);
   EXPECT_EQ(lane, 0); EXPECT_EQ(p, 5); EXPECT_EQ(s, 0);
-  EXPECT_EQ(field_bit(kLut2, 5, 0), 18);
-  EXPECT_EQ(field_bit(kLut2, 5, 1), 26);
-  element_slot(false, 128, 0, 19, &lane, &p, &s);
-  EXPECT_EQ(lane, 0); EXPECT_EQ(p, 9); EXPECT_EQ(s, 1);
-  EXPECT_EQ(field_bit(kLut2, 9, 0), 34);
-  EXPECT_EQ(field_bit(kLut2, 9, 1), 42);
+  element_slot(false, 128, 0, 11, &lane, &p, &s);
+  EXPECT_EQ(lane, 0); EXPECT_EQ(p, 5); EXPECT_EQ(s, 1);
+  EXPECT_EQ(field_bit(kLut2, 5, 0), 20);
+  EXPECT_EQ(field_bit(kLut2, 5, 1), 22);
+  EXPECT_EQ(field_bit(kQ4, 5, 0), 36);
+  EXPECT_EQ(field_bit(kQ4, 5, 1), 52);
   element_slot(true, 128, 10, 18, &lane, &p, &s);
   EXPECT_EQ(lane, 5); EXPECT_EQ(p, 6); EXPECT_EQ(s, 0);
   element_slot(true, 128, 11, 18, &lane, &p, &s);
   EXPECT_EQ(lane, 5); EXPECT_EQ(p, 6); EXPECT_EQ(s, 1);
-  EXPECT_EQ(field_bit(kLut2, 6, 0), 20);
-  EXPECT_EQ(field_bit(kLut2, 6, 1), 28);
-  // The decoder's view (attention.cu): (word >> 2k) & 0x03030303 holds pairs k, k+4 in bytes 0-1, 2-3.
-  for (int pp = 0; pp < 8; ++pp)
-    for (int ss = 0; ss < 2; ++ss) {
-      const int k = pp % 4, hb = pp / 4;
-      EXPECT_EQ(field_bit(kLut2, pp, ss) - 2 * k, 8 * (2 * hb + ss)) << "pair " << pp << " sub " << ss;
-    }
+  EXPECT_EQ(field_bit(kLut2, 6, 0), 24);
+  EXPECT_EQ(field_bit(kLut2, 6, 1), 26);
+  EXPECT_EQ(field_bit(kLut4, 6, 0), 48);
+  EXPECT_EQ(field_bit(kLut4, 6, 1), 52);
+  EXPECT_EQ(field_bit(kQ8, 6, 0), 96);
+  EXPECT_EQ(field_bit(kQ8, 6, 1), 104);
 }
 
 }  // namespace
