@@ -107,6 +107,8 @@ struct Chunk {
 // Variant 2 (TQKV_ATTN_VARIANT=2, lut4 at d = 128): 128-byte rows, 16 copies per entry (lanes l
 // and l + 16 share copy l % 16: a 2-way bank conflict when they read different entries), so the
 // tables take 32 KiB instead of 64 and 4 CTAs fit per SM; the row offset costs one shift more.
+// Measured slower than the default (tq4/tq4 B=16 L=32768: 0.260 vs 0.232 ms, 16 instead of 12
+// warps per SM: bench/results/gpu-2026-12-01-s3.md); kept as a benchmark knob.
 constexpr uint32_t kRowBytes = 256;
 template <int V> constexpr uint32_t row_bytes() { return V == 2 ? 128 : kRowBytes; }
 
@@ -601,9 +603,9 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 // One block per (item, q head, query): combines the splits, normalizes, rotates values back.
 // The splits' (m, l) are loaded by all threads at once and their weights exp2(m_s - max) staged
 // in shared memory, D splits per round, so the O loads of a round are independent (8 unrolled in
-// flight per thread). The former loop (one split after another, each weight a dependent global
-// load) took 13.5 us at B = 1, L = 131072 (49 splits; ncu), a fifth of the call. Same operations
-// in the same split order as that loop, so the same result.
+// flight per thread). Same operations in the same split order as the former one-split-at-a-time
+// loop, so the same result. ncu puts this kernel at 12.2 us at B = 1, L = 131072 (49 splits; 13.5
+// us with the former loop), so the loop's load latency was not what costs the time there.
 template <int D>
 __global__ void __launch_bounds__(D) merge_kernel(const AttnParams p) {
   __shared__ float v[D];
