@@ -20,7 +20,7 @@ bool parse_int(std::string_view s, int* out) {
 const FormatKind kAllKinds[] = {FormatKind::kF32, FormatKind::kF16,  FormatKind::kQ8_0, FormatKind::kQ4_0,
                                 FormatKind::kRvq, FormatKind::kTq, FormatKind::kKivi, FormatKind::kPk,
                                 FormatKind::kRq4_0, FormatKind::kRiq4Nl, FormatKind::kQjl, FormatKind::kTqp,
-                                FormatKind::kRabitq};
+                                FormatKind::kRabitq, FormatKind::kTqo};
 
 // pk{b}: coded bits of one vector (the same rule as tqkv::prerope_total_bits).
 long pk_total_bits(double avg_bits, int head_dim) { return std::lround(avg_bits * head_dim); }

@@ -4,6 +4,7 @@
 #include "core/check.h"
 #include "format/blocks.h"
 #include "quant/peers.h"
+#include "tqkv/outlier_split.h"
 
 #include <cmath>
 #include <cstring>
@@ -39,6 +40,13 @@ size_t size_qjl(const FormatSpec& s, size_t d) { return 2 + div_up(static_cast<s
 // tqp{b}: the tq{b-1} code (f32 scale + b-1 planes), then the residual's bf16 norm and d sign bits.
 size_t size_tqp(const FormatSpec& s, size_t d) {
   return sizeof(float) + static_cast<size_t>(s.bits - 1) * plane_bytes(d) + 2 + plane_bytes(d);
+}
+
+// tqo{h}x{l}: bf16 scale of each set, then the outlier set's h planes and the rest's l planes
+// (ceil(n/8) bytes each), n_o = outlier_channel_count(d) (docs/format.md "tqo{h}x{l}").
+size_t size_tqo(const FormatSpec& s, size_t d) {
+  const size_t n_o = static_cast<size_t>(outlier_channel_count(static_cast<int>(d)));
+  return 4 + static_cast<size_t>(s.bits) * plane_bytes(n_o) + static_cast<size_t>(s.passes) * plane_bytes(d - n_o);
 }
 
 int no_planes(const FormatSpec&) { return 0; }
@@ -100,6 +108,10 @@ const FormatRow kRows[] = {
     // bit-sliced tiles / rotated kernels read it exactly as they read tq1.
     {FormatKind::kRabitq, "rabitq1", "rabitq1", 1, 0,         false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
      TQKV_ROTATED_FNS, make_rabitq_quantizer},
+    // tqo{h}x{l}: the TurboQuant outlier split (bits = h, passes = l); a per-sequence channel set,
+    // so no stateless kernels or factory: the cache fits one per sequence (tqkv/outlier_split.h).
+    {FormatKind::kTqo,  "tqo",  "tqo{h}x{l}",  0,  kBits1to4, true,  4, false, false, size_tqo,     no_planes,      0, false, false, -1,
+     {}, {}, {}, {}},
 };
 
 const MethodRow kMethods[] = {
