@@ -11,6 +11,7 @@
 #include <numeric>
 #include <string>
 
+#include "core/check.h"
 #include "core/random.h"
 #include "tqkv/prerope_keys.h"  // float_to_bf16_saturate, bf16_to_float
 
@@ -28,6 +29,8 @@ class OutlierSplitQuantizer final : public Quantizer {
                         std::unique_ptr<Quantizer> q_o, std::unique_ptr<Quantizer> q_r)
       : Quantizer(spec, dim), idx_{std::move(idx_o), std::move(idx_r)}, q_{std::move(q_o), std::move(q_r)} {
     for (int g = 0; g < 2; ++g) planes_[g] = q_[g] ? q_[g]->code_size() - sizeof(float) : 0;
+    // The table's code size (format_table.cc, size_tqo) is the two scales plus both sets' planes.
+    TQKV_CHECK(4 + planes_[0] + planes_[1] == code_size());
   }
 
   // Per vector: [bf16 scale_O][bf16 scale_R][outlier planes][regular planes]. Each set's bytes are
