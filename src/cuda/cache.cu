@@ -286,8 +286,12 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   impl->cfg = cfg;
   if (impl->cfg.max_pages_per_seq <= 0) impl->cfg.max_pages_per_seq = cfg.max_pages;
   for (const FormatSpec& f : {cfg.key_format, cfg.value_format})
+  {
     if (f.pre_rope())  // pk keys need RoPE in attention, which the CUDA kernels do not apply yet
       return unsupported("no CUDA path for format " + f.name() + " (pre-RoPE keys are CPU-only)");
+    if (f.kind == FormatKind::kTqo)  // a per-sequence outlier channel set (tqkv/outlier_split.h)
+      return unsupported("no CUDA path for format " + f.name() + " (per-sequence outlier channels are CPU-only)");
+  }
   std::vector<const Quantizer*> kq, vq;
   for (int h = 0; h < cfg.n_kv_heads; ++h) {
     QuantOptions qk = cfg.quant, qv = cfg.quant;

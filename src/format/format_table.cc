@@ -150,7 +150,9 @@ std::string known_formats() {
   for (const FormatRow& r : kRows) {
     if (!s.empty()) s += ", ";
     s += r.pattern;
-    if (r.fixed_bits == 0) {
+    if (r.kind == FormatKind::kTqo) {  // {h}x{l}: two bit widths, both from the mask
+      s += " (h, l " + bits_list(r.bits_mask) + ")";
+    } else if (r.fixed_bits == 0) {
       s += " (b " + bits_list(r.bits_mask);
       if (r.has_passes) s += "; p 1-" + std::to_string(r.max_passes);
       s += ")";
