@@ -113,7 +113,7 @@ void refresh_views(SeqState& s) {
                             ss.win.empty() ? nullptr : ss.win.data(),
                             pk && !pk->pend[k].empty() ? pk->pend[k].data() : nullptr,
                             pk ? pk->codec[k].get() : nullptr,
-                            pk ? pk->seq_quantizer[k].get() : nullptr};
+                            pk ? pk->seq_quantizer(k) : nullptr};
     }
   }
 }
@@ -255,7 +255,7 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
             ph.codec[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
           } else if (I.st[st].outlier) {
             while (static_cast<int>(ss.pages.size()) <= comp / P) ss.add_page(I.st[st].page_bytes);
-            ph.seq_quantizer[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
+            ph.outlier->quantizer[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
           } else {
             put_compressed(I.st[st], P, d, ss, h, comp, x[st], 1, d, tmp);
           }
@@ -314,8 +314,8 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
             qo.value_stream = st == kValues;
             auto q = make_outlier_split_quantizer(I.st[st].format, d, qo, *mask);
             if (!q.ok()) return q.status();
-            ph.seq_quantizer[st] = std::move(*q);
-            ph.outlier_mask[st] = std::move(*mask);
+            if (!ph.outlier) ph.outlier = std::make_unique<PkHead::Outlier>();
+            ph.outlier->quantizer[st] = std::move(*q);
             continue;
           }
           std::shared_ptr<const ChannelBasis> basis;
@@ -447,12 +447,13 @@ size_t LayerKVCache::bytes_resident() const {
       // pk statistics block (docs/format.md) and the codec object holding it.
       if (hs.pk) {  // pending rows, statistics blocks (docs/format.md) and the codec objects
         b += sizeof(PkHead);
+        if (hs.pk->outlier) b += sizeof(PkHead::Outlier);
         for (int st = 0; st < kStreams; ++st) {
           b += hs.pk->pend[st].capacity() * sizeof(uint16_t);
           if (hs.pk->codec[st]) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
           // tqo: the outlier mask block (docs/format.md) and the quantizer's channel index lists
           // (d ints); its two tq rotations are re-derived from the seed, like the codebooks.
-          if (hs.pk->seq_quantizer[st])
+          if (hs.pk->seq_quantizer(st))
             b += outlier_mask_bytes(I.head_dim) + static_cast<size_t>(I.head_dim) * sizeof(int);
         }
       }
@@ -485,7 +486,7 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
         if (sc.pk) {
           hs.pk->codec[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         } else if (sc.outlier) {
-          hs.pk->seq_quantizer[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
+          hs.pk->outlier->quantizer[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         } else if (sc.tiled) {
           sc.lay.gather(page + static_cast<size_t>((c % P) / kTileTokens) * sc.lay.tile_bytes, c % kTileTokens,
                         code.data());

@@ -50,10 +50,14 @@ struct PkHead {
   // pk{b} streams (keys: pre-RoPE; values may use the same codec): this sequence's statistics,
   // null until fitted (all pk streams of a head are fitted together, at N tokens) and for non-pk streams.
   std::unique_ptr<PreRopeKeyCodec> codec[kStreams];
-  // tqo{h}x{l} streams: this sequence's outlier-split quantizer (its channel set; null until fitted,
-  // at N tokens like the pk statistics) and the set as a mask (kept for bytes_resident / readers).
-  std::unique_ptr<Quantizer> seq_quantizer[kStreams];
-  std::vector<uint8_t> outlier_mask[kStreams];
+  // tqo{h}x{l} streams (layers with one only; a separate allocation so that pk-only layers'
+  // bookkeeping, counted in bytes_resident, does not grow): this sequence's outlier-split
+  // quantizers (their channel sets; null until fitted, at N tokens like the pk statistics).
+  struct Outlier {
+    std::unique_ptr<Quantizer> quantizer[kStreams];
+  };
+  std::unique_ptr<Outlier> outlier;
+  const Quantizer* seq_quantizer(int st) const { return outlier ? outlier->quantizer[st].get() : nullptr; }
   std::vector<uint16_t> pend[kStreams];  // (n_pend, head_dim) f16 rows before the statistics exist
   bool fitted = false;
 };
@@ -77,7 +81,7 @@ struct StreamConfig {
   size_t code_size = 0;   // per-vector code size
   bool tiled = false;     // bit-sliced tiles (tile_layout.h) instead of per-vector codes
   bool pk = false;        // pk{b}: per-sequence codecs (HeadStore::pk), q holds nulls
-  bool outlier = false;   // tqo{h}x{l}: per-sequence quantizers (PkHead::seq_quantizer), q holds nulls
+  bool outlier = false;   // tqo{h}x{l}: per-sequence quantizers (PkHead::outlier), q holds nulls
   bool per_sequence() const { return pk || outlier; }
   TileLayout lay;
   size_t page_bytes = 0;
