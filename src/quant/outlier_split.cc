@@ -69,29 +69,31 @@ class OutlierSplitQuantizer final : public Quantizer {
     }
   }
 
+  // Set by set, all n vectors at once (one tq decode call per set: attention decodes blocks of 64).
   void decode(const uint8_t* codes, size_t n, float* y, size_t y_stride) const override {
     const int d = dim();
     if (y_stride == 0) y_stride = static_cast<size_t>(d);
     const size_t cs = code_size();
     std::vector<float> sub;
     std::vector<uint8_t> tc;
-    for (size_t r = 0; r < n; ++r) {
-      const uint8_t* in = codes + r * cs;
-      float* out = y + r * y_stride;
-      size_t off = 4;
-      for (int g = 0; g < 2; ++g) {
-        if (!q_[g]) continue;
+    size_t off = 4;  // the set's planes within a tqo code
+    for (int g = 0; g < 2; ++g) {
+      if (!q_[g]) continue;
+      const size_t tcs = q_[g]->code_size(), ng = idx_[g].size();
+      tc.resize(n * tcs);
+      for (size_t r = 0; r < n; ++r) {  // the set's tq code: f32 of the bf16 scale, then its planes
+        const uint8_t* in = codes + r * cs;
         uint16_t sb;
         std::memcpy(&sb, in + 2 * g, 2);
         const float s = bf16_to_float(sb);
-        tc.resize(q_[g]->code_size());
-        std::memcpy(tc.data(), &s, sizeof s);
-        std::memcpy(tc.data() + sizeof(float), in + off, planes_[g]);
-        off += planes_[g];
-        sub.resize(idx_[g].size());
-        q_[g]->decode(tc.data(), 1, sub.data());
-        for (size_t j = 0; j < idx_[g].size(); ++j) out[idx_[g][j]] = sub[j];
+        std::memcpy(&tc[r * tcs], &s, sizeof s);
+        std::memcpy(&tc[r * tcs + sizeof(float)], in + off, planes_[g]);
       }
+      off += planes_[g];
+      sub.resize(n * ng);
+      q_[g]->decode(tc.data(), n, sub.data());
+      for (size_t r = 0; r < n; ++r)
+        for (size_t j = 0; j < ng; ++j) y[r * y_stride + idx_[g][j]] = sub[r * ng + j];
     }
   }
 
