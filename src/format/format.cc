@@ -38,7 +38,7 @@ std::string range_message(const format::FormatRow& r) {
     }
   const bool contiguous = count == hi - lo + 1;
   std::string s = std::string(r.name) + " bits";
-  if (r.has_passes) s += " and passes";
+  if (r.has_passes) s += std::string_view(r.pattern).find("{h}") != std::string_view::npos ? " h and l" : " and passes";
   s += " must be ";
   if (contiguous) s += "in " + std::to_string(lo) + ".." + std::to_string(hi);
   else s += bits;
