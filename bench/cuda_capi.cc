@@ -36,6 +36,10 @@ void* tqkv_capi_cache_new(int n_kv_heads, int head_dim, const char* kfmt, const 
   cfg.page_tokens = page_tokens;
   cfg.max_pages = max_pages;
   cfg.max_seqs = max_seqs;
+  if (cfg.key_format.pre_rope()) {  // pk{b} keys: Llama-style RoPE over the whole head (base 10000)
+    cfg.rope.rotary_dims = head_dim;
+    cfg.rope.base = 10000.0f;
+  }
   auto c = tqkv::CudaLayerCache::make(cfg);
   if (!c.ok()) { fail(c.status()); return nullptr; }
   return std::move(c).value().release();

@@ -163,7 +163,8 @@ def main():
                 seq_lists = [ints(list(range(c * B, c * B + B))) for c in range(nc)]
                 t_ours = time_calls(lambda i: check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[i], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend"), nc)
                 # ---- naive: dequantize the pages (copy 0) to bf16, then SDPA ----
-                naive_ok = 2 * B * HKV * L * D * 2 < (24 << 30)
+                # pk{b} keys are stored before RoPE: no dense dequantization (RoPE is applied in attention)
+                naive_ok = 2 * B * HKV * L * D * 2 < (24 << 30) and not kf.startswith("pk")
                 t_naive, rel = None, None
                 if naive_ok:
                     kd = torch.empty(B, HKV, L, D, device=dev, dtype=torch.bfloat16)

@@ -44,6 +44,7 @@ if(TQKV_CUDA_ENABLED)
     -Xcompiler=-Wall,-Wno-unused-parameter -lineinfo --expt-relaxed-constexpr)
   # The encoder must match the CPU reference bit for bit: no contraction into FMA anywhere in it.
   set_source_files_properties(${CMAKE_SOURCE_DIR}/src/cuda/encode.cu PROPERTIES COMPILE_OPTIONS "-fmad=false")
+  set_source_files_properties(${CMAKE_SOURCE_DIR}/src/cuda/prerope_encode.cu PROPERTIES COMPILE_OPTIONS "-fmad=false")
   set_target_properties(tqkv_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_RUNTIME_LIBRARY Static)
   target_include_directories(tqkv_cuda PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
   target_sources(tqkv PRIVATE $<TARGET_OBJECTS:tqkv_cuda>)

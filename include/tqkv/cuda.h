@@ -11,6 +11,11 @@
 // Formats with a GPU path: rvq1x2, tq2 (2 bits per element), rvq2x2, tq4, rvq1x4 (4 bits),
 // q4_0, q8_0, f16; attention needs head_dim 64, 128 or 256, the pages any head_dim <= 256 that is a
 // multiple of 16 (cuda_encode_vectors produces per-vector codes of any head_dim <= 256).
+// Pre-RoPE pk{b} keys (tqkv/prerope_keys.h; values rvq1x2, tq2, rvq2x2, tq4 or rvq1x4): keys are
+// appended BEFORE RoPE; until a sequence holds pk_calib_tokens tokens its K/V rows wait as f16
+// pending rows, then its statistics are fitted (on the host, with the CPU codec) and the rows are
+// encoded on the GPU; attention applies CudaCacheConfig::rope to every key at position
+// position_offset + t on the fly (docs/design.md section 10, "pk keys"). No channel basis.
 // Codes are bit-identical to the CPU quantizer's (same per-(layer, head) rotation seeds as
 // LayerKVCache); the GPU page layout (docs/format.md, "GPU pages") holds the same bits arranged
 // for the tensor cores. Every entry point returns a Status carrying the CUDA error text.
@@ -23,8 +28,10 @@
 #include <string>
 #include <vector>
 
+#include "tqkv/attention.h"
 #include "tqkv/format.h"
 #include "tqkv/kv_view.h"
+#include "tqkv/prerope_keys.h"
 #include "tqkv/quantizer.h"
 #include "tqkv/status.h"
 
@@ -78,6 +85,10 @@ struct CudaCacheConfig {
   int max_pages = 0;       // pool size in pages (each page: page_tokens tokens of every kv head)
   int max_seqs = 1;
   int max_pages_per_seq = 0;  // 0: max_pages
+  // pk{b} key formats only: the model's RoPE (rotary_dims > 0 required; freq_divisors, if any, is
+  // read once by make) and the statistics' token count N (KVCacheOptions::pk_calib_tokens).
+  RopeParams rope;
+  int pk_calib_tokens = 128;
 };
 
 class CudaLayerCache {
@@ -128,8 +139,15 @@ class CudaLayerCache {
   // Test/debug access: per-vector codes (the CPU quantizer's format, docs/format.md section 1)
   // of tokens [t0, t1) of `head`, gathered from the GPU pages. `codes`: (t1 - t0) * code_size.
   Status read_codes(int seq, int head, bool value, int t0, int t1, uint8_t* codes) const;
-  // The CPU quantizers this cache's codes are bit-identical to (per head).
+  // The CPU quantizers this cache's codes are bit-identical to (per head; key_quantizer is null
+  // for pk{b} keys, whose codec is per sequence: key_codec).
   const Quantizer* key_quantizer(int head) const;
+  // pk{b} keys: the codec (statistics) of `seq`'s head, fitted on the host by PreRopeKeyCodec::fit
+  // exactly as LayerKVCache does; null before the sequence reached pk_calib_tokens tokens.
+  const PreRopeKeyCodec* key_codec(int seq, int head) const;
+  // pk{b} keys: RoPE position of stored token t of `seq` is offset + t (AttentionQuery::
+  // position_offset). Default 0; kept until changed (also across truncate).
+  Status set_position_offset(int seq, int64_t offset);
   const Quantizer* value_quantizer(int head) const;
 
   struct Impl;
@@ -144,5 +162,10 @@ class CudaLayerCache {
 // Works for every rvq/tq format with passes * bits <= 8 and for q8_0, q4_0, f16, any dim <= 256.
 Status cuda_encode_vectors(const Quantizer& q, const void* x, CudaDType dtype, size_t n,
                            uint8_t* codes);
+// pk{b}: encodes n pre-RoPE key vectors with `codec`'s statistics on the GPU, bit-identical to
+// codec.encode (docs/format.md "pk{b}"): x device [n][dim] of `dtype`, codes device
+// n * codec.code_size() bytes. dim <= 256, no channel basis.
+Status cuda_pk_encode_vectors(const PreRopeKeyCodec& codec, const void* x, CudaDType dtype, size_t n,
+                              uint8_t* codes);
 
 }  // namespace tqkv

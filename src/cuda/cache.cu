@@ -13,6 +13,7 @@
 #include "core/half.h"
 #include "cuda/cuda_internal.h"
 #include "cuda/gpu_layout.h"
+#include "cuda/prerope_cuda.h"
 #include "quant/rotated_quantizer.h"
 #include "tqkv/cache_seed.h"
 #include "tqkv/cuda.h"
@@ -101,9 +102,11 @@ Status describe_side(const std::vector<const Quantizer*>& qs, SideHost* out) {
   gpu::EncodeSide& e = out->enc;
   e.dim = d;
   e.code_size = static_cast<int>(q0.code_size());
-  // Formats outside the CUDA subset (pre-RoPE pk keys, the peers rq4_0/riq4_nl/qjl/tqp/rabitq1,
-  // kivi) are refused here with the supported list, before any rotated-quantizer assumption.
-  constexpr const char* kSupported = " (CUDA supports rvq1x2, tq2, rvq2x2, tq4, rvq1x4, q4_0, q8_0, f16)";
+  // Formats outside the CUDA subset (the peers rq4_0/riq4_nl/qjl/tqp/rabitq1, kivi; pk{b} keys
+  // take prerope_cache.cu's path before this, pk values are refused by make) are refused here
+  // with the supported list, before any rotated-quantizer assumption.
+  constexpr const char* kSupported =
+      " (CUDA supports rvq1x2, tq2, rvq2x2, tq4, rvq1x4, q4_0, q8_0, f16, and pk{b} keys with CudaCacheConfig::rope)";
   if (f.pre_rope() || (f.rotated() && !dynamic_cast<const RotatedQuantizer*>(&q0)))
     return unsupported("no CUDA path for format " + f.name() + kSupported);
   if (f.rotated()) {
@@ -237,6 +240,25 @@ struct CudaLayerCache::Impl {
   int ctas_per_sm[2] = {0, 0};  // per kernel variant
   int sms = 0;                  // multiprocessors of the device
   std::map<std::vector<int>, CudaBuffer> item_lists;
+  gpu::PkStatePtr pk;  // pk{b} keys (prerope_cache.cu); null otherwise
+
+  gpu::PkCtx pk_ctx() {
+    gpu::PkCtx c;
+    c.cfg = &cfg;
+    c.kpool = kpool.as<uint8_t>();
+    c.kphb = kphb;
+    c.vpool = vpool.as<uint8_t>();
+    c.vphb = vphb;
+    c.vcodec = hv.codec;
+    c.sides = sides.as<gpu::EncodeSide>();
+    c.vside = attn_side(true);
+    c.vzlut = dv.zlut.as<float>();
+    c.v_rotated = cfg.value_format.rotated() && hv.enc.rounds > 0 ? 1 : 0;
+    c.block_table = block_table.as<int>();
+    c.seq_pages = &seq_pages;
+    c.seq_len = &seq_len;
+    return c;
+  }
 
   gpu::AttnSide attn_side(bool value) const {
     gpu::AttnSide s;
@@ -262,10 +284,20 @@ const CudaCacheConfig& CudaLayerCache::config() const { return impl_->cfg; }
 int CudaLayerCache::n_tokens(int seq) const {
   return seq >= 0 && seq < static_cast<int>(impl_->seq_len.size()) ? impl_->seq_len[seq] : 0;
 }
-const Quantizer* CudaLayerCache::key_quantizer(int head) const { return impl_->keyq[head].get(); }
+const Quantizer* CudaLayerCache::key_quantizer(int head) const {
+  return head >= 0 && head < static_cast<int>(impl_->keyq.size()) ? impl_->keyq[head].get() : nullptr;
+}
+const PreRopeKeyCodec* CudaLayerCache::key_codec(int seq, int head) const {
+  return impl_->pk ? gpu::pk_codec(*impl_->pk, seq, head) : nullptr;
+}
+Status CudaLayerCache::set_position_offset(int seq, int64_t offset) {
+  if (!impl_->pk) return Status::Ok();  // post-RoPE keys: positions do not enter attention
+  return gpu::pk_set_offset(*impl_->pk, seq, offset);
+}
 const Quantizer* CudaLayerCache::value_quantizer(int head) const { return impl_->valq[head].get(); }
 size_t CudaLayerCache::bytes_resident() const {
-  return impl_->kpool.bytes() + impl_->vpool.bytes() + impl_->block_table.bytes();
+  return impl_->kpool.bytes() + impl_->vpool.bytes() + impl_->block_table.bytes() +
+         (impl_->pk ? gpu::pk_bytes_resident(*impl_->pk) : 0);
 }
 size_t CudaLayerCache::bytes_per_token_head() const {
   const auto& c = impl_->cfg;
@@ -286,11 +318,14 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   impl->cfg = cfg;
   if (impl->cfg.max_pages_per_seq <= 0) impl->cfg.max_pages_per_seq = cfg.max_pages;
   for (const FormatSpec& f : {cfg.key_format, cfg.value_format})
-  {
-    if (f.pre_rope())  // pk keys need RoPE in attention, which the CUDA kernels do not apply yet
-      return unsupported("no CUDA path for format " + f.name() + " (pre-RoPE keys are CPU-only)");
     if (f.kind == FormatKind::kTqo)  // a per-sequence outlier channel set (tqkv/outlier_split.h)
       return unsupported("no CUDA path for format " + f.name() + " (per-sequence outlier channels are CPU-only)");
+  if (cfg.value_format.pre_rope())  // pk values (-ctv pk{b}) are CPU-only
+    return unsupported("no CUDA path for value format " + cfg.value_format.name() +
+                       " (pk{b} is a GPU key format only; values: rvq1x2, tq2, rvq2x2, tq4, rvq1x4, q4_0, q8_0, f16)");
+  const bool pk = cfg.key_format.pre_rope();  // pk{b} keys: prerope_cache.cu
+  if (pk) {
+    TQKV_ASSIGN_OR_RETURN(impl->pk, gpu::pk_make(impl->cfg));
   }
   std::vector<const Quantizer*> kq, vq;
   for (int h = 0; h < cfg.n_kv_heads; ++h) {
@@ -299,15 +334,17 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
     qk.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, g, CacheStream::kKey);
     qv.seed = cache_rotation_seed(cfg.quant.seed, cfg.layer, g, CacheStream::kValue);
     qv.value_stream = true;
-    TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
     TQKV_ASSIGN_OR_RETURN(auto b, make_quantizer(cfg.value_format, cfg.head_dim, qv));
-    kq.push_back(a.get());
     vq.push_back(b.get());
-    impl->keyq.push_back(std::move(a));
     impl->valq.push_back(std::move(b));
+    if (pk) continue;  // pk keys have a codec per sequence (fitted at pk_calib_tokens)
+    TQKV_ASSIGN_OR_RETURN(auto a, make_quantizer(cfg.key_format, cfg.head_dim, qk));
+    kq.push_back(a.get());
+    impl->keyq.push_back(std::move(a));
   }
-  TQKV_RETURN_IF_ERROR(describe_side(kq, &impl->hk));
   TQKV_RETURN_IF_ERROR(describe_side(vq, &impl->hv));
+  if (pk) impl->hk = impl->hv;  // placeholder key side: the fused encode's side 0 is never used
+  else TQKV_RETURN_IF_ERROR(describe_side(kq, &impl->hk));
   if (impl->hk.codec < 0 || impl->hv.codec < 0)
     return unsupported("no CUDA page layout for " + cfg.key_format.name() + " / " + cfg.value_format.name() +
                        " (supported: rvq1x2, tq2, rvq2x2, tq4, rvq1x4, q4_0, q8_0, f16)");
@@ -318,7 +355,7 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   gpu::EncodeSide sides[2] = {impl->hk.enc, impl->hv.enc};
   TQKV_ASSIGN_OR_RETURN(impl->sides, CudaBuffer::alloc(sizeof(sides)));
   TQKV_RETURN_IF_ERROR(impl->sides.upload(sides, sizeof(sides)));
-  impl->kphb = gpu::page_head_bytes(impl->hk.codec, cfg.head_dim, cfg.page_tokens);
+  impl->kphb = pk ? gpu::pk_key_page_head_bytes(cfg) : gpu::page_head_bytes(impl->hk.codec, cfg.head_dim, cfg.page_tokens);
   impl->vphb = gpu::page_head_bytes(impl->hv.codec, cfg.head_dim, cfg.page_tokens);
   const size_t H = cfg.n_kv_heads;
   TQKV_ASSIGN_OR_RETURN(impl->kpool, CudaBuffer::alloc(static_cast<size_t>(cfg.max_pages) * H * impl->kphb));
@@ -358,6 +395,7 @@ Status CudaLayerCache::append(const std::vector<int>& seqs, int n, const void* k
     TQKV_RETURN_IF_ERROR(I.block_table.upload(I.table_host.data() + static_cast<size_t>(s) * c.max_pages_per_seq,
                                               c.max_pages_per_seq * sizeof(int), static_cast<size_t>(s) * c.max_pages_per_seq * sizeof(int)));
   }
+  if (I.pk) return gpu::pk_append(*I.pk, I.pk_ctx(), seqs, n, k, v, dtype);
   // jobs
   const size_t esz = dtype == CudaDType::kBF16 ? 2 : 4;
   std::vector<gpu::EncodeJob> jobs;
@@ -402,6 +440,7 @@ Status CudaLayerCache::append(const std::vector<int>& seqs, int n, const void* k
 
 StatusOr<float> CudaLayerCache::append_timed(const std::vector<int>& seqs, int n, const void* k, const void* v,
                                              CudaDType dtype, int repeats) {
+  if (impl_->pk) return unsupported("append_timed re-runs one fused encode launch: not available for pk{b} keys");
   TQKV_RETURN_IF_ERROR(append(seqs, n, k, v, dtype));
   Impl& I = *impl_;
   cudaEvent_t e0, e1;
@@ -437,6 +476,7 @@ Status CudaLayerCache::truncate(int seq, int n) {
     I.free_pages.push_back(pid);
   }
   I.seq_len[seq] = n;
+  if (I.pk) gpu::pk_truncate(*I.pk, seq, n);
   return Status::Ok();
 }
 
@@ -444,6 +484,7 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
                               int n_splits) {
   Impl& I = *impl_;
   const auto& c = I.cfg;
+  if (I.pk) return gpu::pk_attend(*I.pk, I.pk_ctx(), seqs, m, n_q_heads, q, out, scale, n_splits);
   if (seqs.empty()) return Status::Ok();
   if (n_q_heads % c.n_kv_heads != 0 || n_q_heads / c.n_kv_heads > 8 || n_q_heads < c.n_kv_heads)
     return invalid_argument("n_q_heads must be n_kv_heads * g with g in 1..8");
@@ -526,6 +567,7 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
 Status CudaLayerCache::dequantize(const std::vector<int>& seqs, int L, bool value, uint16_t* out) const {
   const Impl& I = *impl_;
   const auto& c = I.cfg;
+  if (I.pk && !value) return unsupported("dequantize: pk{b} keys have no dense GPU dequantization (RoPE is applied in attention)");
   std::vector<int> host(2 * seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (seqs[i] < 0 || seqs[i] >= c.max_seqs || I.seq_len[seqs[i]] > L) return invalid_argument("dequantize: bad sequence or L");
@@ -663,6 +705,7 @@ Status CudaLayerCache::read_codes(int seq, int head, bool value, int t0, int t1,
   const auto& c = I.cfg;
   if (seq < 0 || seq >= c.max_seqs || head < 0 || head >= c.n_kv_heads || t0 < 0 || t1 > I.seq_len[seq] || t0 > t1)
     return invalid_argument("read_codes: bad range");
+  if (I.pk && !value) return gpu::pk_read_key_codes(*I.pk, const_cast<Impl&>(I).pk_ctx(), seq, head, t0, t1, codes);
   const SideHost& sh = value ? I.hv : I.hk;
   const int D = c.head_dim, P = c.page_tokens, codec = sh.codec;
   const size_t phb = value ? I.vphb : I.kphb;

@@ -25,6 +25,7 @@ Status CudaBuffer::download(void*, size_t, size_t) const { return no_cuda(); }
 Status CudaBuffer::fill_byte(int) { return no_cuda(); }
 Status cuda_synchronize() { return no_cuda(); }
 Status cuda_encode_vectors(const Quantizer&, const void*, CudaDType, size_t, uint8_t*) { return no_cuda(); }
+Status cuda_pk_encode_vectors(const PreRopeKeyCodec&, const void*, CudaDType, size_t, uint8_t*) { return no_cuda(); }
 
 struct CudaLayerCache::Impl {};
 CudaLayerCache::CudaLayerCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -46,5 +47,7 @@ Status CudaLayerCache::read_codes(int, int, bool, int, int, uint8_t*) const { re
 Status CudaLayerCache::load_sequence(int, const LayerView&, const SequenceView&) { return no_cuda(); }
 const Quantizer* CudaLayerCache::key_quantizer(int) const { return nullptr; }
 const Quantizer* CudaLayerCache::value_quantizer(int) const { return nullptr; }
+const PreRopeKeyCodec* CudaLayerCache::key_codec(int, int) const { return nullptr; }
+Status CudaLayerCache::set_position_offset(int, int64_t) { return no_cuda(); }
 }  // namespace tqkv
 #endif
