@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 HQ, HKV, D = 32, 8, 128
-# shapes and formats where the second kernel variant (TQKV_ATTN_VARIANT=1) is timed too
+# shapes and formats where the other compiled kernel variants (TQKV_ATTN_VARIANT=1, 2) are timed too
 VARIANT_SHAPES = {(16, 32768), (1, 131072)}
-VARIANT_FORMATS = {("rvq1x2", "tq2"), ("rvq2x2", "tq4"), ("tq4", "tq4"), ("q4_0", "q4_0")}
+VARIANT_FORMATS = {"1": {("rvq1x2", "tq2"), ("rvq2x2", "tq4"), ("tq4", "tq4"), ("q4_0", "q4_0")},
+                   "2": {("rvq2x2", "tq4"), ("tq4", "tq4")}}
 L2_TARGET = 512 << 20  # cycle copies until every timed path touches >= this many bytes
 
 
@@ -99,6 +100,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small shapes only (smoke test)")
     ap.add_argument("--shapes", default="", help="BxL list overriding the default shapes, e.g. 16x32768,1x131072")
     ap.add_argument("--formats", default="rvq1x2/tq2,tq2/tq2,rvq2x2/tq4,tq4/tq4,q4_0/q4_0,q8_0/q8_0,f16/f16")
+    ap.add_argument("--no-naive", action="store_true", help="skip the dequantize-then-SDPA path (and its check)")
+    ap.add_argument("--no-variant", action="store_true", help="skip the TQKV_ATTN_VARIANT=1/2 timings")
+    ap.add_argument("--no-encode", action="store_true", help="skip the encode throughput")
     args = ap.parse_args()
     lib = load_lib(args.lib)
     torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
@@ -164,8 +168,8 @@ def main():
                 t_ours = time_calls(lambda i: check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[i], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend"), nc)
                 # ---- naive: dequantize the pages (copy 0) to bf16, then SDPA ----
                 # pk{b} keys are stored before RoPE: no dense dequantization (RoPE is applied in attention)
-                naive_ok = 2 * B * HKV * L * D * 2 < (24 << 30) and not kf.startswith("pk")
-                t_naive, rel = None, None
+                naive_ok = 2 * B * HKV * L * D * 2 < (24 << 30) and not kf.startswith("pk") and not args.no_naive
+                t_naive, rel, ref = None, None, None
                 if naive_ok:
                     kd = torch.empty(B, HKV, L, D, device=dev, dtype=torch.bfloat16)
                     vd = torch.empty_like(kd)
@@ -195,21 +199,31 @@ def main():
                     ref = naive(0)
                     torch.cuda.synchronize()
                     rel = ((out - ref).norm() / ref.norm()).item()
-                    if (B, L) in VARIANT_SHAPES and (kf, vf) in VARIANT_FORMATS:
-                        # the second compiled kernel variant (TQKV_ATTN_VARIANT=1, see attention.cu)
-                        os.environ["TQKV_ATTN_VARIANT"] = "1"
-                        try:
-                            t_v1 = time_calls(lambda i: check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[i], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend"), nc)
-                            out.fill_(float("nan"))
-                            check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[0], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend")
-                            torch.cuda.synchronize()
-                            row["variant1_ms"] = t_v1
-                            row["variant1_rel_diff_vs_naive"] = ((out - ref).norm() / ref.norm()).item()
-                            print(f"  {kf:>6}/{vf:<5} variant 1: {t_v1:.4f} ms (x{t_sdpa / t_v1:.2f} vs sdpa), "
-                                  f"|v1-naive|/|naive| {row['variant1_rel_diff_vs_naive']}", flush=True)
-                        finally:
-                            del os.environ["TQKV_ATTN_VARIANT"]
                     del kd, vd
+                out.fill_(float("nan"))  # the default kernel's output on copy 0, to compare the variants with
+                check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[0], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend")
+                out0 = out.clone()
+                for var in ("1", "2"):
+                    if args.no_variant or (B, L) not in VARIANT_SHAPES or (kf, vf) not in VARIANT_FORMATS[var]:
+                        continue
+                    # another compiled kernel variant (TQKV_ATTN_VARIANT, see attention.cu): 1 the
+                    # other tiles-per-step / register trade-off, 2 the half-size lut4 tables
+                    os.environ["TQKV_ATTN_VARIANT"] = var
+                    try:
+                        t_v = time_calls(lambda i: check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[i], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend"), nc)
+                        out.fill_(float("nan"))
+                        check(lib, lib.tqkv_capi_attend(cache, B, seq_lists[0], 1, HQ, q.data_ptr(), out.data_ptr(), 0), "attend")
+                        torch.cuda.synchronize()
+                        row[f"variant{var}_ms"] = t_v
+                        msg = f"  {kf:>6}/{vf:<5} variant {var}: {t_v:.4f} ms (x{t_sdpa / t_v:.2f} vs sdpa)"
+                        if ref is not None:
+                            row[f"variant{var}_rel_diff_vs_naive"] = ((out - ref).norm() / ref.norm()).item()
+                            msg += f", |v-naive|/|naive| {row[f'variant{var}_rel_diff_vs_naive']}"
+                        row[f"variant{var}_rel_diff_vs_default"] = ((out - out0).norm() / out0.norm()).item()
+                        msg += f", |v-default|/|default| {row[f'variant{var}_rel_diff_vs_default']}"
+                        print(msg, flush=True)
+                    finally:
+                        del os.environ["TQKV_ATTN_VARIANT"]
                 lib.tqkv_capi_cache_free(cache)
                 torch.cuda.empty_cache()
                 row.update({
@@ -232,7 +246,7 @@ def main():
     res["attention"] = rows
     # ---- encode throughput: B=16, L=32768 bf16 K and V in one append ----
     enc = []
-    for (kf, vf) in formats:
+    for (kf, vf) in ([] if args.no_encode else formats):
         B, L = (4, 4096) if args.quick else (16, 32768)
         try:
             cache = lib.tqkv_capi_cache_new(HKV, D, kf.encode(), vf.encode(), 64, B * math.ceil(L / 64), B)

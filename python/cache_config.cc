@@ -39,16 +39,19 @@ void bind_cache_config(py::module_& m) {
       m, "KVCacheConfig",
       "KVCacheConfig(method=None, bits=1, value_bits=2, num_residuals=2, use_hadamard=True, cache_type_k=None, "
       "cache_type_v=None, kv_window=0, kv_sinks=0, boundary_layers=0, boundary_type='q8_0', "
-      "residual_codebook='joint', norm_correction=True)\n\n"
+      "residual_codebook='joint', norm_correction=True, pk_calib=None, pk_basis=None)\n\n"
       "Seed style: method in turboquant_rvq (keys rvq{bits}x{num_residuals}, values tq{value_bits}), "
       "turboquant_mse (tq{bits} / tq{value_bits}), kivi, q8_0, q4_0, f16, f32. llama.cpp style: cache_type_k / "
       "cache_type_v format names, each overriding the method's choice. Neither: f16 keys and values. "
-      "Bad values raise ValueError.")
+      "pk{b} formats (pre-RoPE keys): pk_calib = N tokens that give the statistics (None = the library's 128; "
+      "--pk-calib), pk_basis = 'weights' (code keys in the eigenbasis of the model's key projection), "
+      "'weights:B' (block-diagonal, blocks of B channels) or 'none' (--pk-basis). Bad values raise ValueError.")
       .def(py::init([](std::optional<std::string> method, int bits, int value_bits, int num_residuals,
                        bool use_hadamard, std::optional<std::string> cache_type_k,
                        std::optional<std::string> cache_type_v, int kv_window, int kv_sinks, int boundary_layers,
                        const std::string& boundary_type, const std::string& residual_codebook,
-                       bool norm_correction) {
+                       bool norm_correction, std::optional<int> pk_calib,
+                       std::optional<std::string> pk_basis) {
              PyCacheConfig c;
              CacheSettings& s = c.settings;
              s.method = method.value_or("");
@@ -64,6 +67,12 @@ void bind_cache_config(py::module_& m) {
              s.boundary_type = boundary_type;
              s.residual_codebook = residual_codebook;
              s.norm_correction = norm_correction;
+             s.pk_calib = pk_calib.value_or(-1);
+             if (pk_calib && *pk_calib == -1)  // -1 is CacheSettings' "unset"; refuse it like any value < 1
+               throw py::value_error("pk_calib (--pk-calib) must be >= 1, got -1");
+             s.pk_basis = pk_basis.value_or("");
+             if (pk_basis && pk_basis->empty())
+               throw py::value_error("invalid pk_basis (--pk-basis) '': use weights or none");
              c.config = check(make_cache_config(s));
              return c;
            }),
@@ -71,7 +80,8 @@ void bind_cache_config(py::module_& m) {
            py::arg("num_residuals") = 2, py::arg("use_hadamard") = true, py::arg("cache_type_k") = py::none(),
            py::arg("cache_type_v") = py::none(), py::arg("kv_window") = 0, py::arg("kv_sinks") = 0,
            py::arg("boundary_layers") = 0, py::arg("boundary_type") = "q8_0",
-           py::arg("residual_codebook") = "joint", py::arg("norm_correction") = true)
+           py::arg("residual_codebook") = "joint", py::arg("norm_correction") = true,
+           py::arg("pk_calib") = py::none(), py::arg("pk_basis") = py::none())
       .def_property_readonly("key_format", [](const PyCacheConfig& c) { return c.config.base.key_format.name(); })
       .def_property_readonly("value_format", [](const PyCacheConfig& c) { return c.config.base.value_format.name(); })
       .def_property_readonly("method", [](const PyCacheConfig& c) -> py::object {
@@ -84,6 +94,13 @@ void bind_cache_config(py::module_& m) {
       .def_property_readonly("kv_window", [](const PyCacheConfig& c) { return c.settings.window; })
       .def_property_readonly("kv_sinks", [](const PyCacheConfig& c) { return c.settings.sinks; })
       .def_property_readonly("boundary_layers", [](const PyCacheConfig& c) { return c.settings.boundary_layers; })
+      .def_property_readonly("pk_calib", [](const PyCacheConfig& c) { return c.config.base.pk_calib_tokens; },
+                             "tokens whose statistics pk{b} streams use (the library default when not given)")
+      .def_property_readonly("pk_basis", [](const PyCacheConfig& c) {
+        if (!c.config.pk_weight_basis) return std::string("none");
+        return c.config.pk_weight_basis_block > 0 ? "weights:" + std::to_string(c.config.pk_weight_basis_block)
+                                                  : std::string("weights");
+      }, "the pk{b} keys' channel basis: 'weights', 'weights:B' or 'none'")
       .def("describe", [](const PyCacheConfig& c) { return describe_cache_config(c.config); },
            "The cache as the CLI's JSON names it, e.g. 'k=rvq1x2 v=tq2'.")
       .def("__repr__", [](const PyCacheConfig& c) {

@@ -26,7 +26,8 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
   app.add_option("--pk-calib", f->pk_calib,
                  "pk{b} keys (and tqo{h}x{l} outlier channels): per-head statistics from each sequence's first N tokens, which wait in f16 until then");
   app.add_option("--pk-basis", f->pk_basis,
-                 "pk{b} streams: code in a basis from the model's K/V projection weights (weights) or per channel (none)");
+                 "pk{b} keys: code in the eigenbasis of the model's K projection (weights), a block-diagonal one with "
+                 "blocks of B channels (weights:B, cheaper to decode) or per channel (none)");
   app.add_flag("--no-norm-correction", f->no_norm_correction,
                "rvq/tq: store norm/sqrt(d) instead of the scale that preserves each vector's norm");
 }

@@ -13,9 +13,12 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "command.h"
+#include "tqkv/channel_basis.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/perplexity.h"
 #include "tqkv/simd.h"
@@ -32,7 +35,29 @@ struct Opts {
   int dram_mb = 1024;  // buffer of the DRAM bandwidth reference
   bool json = false;
   bool interleave = false;  // time the format's and f16's steps alternately (see run())
+  int pk_basis_block = 0;   // pk keys in a channel basis: 0 none, B block-diagonal (B = head_dim: dense)
 };
+
+// A random orthonormal channel basis, block-diagonal with blocks of `block` channels (the last
+// block may be shorter): the eigenbasis of a random positive definite Gram per block. Decode cost
+// depends only on the basis' zero pattern, not on its values (--pk-basis weights gives a dense one).
+StatusOr<std::shared_ptr<const ChannelBasis>> random_block_basis(int d, int block, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> g;
+  std::vector<float> u(static_cast<size_t>(d) * d, 0.0f);
+  for (int b0 = 0; b0 < d; b0 += block) {
+    const int n = std::min(block, d - b0);
+    std::vector<double> w(static_cast<size_t>(n) * n), gram(w.size(), 0.0);
+    for (double& x : w) x = g(rng);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j)
+        for (int k = 0; k < n; ++k) gram[i * n + j] += w[i * n + k] * w[j * n + k];
+    TQKV_ASSIGN_OR_RETURN(std::vector<float> e, symmetric_eigenbasis(gram, n));
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) u[static_cast<size_t>(b0 + i) * d + b0 + j] = e[static_cast<size_t>(i) * n + j];
+  }
+  return std::make_shared<const ChannelBasis>(orthonormal_basis(std::move(u), d));
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -87,6 +112,11 @@ StatusOr<std::unique_ptr<Bench>> prepare(const Opts& o, const FormatSpec& kf, co
   KVCacheOptions co;
   co.key_format = kf;
   co.value_format = vf;
+  if (o.pk_basis_block > 0 && kf.kind == FormatKind::kPk)
+    for (int h = 0; h < o.kv_heads; ++h) {
+      TQKV_ASSIGN_OR_RETURN(auto b, random_block_basis(o.head_dim, o.pk_basis_block, 11 + h));
+      co.pk_basis[0].push_back(std::move(b));
+    }
   r.bpe_k = bits_per_element(kf, o.head_dim);
   r.bpe_v = bits_per_element(vf, o.head_dim);
   const size_t per_layer = static_cast<size_t>(o.batch) * o.kv_heads * o.ctx *
@@ -206,6 +236,8 @@ Status run(const Opts& o) {
   if (o.ctx > (1 << 24) || o.q_heads > 1024 || o.kv_heads > 1024 || o.head_dim > 4096 || o.batch > 1024)
     return invalid_argument("--ctx must be <= 2^24, --q-heads/--kv-heads/--batch <= 1024, --head-dim <= 4096");
   if (o.dram_mb < 1 || o.dram_mb > (1 << 16)) return invalid_argument("--dram-mb must be in 1..65536");
+  if (o.pk_basis_block < 0 || o.pk_basis_block > o.head_dim)
+    return invalid_argument("--pk-basis-block must be in 0..head_dim (" + std::to_string(o.head_dim) + ")");
   if (!(o.min_time >= 0 && o.min_time <= 3600)) return invalid_argument("--min-time must be in 0..3600 seconds");
   TQKV_RETURN_IF_ERROR(check_threads(o.threads));
   // One f16 layer must fit: (batch, kv_heads, ctx) x 512 bytes for head_dim 128.
@@ -236,7 +268,8 @@ Status run(const Opts& o) {
       {"bandwidth_fraction", gbps / dram}, {"f16_bandwidth_fraction", f16_gbps / dram},
       {"bits_per_element_k", m.bpe_k}, {"bits_per_element_v", m.bpe_v},
       {"bytes_resident_per_layer", m.bytes_per_layer}, {"f16_bytes_resident_per_layer", b.bytes_per_layer},
-      {"layers_cycled", m.layers}, {"f16_layers_cycled", b.layers}, {"interleaved", o.interleave}};
+      {"layers_cycled", m.layers}, {"f16_layers_cycled", b.layers}, {"interleaved", o.interleave},
+      {"pk_basis_block", o.pk_basis_block}};
   if (o.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -266,6 +299,10 @@ Register reg("bench-attn", "Time fused decode attention on compressed caches aga
                app.add_option("--cache-type-v", o->vtype, "value format")->capture_default_str();
                app.add_option("--min-time", o->min_time, "seconds of timed steps per cache type")->capture_default_str();
                app.add_option("--dram-mb", o->dram_mb, "MiB read by the DRAM bandwidth reference")->capture_default_str();
+               app.add_option("--pk-basis-block", o->pk_basis_block,
+                              "pk keys: code them in a random orthonormal channel basis, block-diagonal with blocks "
+                              "of B channels (B = head dim: dense, as --pk-basis weights); 0 = none")
+                   ->capture_default_str();
                app.add_flag("--json", o->json, "print one JSON object");
                app.add_flag("--interleave", o->interleave,
                             "keep both caches resident and time their steps alternately (robust on a loaded machine)");

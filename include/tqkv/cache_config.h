@@ -49,6 +49,9 @@ struct ModelCacheConfig {
   // (values), g = the attention norm's gain. The forward pass (InferenceContext)
   // computes them and fills layer_pk_basis; docs/design.md "Pre-RoPE keys".
   bool pk_weight_basis = false;
+  // 0: the dense eigenbasis; B >= 1: block-diagonal (block_eigenbasis: the Gram restricted to
+  // blocks of B channels), cheaper to decode (--pk-basis weights:B).
+  int pk_weight_basis_block = 0;
   // Per layer: KVCacheOptions::pk_basis of that layer (empty: none). Filled by InferenceContext.
   std::vector<std::vector<std::shared_ptr<const ChannelBasis>>> layer_pk_basis[2];
 };

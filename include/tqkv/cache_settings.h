@@ -31,7 +31,7 @@ struct CacheSettings {
   bool norm_correction = true;          // rvq/tq: store the norm-preserving scale
   std::string preset;                   // "2bit" | "2.5bit" | "3bit" | "4bit" (cache_config_from_preset); excludes method
   int pk_calib = -1;                    // pk{b}: statistics from the first N tokens (-1 = library default)
-  std::string pk_basis;                 // pk{b} channel basis: "weights" | "none" | "" (the preset's, else none)
+  std::string pk_basis;                 // pk{b} channel basis: "weights" | "weights:B" | "none" | "" (the preset's, else none)
 };
 
 // Validates every field; errors name the field in both spellings (e.g. "cache_type_k

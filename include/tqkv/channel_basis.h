@@ -32,6 +32,14 @@ std::vector<double> projection_gram(const float* w, const float* g, int rows, in
 // rounding. Errors: d < 1, wrong size, non-finite or non-symmetric input.
 StatusOr<std::vector<float>> symmetric_eigenbasis(const std::vector<double>& a, int d);
 
+// Block-diagonal eigenbasis: the Gram `a` (d x d, row-major doubles) restricted to the diagonal
+// blocks [b0, b0 + block) (the last one shorter when block does not divide d), each block
+// decomposed by symmetric_eigenbasis and placed in its own rows and columns; entries outside the
+// blocks are exactly 0. block >= d gives symmetric_eigenbasis(a, d). A sparse synthesis costs the
+// SIMD pk kernels ~block instead of d multiply-adds per coordinate (docs/design.md §12).
+// Errors: block < 1, or those of symmetric_eigenbasis on a block.
+StatusOr<std::vector<float>> block_eigenbasis(const std::vector<double>& a, int d, int block);
+
 // A linear transform pair for the pk codec: analysis y_j = sum_i analysis[i d + j] x_i and
 // synthesis x_i = sum_j synthesis[i d + j] y_j (both d x d row-major), synthesis * analysis^T = I.
 struct ChannelBasis {

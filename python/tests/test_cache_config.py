@@ -43,10 +43,36 @@ def test_llama_cpp_cache_types_override_the_method(tqkv):
     (dict(boundary_layers=-1), "boundary_layers .* must be >= 0"),
     (dict(boundary_type="nope"), "boundary_type"),
     (dict(residual_codebook="best"), "residual_codebook"),
+    (dict(cache_type_k="pk2", pk_calib=0), r"pk_calib \(--pk-calib\) must be >= 1, got 0"),
+    (dict(cache_type_k="pk2", pk_calib=-1), r"pk_calib \(--pk-calib\) must be >= 1, got -1"),
+    (dict(cache_type_k="pk2", pk_basis="pca"), r"invalid pk_basis \(--pk-basis\) 'pca'"),
+    (dict(cache_type_k="pk2", pk_basis=""), r"invalid pk_basis \(--pk-basis\) ''"),
 ])
 def test_bad_combinations_are_value_errors(tqkv, kwargs, message):
     with pytest.raises(ValueError, match=message):
         tqkv.KVCacheConfig(**kwargs)
+
+
+def test_pk_calib_and_basis(tqkv, model):
+    """pk_calib / pk_basis mean what --pk-calib / --pk-basis mean: the same description and bytes as
+    the CLI (test_model.py's pk case checks that the generated text is the CLI's, basis on)."""
+    c = tqkv.KVCacheConfig(cache_type_k="pk2", cache_type_v="tq2", pk_calib=16, pk_basis="weights")
+    assert (c.pk_calib, c.pk_basis) == (16, "weights")
+    assert c.describe() == "k=pk2 v=tq2 pk-calib=16 pk-basis=weights"
+    plain = tqkv.KVCacheConfig(cache_type_k="pk2", cache_type_v="tq2")
+    assert (plain.pk_calib, plain.pk_basis) == (128, "none")
+    assert plain.describe() == "k=pk2 v=tq2 pk-calib=128"
+    assert tqkv.KVCacheConfig(cache_type_k="pk2", pk_basis="none").pk_basis == "none"
+    b16 = tqkv.KVCacheConfig(cache_type_k="pk3", cache_type_v="tq3", pk_basis="weights:16")
+    assert b16.pk_basis == "weights:16"
+    assert b16.describe() == "k=pk3 v=tq3 pk-calib=128 pk-basis=weights:16"
+    prompt = "It is a truth universally acknowledged"
+    cache = tqkv.KVCacheBuilder.build(model, c)
+    model.generate(prompt, max_tokens=24, kv_cache=cache)
+    cli = run_cli_json("generate", "-m", MODEL, "-p", prompt, "-n", 24, "-ctk", "pk2", "-ctv", "tq2",
+                       "--pk-calib", 16, "--pk-basis", "weights")
+    assert cache.config.describe() == cli["cache"]
+    assert cache.bytes_resident == cli["kv_bytes"]
 
 
 def test_unknown_field_is_a_type_error(tqkv):

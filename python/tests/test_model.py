@@ -13,6 +13,9 @@ CACHES = [
      ["--method", "turboquant_rvq", "--key-bits", 1, "--residuals", 2, "--value-bits", 2]),
     (dict(cache_type_k="q8_0", cache_type_v="tq4", kv_window=8),
      ["-ctk", "q8_0", "-ctv", "tq4", "--kv-window", 8]),
+    # pk keys with the weight basis and a short calibration: the prompt's 8 tokens give the statistics
+    (dict(cache_type_k="pk2", cache_type_v="tq2", pk_calib=8, pk_basis="weights"),
+     ["-ctk", "pk2", "-ctv", "tq2", "--pk-calib", 8, "--pk-basis", "weights"]),
 ]
 
 

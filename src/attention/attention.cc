@@ -285,9 +285,11 @@ struct Scratch {
   // SIMD pk keys: the plan of the work item's codec (built at its first compressed block), the
   // permuted queries (ns, dp), the block's back-rotated queries (ns, dp), decoded rows (64, dp),
   // and the base angle of the next block (per A lane; advanced by a double recurrence).
-  bool pk_ready = false;
+  // Codecs with a channel basis: pk_bplan decodes (pk_plan is then its x layout for the queries).
+  bool pk_ready = false, pk_basis = false;
   attn::PkPlan pk_plan;
-  std::vector<float> pk_qp, pk_qb, pk_rows;
+  attn::PkBasisPlan pk_bplan;
+  std::vector<float> pk_qp, pk_qb, pk_rows, pk_ybuf;
   std::vector<double> pk_cos, pk_sin;
   int pk_next = -1;  // compressed index whose base angle pk_cos / pk_sin hold, -1: none
 };
@@ -419,7 +421,15 @@ class WorkRunner {
   void pk_scores(int c0, int cnt, float* scores) {
     attn::PkPlan& P = S_.pk_plan;
     if (!S_.pk_ready) {
-      attn::make_pk_plan(*hp_.key.prerope, C_.opt_rope, C_.pk_tables, &P);
+      const PreRopeKeyCodec& codec = *hp_.key.prerope;
+      S_.pk_basis = codec.basis() != nullptr;
+      if (S_.pk_basis) {
+        attn::make_pk_basis_plan(codec, C_.opt_rope, C_.pk_tables, &S_.pk_bplan);
+        P = attn::pk_basis_query_plan(S_.pk_bplan);
+        S_.pk_ybuf.resize(static_cast<size_t>(kBlock) * S_.pk_bplan.y.dp);
+      } else {
+        attn::make_pk_plan(codec, C_.opt_rope, C_.pk_tables, &P);
+      }
       S_.pk_qp.resize(static_cast<size_t>(ns_) * P.dp);
       S_.pk_qb.resize(S_.pk_qp.size());
       S_.pk_rows.resize(static_cast<size_t>(kBlock) * P.dp);
@@ -449,7 +459,14 @@ class WorkRunner {
     S_.pk_next = c0 + kBlock;
     attn::pk_rotate_queries(P, S_.pk_qp.data(), ns_, S_.pk_cos.data(), S_.pk_sin.data(), S_.pk_qb.data());
     const uint8_t* codes = L_.key.code(hp_.key.pages, c0);
-    if (C_.avx512) attn::pk_decode_rope_avx512(P, codes, L_.key.code_size, cnt, S_.pk_rows.data());
+    if (S_.pk_basis && C_.avx512)
+      attn::pk_decode_basis_rope_avx512(S_.pk_bplan, codes, L_.key.code_size, cnt, S_.pk_ybuf.data(), S_.pk_rows.data());
+    else if (S_.pk_basis)
+      attn::pk_decode_basis_rope_avx2(S_.pk_bplan, codes, L_.key.code_size, cnt, S_.pk_ybuf.data(), S_.pk_rows.data());
+    else if (C_.avx512 && P.tl_words <= attn::kPkTlMaxWords) {  // token lanes: decode + scores in one kernel
+      attn::pk_scores_tl_avx512(P, codes, L_.key.code_size, cnt, S_.pk_qb.data(), ns_, S_.pk_rows.data(), scores);
+      return;
+    } else if (C_.avx512) attn::pk_decode_rope_avx512(P, codes, L_.key.code_size, cnt, S_.pk_rows.data());
     else attn::pk_decode_rope_avx2(P, codes, L_.key.code_size, cnt, S_.pk_rows.data());
     float_scores(C_, S_.pk_qb.data(), ns_, S_.pk_rows.data(), cnt, P.dp, scores);
   }
@@ -472,13 +489,12 @@ class WorkRunner {
       attn::f16_scores_avx512(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
     } else if (C_.kf16 && C_.avx2) {
       attn::f16_scores_avx2(S_.Q.q.data(), ns_, reinterpret_cast<const uint16_t*>(K.code(hp_.key.pages, c0)), cnt, d_, scores);
-    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd && hp_.key.prerope->basis() == nullptr) {
-      pk_scores(c0, cnt, scores);
+    } else if (K.format.kind == FormatKind::kPk && C_.pk_simd) {
+      pk_scores(c0, cnt, scores);  // with or without a channel basis
     } else if (K.format.kind == FormatKind::kPk) {
-      // pk{b} reference: decode the block of pre-RoPE keys with this sequence's codec (reference decode),
-      // rotate each row to its position (apply_rope, as the forward pass rotates q), dot with q.
-      // Codecs with a channel basis (prerope_keys.h) always come here: the SIMD plan decodes per
-      // channel and knows no basis; the basis' x = S y is the reference decode's last step.
+      // pk{b} reference: decode the block of pre-RoPE keys with this sequence's codec (reference decode,
+      // including a channel basis' x = S y), rotate each row to its position (apply_rope, as the
+      // forward pass rotates q), dot with q.
       hp_.key.prerope->decode(K.code(hp_.key.pages, c0), cnt, S_.kbuf.data());
       rope_rows(S_.kbuf.data(), L_.sink_tokens + c0, cnt);
       float_scores(C_, S_.Q.q.data(), ns_, S_.kbuf.data(), cnt, d_, scores);

@@ -51,4 +51,51 @@ void pk_decode_rope_avx2(const PkPlan& P, const uint8_t* codes, size_t code_size
   }
 }
 
+// Basis codecs (prerope_kernels.h): as the AVX-512 kernel, 4 tokens x 2 half-vectors at a time;
+// the same FMAs in the same order per lane, so rows are bit-identical to the AVX-512 kernel's.
+void pk_decode_basis_rope_avx2(const PkBasisPlan& B, const uint8_t* codes, size_t code_size, int cnt, float* ybuf,
+                               float* rows) {
+  constexpr int T = 4;
+  const int ydp = B.y.dp, dp = B.dp, arot = kPkLanes * B.rot_vec;
+  pk_decode_rope_avx2(B.y, codes, code_size, cnt, ybuf);
+  const int cntT = (cnt + T - 1) / T * T;
+  std::memset(ybuf + static_cast<size_t>(cnt) * ydp, 0, sizeof(float) * static_cast<size_t>(cntT - cnt) * ydp);
+  const float* col = B.col.data();
+  const int* lane = B.nz_lane.data();
+  for (int v = 0; v < B.nvec; ++v) {
+    const int kb = B.nz_begin[v], ke = B.nz_begin[v + 1];
+    for (int t0 = 0; t0 < cntT; t0 += T) {
+      __m256 lo[T], hi[T];
+      for (int u = 0; u < T; ++u) lo[u] = hi[u] = _mm256_setzero_ps();
+      const float* y0 = ybuf + static_cast<size_t>(t0) * ydp;
+      for (int k = kb; k < ke; ++k) {
+        const __m256 c0 = _mm256_loadu_ps(col + static_cast<size_t>(k) * kPkLanes);
+        const __m256 c1 = _mm256_loadu_ps(col + static_cast<size_t>(k) * kPkLanes + 8);
+        const float* yl = y0 + lane[k];
+        for (int u = 0; u < T; ++u) {
+          const __m256 yb = _mm256_broadcast_ss(yl + static_cast<size_t>(u) * ydp);
+          lo[u] = _mm256_fmadd_ps(yb, c0, lo[u]);
+          hi[u] = _mm256_fmadd_ps(yb, c1, hi[u]);
+        }
+      }
+      for (int u = 0; u < T; ++u) {
+        float* dst = rows + static_cast<size_t>(t0 + u) * dp + kPkLanes * v;
+        _mm256_storeu_ps(dst, lo[u]);
+        _mm256_storeu_ps(dst + 8, hi[u]);
+      }
+    }
+  }
+  for (int t = 0; t < cnt; ++t) {
+    float* row = rows + static_cast<size_t>(t) * dp;
+    const float* ct = &B.cos_t[static_cast<size_t>(t) * arot];
+    const float* st = &B.sin_t[static_cast<size_t>(t) * arot];
+    for (int l = 0; l < arot; l += 8) {
+      const __m256 a = _mm256_loadu_ps(row + l), b = _mm256_loadu_ps(row + arot + l);
+      const __m256 co = _mm256_loadu_ps(ct + l), si = _mm256_loadu_ps(st + l);
+      _mm256_storeu_ps(row + l, _mm256_fmsub_ps(a, co, _mm256_mul_ps(b, si)));
+      _mm256_storeu_ps(row + arot + l, _mm256_fmadd_ps(a, si, _mm256_mul_ps(b, co)));
+    }
+  }
+}
+
 }  // namespace tqkv::attn

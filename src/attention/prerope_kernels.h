@@ -64,6 +64,22 @@ struct PkPlan {
     float sd[16], mu[16];
   };
   std::vector<Vec> vec;  // (nvec,)
+  // Token-lane kernel (pk_scores_tl_avx512): one 16-token group per vector, one channel at a time.
+  // Per real lane (lanes with a channel, in lane order): the stream word o / 16 whose 32-bit window
+  // holds the code, the shift o % 16, the kind of lookup (1: b <= 4, a 16-entry table repeated
+  // every 2^b entries so the index needs no mask; 2: b = 5, 32 entries; 3: b >= 6, a gather under
+  // mask 2^b - 1), the table's offset in `tl_tab` (entries sd * level, so key = fma(scale, entry, mu)).
+  struct TlLane {
+    int lane, word, shift, kind, tab;
+    uint32_t mask;
+    float mu;
+  };
+  std::vector<TlLane> tl;         // real lanes; the A lanes of pairs first (0 .. tl_pairs - 1)
+  int tl_pairs = 0;               // real A lanes (= RoPE pairs); their B lanes are lane + 16 rot_vec
+  std::vector<int> tl_b;          // (tl_pairs,) index into tl of each A lane's B lane
+  std::vector<float> tl_tab;      // lookup tables (64-byte aligned offsets)
+  std::vector<float> tl_cos, tl_sin;  // (tl_pairs, 64): cos / sin of t omega of each A lane's pair
+  int tl_words = 0;               // 32-bit windows per token: ceil(stream_bytes / 2)
 };
 
 // Builds the plan of `codec` for `rope` (rotary_dims even, <= head_dim).
@@ -80,5 +96,50 @@ void pk_rotate_queries(const PkPlan& P, const float* qp, int ns, const double* c
 // permuted layout, row t rotated by the offset angle t * omega. cnt <= 64.
 void pk_decode_rope_avx512(const PkPlan& P, const uint8_t* codes, size_t code_size, int cnt, float* rows);
 void pk_decode_rope_avx2(const PkPlan& P, const uint8_t* codes, size_t code_size, int cnt, float* rows);
+
+// Scores of cnt <= 64 codes against ns back-rotated queries qb (ns, dp) in one pass over the
+// block, with the block transposed to 16-token vectors ("token lanes"): per 16 tokens, a gather
+// per 32-bit stream window, then per channel one shift, one table permute and one FMA give 16
+// tokens' key coordinate, rotated lane-wise with its pair's partner and stored channel-major in kt
+// (dp, 64); the scores are then a (ns x dp) by (dp x 64) product with 16 tokens' scores per
+// register (no horizontal sums). scores: (ns, 64), row stride 64; tokens >= cnt get finite junk.
+// kt: scratch of dp * 64 floats. Needs P.tl_words <= kPkTlMaxWords.
+inline constexpr int kPkTlMaxWords = 64;
+void pk_scores_tl_avx512(const PkPlan& P, const uint8_t* codes, size_t code_size, int cnt, const float* qb, int ns,
+                         float* kt, float* scores);
+
+// Codecs with a channel basis (prerope_keys.h: x = S y_hat, y_hat the per-channel decode): the
+// basis plan decodes y_hat with a rotation-free PkPlan (`y`: every lane a pass lane, sorted by
+// width), synthesizes x = S y_hat into the RoPE lane layout (A lanes: each pair's first channel,
+// B lanes: its second, pairs in natural order; then the non-rotary channels) and rotates the A/B
+// lanes by the offset angle, so rows come out as pk_decode_rope_* rows do and the same query
+// permutation / back-rotation applies (the plan's chan / pair / cos_t / sin_t have the PkPlan
+// meaning). The synthesis skips S's zero entries per output vector of 16 lanes: a block-diagonal
+// basis (blocks of B channels) costs d * B / 16 .. 2 d * B / 16 FMAs per token instead of d^2 / 16.
+// Per output vector v, its nonzero columns are nz_lane[nz_begin[v] .. nz_begin[v + 1]) (a lane of
+// y's rows) with the 16 entries col[16 k .. 16 k + 15] = S[chan[16 v + i]][y channel of that lane].
+// Sums run over k in that order (float, one FMA per term).
+struct PkBasisPlan {
+  PkPlan y;                      // decode plan of y_hat (rotation-free)
+  int d = 0, pairs = 0, rot_vec = 0, pass_vec = 0, nvec = 0, dp = 0;  // x layout, as PkPlan's
+  std::vector<int> chan;         // (dp,) x channel of each lane, -1 for padding
+  std::vector<int> pair;         // (rot_vec * 16,) RoPE pair of each A lane, -1 for padding
+  std::vector<int> nz_begin;     // (nvec + 1,)
+  std::vector<int> nz_lane;      // (nz,)
+  std::vector<float> col;        // (nz, 16)
+  std::vector<float> cos_t, sin_t;  // (64, rot_vec * 16) offset table in A-lane order, pads 1/0
+  size_t nz_terms() const { return nz_lane.size(); }
+};
+void make_pk_basis_plan(const PreRopeKeyCodec& codec, const RopeParams& rope, const PkRopeTables& tables,
+                        PkBasisPlan* plan);
+// The basis plan's x layout as a PkPlan view for pk_permute_queries / pk_rotate_queries (only
+// d, pairs, rot_vec, nvec, dp, chan, pair are set).
+PkPlan pk_basis_query_plan(const PkBasisPlan& B);
+// Decodes cnt <= 64 codes into rows (cnt, B.dp) of the x layout, row t rotated by t * omega.
+// ybuf: scratch of 64 * B.y.dp floats.
+void pk_decode_basis_rope_avx512(const PkBasisPlan& B, const uint8_t* codes, size_t code_size, int cnt, float* ybuf,
+                                 float* rows);
+void pk_decode_basis_rope_avx2(const PkBasisPlan& B, const uint8_t* codes, size_t code_size, int cnt, float* ybuf,
+                               float* rows);
 
 }  // namespace tqkv::attn

@@ -123,6 +123,44 @@ void make_pk_plan(const PreRopeKeyCodec& codec, const RopeParams& rope, const Pk
     const Codebook& cb = lloyd_max(Density::kGaussian, b);
     for (int c = 0; c < (1 << b); ++c) P.levels[(1 << b) + c] = cb.levels[c];
   }
+  // Token-lane kernel tables.
+  P.tl.clear();
+  P.tl_b.clear();
+  P.tl_tab.clear();
+  P.tl_words = (P.stream_bytes + 1) / 2;
+  auto add_lane = [&](int l) {
+    const int c = P.chan[l];
+    const uint32_t oc = offset[c];
+    const int b = st.bits[c];
+    PkPlan::TlLane T;
+    T.lane = l;
+    T.word = static_cast<int>(oc / 16);
+    T.shift = static_cast<int>(oc % 16);
+    T.kind = b <= 4 ? 1 : b == 5 ? 2 : 3;
+    T.mask = (1u << b) - 1;
+    T.mu = st.mean[c];
+    T.tab = static_cast<int>(P.tl_tab.size());
+    const int entries = b <= 4 ? 16 : 1 << b;
+    const Codebook* cb = b > 0 ? &lloyd_max(Density::kGaussian, b) : nullptr;
+    for (int e = 0; e < entries; ++e)
+      P.tl_tab.push_back(cb ? st.sd[c] * cb->levels[e & ((1 << b) - 1)] : 0.0f);
+    P.tl.push_back(T);
+  };
+  for (int l = 0; l < half; ++l) add_lane(l);
+  P.tl_pairs = half;
+  for (int l = 0; l < half; ++l) {
+    P.tl_b.push_back(static_cast<int>(P.tl.size()));
+    add_lane(arot + l);
+  }
+  for (int l = 2 * arot; l < P.dp; ++l)
+    if (P.chan[l] >= 0) add_lane(l);
+  P.tl_cos.assign(static_cast<size_t>(half) * 64, 1.0f);
+  P.tl_sin.assign(P.tl_cos.size(), 0.0f);
+  for (int l = 0; l < half; ++l)
+    for (int t = 0; t < 64; ++t) {
+      P.tl_cos[static_cast<size_t>(l) * 64 + t] = tables.cos_t[static_cast<size_t>(t) * tables.pairs + P.pair[l]];
+      P.tl_sin[static_cast<size_t>(l) * 64 + t] = tables.sin_t[static_cast<size_t>(t) * tables.pairs + P.pair[l]];
+    }
   P.cos_t.assign(static_cast<size_t>(64) * arot, 1.0f);
   P.sin_t.assign(P.cos_t.size(), 0.0f);
   for (int t = 0; t < 64; ++t)
@@ -151,6 +189,76 @@ void pk_rotate_queries(const PkPlan& P, const float* qp, int ns, const double* c
     }
     for (int l = 2 * arot; l < P.dp; ++l) dst[l] = src[l];
   }
+}
+
+}  // namespace tqkv::attn
+
+namespace tqkv::attn {
+
+void make_pk_basis_plan(const PreRopeKeyCodec& codec, const RopeParams& rope, const PkRopeTables& tables,
+                        PkBasisPlan* plan) {
+  PkBasisPlan& B = *plan;
+  const ChannelBasis& basis = *codec.basis();
+  RopeParams none = rope;
+  none.rotary_dims = 0;
+  make_pk_plan(codec, none, PkRopeTables{}, &B.y);  // y_hat: pass lanes only, no rotation
+  const int d = codec.dim(), R = rope.rotary_dims, half = R / 2;
+  B.d = d;
+  B.pairs = half;
+  B.rot_vec = (half + kPkLanes - 1) / kPkLanes;
+  B.pass_vec = (d - R + kPkLanes - 1) / kPkLanes;
+  B.nvec = 2 * B.rot_vec + B.pass_vec;
+  B.dp = kPkLanes * B.nvec;
+  const int arot = kPkLanes * B.rot_vec;
+  const bool adjacent = rope.style == RopeStyle::kAdjacent;
+  B.chan.assign(B.dp, -1);
+  B.pair.assign(arot, -1);
+  for (int j = 0; j < half; ++j) {  // natural pair order: a block-diagonal S stays in few vectors
+    B.pair[j] = j;
+    B.chan[j] = adjacent ? 2 * j : j;
+    B.chan[arot + j] = adjacent ? 2 * j + 1 : j + half;
+  }
+  for (int i = R; i < d; ++i) B.chan[2 * arot + (i - R)] = i;
+  B.nz_begin.assign(B.nvec + 1, 0);
+  B.nz_lane.clear();
+  B.col.clear();
+  for (int v = 0; v < B.nvec; ++v) {
+    for (int l = 0; l < B.y.dp; ++l) {  // y lanes in the y plan's order
+      const int yc = B.y.chan[l];
+      if (yc < 0) continue;
+      float e[kPkLanes];
+      bool any = false;
+      for (int k = 0; k < kPkLanes; ++k) {
+        const int xc = B.chan[v * kPkLanes + k];
+        e[k] = xc < 0 ? 0.0f : basis.synthesis[static_cast<size_t>(xc) * d + yc];
+        any = any || e[k] != 0.0f;
+      }
+      if (!any) continue;
+      B.nz_lane.push_back(l);
+      B.col.insert(B.col.end(), e, e + kPkLanes);
+    }
+    B.nz_begin[v + 1] = static_cast<int>(B.nz_lane.size());
+  }
+  B.cos_t.assign(static_cast<size_t>(64) * arot, 1.0f);
+  B.sin_t.assign(B.cos_t.size(), 0.0f);
+  for (int t = 0; t < 64; ++t)
+    for (int l = 0; l < half; ++l) {
+      B.cos_t[static_cast<size_t>(t) * arot + l] = tables.cos_t[static_cast<size_t>(t) * tables.pairs + l];
+      B.sin_t[static_cast<size_t>(t) * arot + l] = tables.sin_t[static_cast<size_t>(t) * tables.pairs + l];
+    }
+}
+
+PkPlan pk_basis_query_plan(const PkBasisPlan& B) {
+  PkPlan P;
+  P.d = B.d;
+  P.pairs = B.pairs;
+  P.rot_vec = B.rot_vec;
+  P.pass_vec = B.pass_vec;
+  P.nvec = B.nvec;
+  P.dp = B.dp;
+  P.chan = B.chan;
+  P.pair = B.pair;
+  return P;
 }
 
 }  // namespace tqkv::attn

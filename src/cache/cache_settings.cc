@@ -53,10 +53,24 @@ StatusOr<ModelCacheConfig> make_cache_config(const CacheSettings& s) {
       return invalid_argument("pk_calib (--pk-calib) must be >= 1, got " + std::to_string(s.pk_calib));
     c.base.pk_calib_tokens = s.pk_calib;
   }
-  if (s.pk_basis == "weights") c.pk_weight_basis = true;
-  else if (s.pk_basis == "none") c.pk_weight_basis = false;
-  else if (!s.pk_basis.empty())
-    return invalid_argument("invalid pk_basis (--pk-basis) '" + s.pk_basis + "': use weights or none");
+  if (s.pk_basis == "weights") {
+    c.pk_weight_basis = true;
+  } else if (s.pk_basis.rfind("weights:", 0) == 0) {  // weights:B, block-diagonal with blocks of B
+    const std::string n = s.pk_basis.substr(8);
+    int b = 0;
+    bool ok = !n.empty() && n.size() <= 5;
+    for (char ch : n) ok = ok && ch >= '0' && ch <= '9';
+    if (ok) b = std::stoi(n);
+    if (!ok || b < 1)
+      return invalid_argument("invalid pk_basis (--pk-basis) '" + s.pk_basis +
+                              "': use weights, weights:B (block-diagonal, B channels per block, 1..99999) or none");
+    c.pk_weight_basis = true;
+    c.pk_weight_basis_block = b;
+  } else if (s.pk_basis == "none") {
+    c.pk_weight_basis = false;
+  } else if (!s.pk_basis.empty()) {
+    return invalid_argument("invalid pk_basis (--pk-basis) '" + s.pk_basis + "': use weights, weights:B or none");
+  }
   return c;
 }
 
@@ -70,7 +84,9 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk ||
       c.base.key_format.kind == FormatKind::kTqo || c.base.value_format.kind == FormatKind::kTqo)
     s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
-  if (c.pk_weight_basis) s += " pk-basis=weights";
+  if (c.pk_weight_basis)
+    s += c.pk_weight_basis_block > 0 ? " pk-basis=weights:" + std::to_string(c.pk_weight_basis_block)
+                                     : std::string(" pk-basis=weights");
   return s;
 }
 

@@ -100,12 +100,21 @@ struct Chunk {
 // warp always hit 32 different banks). The row address is built by one byte permute: byte 1 of
 // the address is the entry's index byte taken straight from the packed chunk (kLut4: a pair's
 // 8-bit field; kLut2: a pair's 4-bit field, pre-masked for a whole word at once, with the table
-// base's bits 12-15 OR-ed in), bytes 0, 2, 3 come from the lane's base address.
+// base's bits 12-15 OR-ed in), bytes 0, 2, 3 come from the lane's base address. (A register
+// decode of kLut2 -- fields of a pair 8 bits apart, selector = x * 0x22 + 0x1010, PRMT from two
+// table registers -- was measured slower: 2.9 integer ops per pair instead of PRMT + LDS, 116 M
+// instead of 76 M warp instructions, 0.233 ms instead of 0.170 at B=16 L=32768; docs/design.md 10.)
+// Variant 2 (TQKV_ATTN_VARIANT=2, lut4 at d = 128): 128-byte rows, 16 copies per entry (lanes l
+// and l + 16 share copy l % 16: a 2-way bank conflict when they read different entries), so the
+// tables take 32 KiB instead of 64 and 4 CTAs fit per SM; the row offset costs one shift more.
+// Measured slower than the default (tq4/tq4 B=16 L=32768: 0.260 vs 0.232 ms, 16 instead of 12
+// warps per SM: bench/results/gpu-2026-12-01-s3.md); kept as a benchmark knob.
 constexpr uint32_t kRowBytes = 256;
+template <int V> constexpr uint32_t row_bytes() { return V == 2 ? 128 : kRowBytes; }
 
 // Pair p of a chunk -> f16x2. xl: the lane's table address (lut formats; see above); sc: f16x2
 // scale of the pair (q4/q8).
-template <int C, int NW>
+template <int C, int NW, bool HALF = false>
 __device__ __forceinline__ uint32_t decode_pair(const Chunk<NW>& ch, int p, uint32_t xl, uint32_t sc) {
   if constexpr (C == kLut2) {
     // Pair p's 4-bit field: word p/8, nibble p%8. Even pairs: the low nibbles of the word's
@@ -118,6 +127,12 @@ __device__ __forceinline__ uint32_t decode_pair(const Chunk<NW>& ch, int p, uint
     const uint32_t addr = __byte_perm(idx, xl, 0x7604u | (((p % 8) / 2) << 4));
     uint32_t r;
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(addr));
+    return r;
+  } else if constexpr (C == kLut4 && HALF) {
+    // xl = 2 * (lane's offset in the 128-byte row) | table base << 8: (entry * 256 + 2 off) / 2.
+    const uint32_t off = __byte_perm(ch.word(p / 4), xl & 0xFFu, 0x7604u | ((p % 4) << 4));
+    uint32_t r;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"((off >> 1) + (xl >> 8)));
     return r;
   } else if constexpr (C == kLut4) {
     // Pair p's 8-bit field: word p/4, byte p%4 -> byte 1 of the row offset; xl = lane offset in
@@ -157,7 +172,7 @@ struct AttnShape {
   // Variant 1 (TQKV_ATTN_VARIANT=1, d = 128 only; for measuring the trade-off): the other step
   // size, so two tiles per step where the default takes one (chunks of up to 16 words) and one
   // where it takes two.
-  static constexpr int TP = V == 0 ? TP0 : TP0 == 2 ? 1 : (KNW + VNW <= 16 ? 2 : 1);
+  static constexpr int TP = V != 1 ? TP0 : TP0 == 2 ? 1 : (KNW + VNW <= 16 ? 2 : 1);
   // Resident CTAs per SM the register allocation aims at: 4 (128 registers) where that does not
   // spill (checked with -Xptxas -v), else 3; d = 256 no cap.
   static constexpr bool kLutBoth = (KC == kLut2 || KC == kLut4) && (VC == kLut2 || VC == kLut4);
@@ -165,7 +180,7 @@ struct AttnShape {
   static constexpr int KLUT = CodecTraits<KC>::lut, VLUT = CodecTraits<VC>::lut;
   static constexpr int kRows = KLUT > VLUT ? KLUT : VLUT;
   static constexpr bool kAlign4K = KC == kLut2 || VC == kLut2;
-  static constexpr size_t kLutBytes = kRows == 0 ? 0 : static_cast<size_t>(kRows) * kRowBytes + (kAlign4K ? 4096 : 0);
+  static constexpr size_t kLutBytes = kRows == 0 ? 0 : static_cast<size_t>(kRows) * row_bytes<V>() + (kAlign4K ? 4096 : 0);
   static constexpr size_t kMergeBytes = static_cast<size_t>(4) * (8 * D + 16) * 4;
   static constexpr size_t kRegion0 = kLutBytes > kMergeBytes ? kLutBytes : kMergeBytes;
   static constexpr size_t kSmem = kRegion0 + 8 * D * 4;
@@ -199,13 +214,14 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   const int G = p.group, n_q_heads = p.n_kv_heads * G;
 
   // ---- prologue: tables (each entry replicated into its row, 16-byte stores), query columns ----
-  for (int i = tid; i < KLUT * 8; i += 128) {
-    const uint32_t v = __ldg(p.k.lut + i / 8);
-    reinterpret_cast<uint4*>(tbl_s)[(i / 8) * (kRowBytes / 16) + i % 8] = make_uint4(v, v, v, v);
+  constexpr int kRow16 = row_bytes<V>() / 16, kHalf16 = kRow16 / 2;  // 16-byte units per row, per half
+  for (int i = tid; i < KLUT * kHalf16; i += 128) {
+    const uint32_t v = __ldg(p.k.lut + i / kHalf16);
+    reinterpret_cast<uint4*>(tbl_s)[(i / kHalf16) * kRow16 + i % kHalf16] = make_uint4(v, v, v, v);
   }
-  for (int i = tid; i < VLUT * 8; i += 128) {
-    const uint32_t v = __ldg(p.v.lut + i / 8);
-    reinterpret_cast<uint4*>(tbl_s)[(i / 8) * (kRowBytes / 16) + 8 + i % 8] = make_uint4(v, v, v, v);
+  for (int i = tid; i < VLUT * kHalf16; i += 128) {
+    const uint32_t v = __ldg(p.v.lut + i / kHalf16);
+    reinterpret_cast<uint4*>(tbl_s)[(i / kHalf16) * kRow16 + kHalf16 + i % kHalf16] = make_uint4(v, v, v, v);
   }
   for (int i = tid; i < 8 * D; i += 128) {
     const int n = i / D, e = i % D;
@@ -251,9 +267,13 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
   __syncthreads();  // tables and qbuf complete
 
   // Lane table addresses (see decode_pair): lut2 the full shared address, lut4 the table base
-  // with the lane offset in the low byte.
+  // with the lane offset in the low byte (variant 2: twice the row offset | base << 8).
   const uint32_t tbase = sbase + lut_off;
-  const uint32_t kxl = tbase + lane * 4, vxl = tbase + 128 + lane * 4;
+  uint32_t kxl = tbase + lane * 4, vxl = tbase + 128 + lane * 4;
+  if constexpr (V == 2) {  // lut4 keys and values only (kHasHalf)
+    kxl = 2 * ((lane % 16) * 4) | (tbase << 8);
+    vxl = 2 * (64 + (lane % 16) * 4) | (tbase << 8);
+  }
   const int* btab = p.block_table + static_cast<size_t>(seq) * p.max_pages_per_seq;
   const int tpp = p.page_tokens / 16;  // tiles per page
   constexpr uint32_t KTILE = 16 * D * CodecTraits<KC>::w / 8, VTILE = 16 * D * CodecTraits<VC>::w / 8;
@@ -386,10 +406,11 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 #pragma unroll
       for (int t = 0; t < TP; ++t) {
         uint32_t a[4];
-        a[0] = decode_pair<KC>(R[t].kch, 2 * kk, kxl, R[t].ksc[0][bb]);
-        a[1] = decode_pair<KC>(R[t].kch, D / 8 + 2 * kk, kxl, R[t].ksc[1][bb]);
-        a[2] = decode_pair<KC>(R[t].kch, 2 * kk + 1, kxl, R[t].ksc[0][bb]);
-        a[3] = decode_pair<KC>(R[t].kch, D / 8 + 2 * kk + 1, kxl, R[t].ksc[1][bb]);
+        const uint32_t sc0 = R[t].ksc[0][bb], sc1 = R[t].ksc[1][bb];
+        a[0] = decode_pair<KC, KNW, V == 2>(R[t].kch, 2 * kk, kxl, sc0);
+        a[1] = decode_pair<KC, KNW, V == 2>(R[t].kch, D / 8 + 2 * kk, kxl, sc1);
+        a[2] = decode_pair<KC, KNW, V == 2>(R[t].kch, 2 * kk + 1, kxl, sc0);
+        a[3] = decode_pair<KC, KNW, V == 2>(R[t].kch, D / 8 + 2 * kk + 1, kxl, sc1);
         if (TP == 1 && (kk & 1)) mma16816(s2, a, qf[kk][0], qf[kk][1]);
         else mma16816(s[t], a, qf[kk][0], qf[kk][1]);
       }
@@ -494,10 +515,11 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 #pragma unroll
       for (int t = 0; t < TP; ++t) {
         uint32_t a[4];
-        a[0] = decode_pair<VC>(R[t].vch, 4 * mm + 0, vxl, R[t].vsc[0]);
-        a[1] = decode_pair<VC>(R[t].vch, 4 * mm + 1, vxl, R[t].vsc[0]);
-        a[2] = decode_pair<VC>(R[t].vch, 4 * mm + 2, vxl, R[t].vsc[1]);
-        a[3] = decode_pair<VC>(R[t].vch, 4 * mm + 3, vxl, R[t].vsc[1]);
+        const uint32_t sc0 = R[t].vsc[0], sc1 = R[t].vsc[1];
+        a[0] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 0, vxl, sc0);
+        a[1] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 1, vxl, sc0);
+        a[2] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 2, vxl, sc1);
+        a[3] = decode_pair<VC, VNW, V == 2>(R[t].vch, 4 * mm + 3, vxl, sc1);
         mma16816(o[mm], a, pb[t][0], pb[t][1]);
       }
     }
@@ -579,9 +601,15 @@ __global__ void __launch_bounds__(128, (AttnShape<KC, VC, D, V>::kMinBlocks)) at
 }
 
 // One block per (item, q head, query): combines the splits, normalizes, rotates values back.
+// The splits' (m, l) are loaded by all threads at once and their weights exp2(m_s - max) staged
+// in shared memory, D splits per round, so the O loads of a round are independent (8 unrolled in
+// flight per thread). Same operations in the same split order as the former one-split-at-a-time
+// loop, so the same result. ncu puts this kernel at 12.2 us at B = 1, L = 131072 (49 splits; 13.5
+// us with the former loop), so the loop's load latency was not what costs the time there.
 template <int D>
 __global__ void __launch_bounds__(D) merge_kernel(const AttnParams p) {
   __shared__ float v[D];
+  __shared__ float fw[D], lw[D], red[D / 32];
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the attention grid is complete and visible
   const int b = blockIdx.z, hq = blockIdx.y, jq = blockIdx.x, e = threadIdx.x;
   const int n_q_heads = p.n_kv_heads * p.group;
@@ -590,13 +618,30 @@ __global__ void __launch_bounds__(D) merge_kernel(const AttnParams p) {
   const int ns = min(p.n_splits, (ntiles + p.tiles_per_split - 1) / p.tiles_per_split);
   const size_t row0 = ((static_cast<size_t>(b) * n_q_heads + hq) * p.m + jq) * p.n_splits;
   float M = kNegInf;
-  for (int s = 0; s < ns; ++s) M = fmaxf(M, p.ws_ml[(row0 + s) * 2]);
+  for (int s = e; s < ns; s += D) M = fmaxf(M, p.ws_ml[(row0 + s) * 2]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+  if (e % 32 == 0) red[e / 32] = M;
+  __syncthreads();
+  M = red[0];
+#pragma unroll
+  for (int w = 1; w < D / 32; ++w) M = fmaxf(M, red[w]);
   const float mu = M == kNegInf ? 0.f : M;
   float acc = 0.f, L = 0.f;
-  for (int s = 0; s < ns; ++s) {
-    const float f = fast_exp2(p.ws_ml[(row0 + s) * 2] - mu);
-    acc += f * p.ws_o[(row0 + s) * D + e];
-    L += f * p.ws_ml[(row0 + s) * 2 + 1];
+  for (int s0 = 0; s0 < ns; s0 += D) {
+    const int n = min(D, ns - s0);
+    __syncthreads();  // the previous round's weights are consumed
+    if (e < n) {
+      fw[e] = fast_exp2(p.ws_ml[(row0 + s0 + e) * 2] - mu);
+      lw[e] = p.ws_ml[(row0 + s0 + e) * 2 + 1];
+    }
+    __syncthreads();
+    const float* wo = p.ws_o + (row0 + s0) * D + e;
+#pragma unroll 8
+    for (int s = 0; s < n; ++s) {
+      acc += fw[s] * wo[static_cast<size_t>(s) * D];
+      L += fw[s] * lw[s];
+    }
   }
   float y = L > 0.f ? acc / L : 0.f;
   if (p.v_rotated) {
@@ -655,6 +700,10 @@ cudaError_t launch_t(const AttnParams& p, int batch, cudaStream_t st) {
 template <int KC, int VC>
 constexpr bool kHasVariant = (KC == kLut2 && (VC == kLut2 || VC == kLut4)) || (KC == kLut4 && VC == kLut4) ||
                              (KC == kQ4 && VC == kQ4);
+// Codec pairs compiled with the half-size lut4 tables (variant 2, d = 128); a lut2 side would
+// need its own decode for 128-byte rows.
+template <int KC, int VC>
+constexpr bool kHasHalf = KC == kLut4 && VC == kLut4;
 
 template <int KC, int VC>
 cudaError_t launch_d(const AttnParams& p, int batch, cudaStream_t st) {
@@ -663,6 +712,8 @@ cudaError_t launch_d(const AttnParams& p, int batch, cudaStream_t st) {
     case 128:
       if constexpr (kHasVariant<KC, VC>)
         if (p.variant == 1) return launch_t<KC, VC, 128, 1>(p, batch, st);
+      if constexpr (kHasHalf<KC, VC>)
+        if (p.variant == 2) return launch_t<KC, VC, 128, 2>(p, batch, st);
       return launch_t<KC, VC, 128>(p, batch, st);
     case 256: return launch_t<KC, VC, 256>(p, batch, st);
     default: return cudaErrorInvalidValue;
@@ -682,6 +733,8 @@ template <int KC, int VC>
 int occupancy_d(int dim, int variant) {
   if constexpr (kHasVariant<KC, VC>)
     if (dim == 128 && variant == 1) return occupancy_t<KC, VC, 128, 1>();
+  if constexpr (kHasHalf<KC, VC>)
+    if (dim == 128 && variant == 2) return occupancy_t<KC, VC, 128, 2>();
   return dim == 64 ? occupancy_t<KC, VC, 64>() : dim == 128 ? occupancy_t<KC, VC, 128>() : occupancy_t<KC, VC, 256>();
 }
 

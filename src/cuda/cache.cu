@@ -237,7 +237,7 @@ struct CudaLayerCache::Impl {
   std::vector<int> seq_len;
   std::vector<int> table_host;
   int last_jobs = 0;
-  int ctas_per_sm[2] = {0, 0};  // per kernel variant
+  int ctas_per_sm[3] = {0, 0, 0};  // per kernel variant (TQKV_ATTN_VARIANT 0, 1, 2)
   int sms = 0;                  // multiprocessors of the device
   std::map<std::vector<int>, CudaBuffer> item_lists;
   gpu::PkStatePtr pk;  // pk{b} keys (prerope_cache.cu); null otherwise
@@ -527,9 +527,10 @@ Status CudaLayerCache::attend(const std::vector<int>& seqs, int m, int n_q_heads
   const int ntiles = (maxlen + 15) / 16;
   const int qchunks = (m + p.qpc - 1) / p.qpc;
   // TQKV_ATTN_VARIANT=1 selects the second compiled kernel variant (d = 128; see
-  // AttnShape in attention.cu): a benchmark knob for the registers-versus-ILP trade-off.
+  // AttnShape in attention.cu): a benchmark knob for the registers-versus-ILP trade-off;
+  // TQKV_ATTN_VARIANT=2 the half-size lut4 tables (lut4 formats, d = 128).
   const char* venv = std::getenv("TQKV_ATTN_VARIANT");
-  const int variant = (venv && venv[0] == '1' && venv[1] == 0) ? 1 : 0;
+  const int variant = (venv && (venv[0] == '1' || venv[0] == '2') && venv[1] == 0) ? venv[0] - '0' : 0;
   p.variant = variant;
   if (n_splits <= 0) {
     if (I.sms <= 0) {  // queried once: attend() is on the host's critical path of every decode step

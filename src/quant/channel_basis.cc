@@ -110,6 +110,24 @@ Status validate_channel_basis(const ChannelBasis& b) {
   return Status::Ok();
 }
 
+StatusOr<std::vector<float>> block_eigenbasis(const std::vector<double>& a, int d, int block) {
+  if (block < 1) return invalid_argument("block_eigenbasis: block must be >= 1, got " + std::to_string(block));
+  if (d < 1 || a.size() != static_cast<size_t>(d) * d)
+    return invalid_argument("block_eigenbasis: need a d x d matrix");
+  if (block >= d) return symmetric_eigenbasis(a, d);
+  std::vector<float> u(static_cast<size_t>(d) * d, 0.0f);
+  for (int b0 = 0; b0 < d; b0 += block) {
+    const int n = std::min(block, d - b0);
+    std::vector<double> sub(static_cast<size_t>(n) * n);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) sub[static_cast<size_t>(i) * n + j] = a[static_cast<size_t>(b0 + i) * d + b0 + j];
+    TQKV_ASSIGN_OR_RETURN(std::vector<float> e, symmetric_eigenbasis(sub, n));
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) u[static_cast<size_t>(b0 + i) * d + b0 + j] = e[static_cast<size_t>(i) * n + j];
+  }
+  return u;
+}
+
 ChannelBasis orthonormal_basis(std::vector<float> u, int d) {
   ChannelBasis b;
   b.dim = d;

@@ -37,7 +37,8 @@ void rope(float* v, int n_heads, int head_dim, const RopeParams& rope, const flo
 
 // pk channel bases from the weights (ModelCacheConfig::pk_weight_basis, tqkv/channel_basis.h), per
 // layer and kv head, for layers whose KEYS are pk: the orthonormal eigenbasis of
-// A = W_h diag(g)^2 W_h^T, W_h = that head's rows of attn_k, g = the attention norm's gain. Values
+// A = W_h diag(g)^2 W_h^T, W_h = that head's rows of attn_k, g = the attention norm's gain
+// (weights:B: of A restricted to diagonal blocks of B channels, block_eigenbasis). Values
 // get none: on the shipped d128 model pk values in the attn_v basis measured worse than tq values
 // and than pk values per channel (docs/design.md "Pre-RoPE keys"); the library takes one anyway
 // (KVCacheOptions::pk_basis[1]).
@@ -68,7 +69,9 @@ Status fill_pk_basis(const Model& model, ModelCacheConfig* cc) {
       for (int h = 0; h < c.n_kv_heads; ++h) {
         TQKV_RETURN_IF_ERROR(read_rows(st == 0 ? L.wk : L.wv, st == 0 ? "attn_k" : "attn_v", l, h * d));
         const std::vector<double> gram = projection_gram(rows.data(), L.attn_norm, d, D);
-        TQKV_ASSIGN_OR_RETURN(auto u, symmetric_eigenbasis(gram, d));
+        TQKV_ASSIGN_OR_RETURN(auto u, cc->pk_weight_basis_block > 0
+                                          ? block_eigenbasis(gram, d, cc->pk_weight_basis_block)
+                                          : symmetric_eigenbasis(gram, d));
         ChannelBasis basis = orthonormal_basis(std::move(u), d);
         cc->layer_pk_basis[st][l].push_back(std::make_shared<const ChannelBasis>(std::move(basis)));
       }

@@ -189,9 +189,9 @@ TEST_P(PreRopeAttention, CacheFusedAndOriginal) {
   Status st = cache.attend(0, c.m, nq, {q.data(), int64_t(c.m) * d, d}, {out.data(), int64_t(c.m) * d, d}, ao);
   set_simd_level(saved);
   ASSERT_TRUE(st.ok()) << st.to_string();
-  // Codecs with a channel basis take the reference decode at every SIMD level (the SIMD pk plan
-  // knows no basis): attend again at the detected level, checked below against the same float64
-  // reference on the decoded keys.
+  // Codecs with a channel basis: attend again at the detected level (the SIMD basis kernels,
+  // prerope_kernels.h), checked below against the same float64 reference on the decoded keys
+  // (their derived bounds: prerope_simd_test.cc, the _basis cases).
   std::vector<float> out_simd;
   const bool simd_too = c.basis > 0 && saved != SimdLevel::kScalar;
   if (simd_too) {

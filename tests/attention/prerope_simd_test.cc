@@ -23,13 +23,16 @@
 // level-table window), streams over 64 and over 128 bytes (two-register and gather paths).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "tqkv/attention.h"
+#include "tqkv/channel_basis.h"
 #include "tqkv/kv_cache.h"
 #include "tqkv/prerope_keys.h"
 #include "tqkv/simd.h"
@@ -74,7 +77,33 @@ struct Case {
   int64_t offset;  // RoPE position of token 0
   float spread;    // sd of the widest key channel
   int sinks = 0, window = 0;
+  int basis = 0;  // channel basis per kv head: 0 none, 1 random orthonormal d x d, B > 1 block-diagonal (blocks of B)
 };
+
+// Random orthonormal basis, block-diagonal with blocks of `block` channels (block = d: dense), by
+// Gram-Schmidt in double per block; entries outside the blocks are exactly zero.
+std::shared_ptr<const ChannelBasis> random_basis(int d, int block, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> g;
+  std::vector<double> q(static_cast<size_t>(d) * d, 0.0);
+  for (int b0 = 0; b0 < d; b0 += block) {
+    const int b1 = std::min(d, b0 + block);
+    for (int i = b0; i < b1; ++i)
+      for (int j = b0; j < b1; ++j) q[static_cast<size_t>(i) * d + j] = g(rng);
+    for (int j = b0; j < b1; ++j) {
+      for (int pass = 0; pass < 2; ++pass)
+        for (int k = b0; k < j; ++k) {
+          double dot = 0;
+          for (int i = b0; i < b1; ++i) dot += q[static_cast<size_t>(i) * d + j] * q[static_cast<size_t>(i) * d + k];
+          for (int i = b0; i < b1; ++i) q[static_cast<size_t>(i) * d + j] -= dot * q[static_cast<size_t>(i) * d + k];
+        }
+      double nrm = 0;
+      for (int i = b0; i < b1; ++i) nrm += q[static_cast<size_t>(i) * d + j] * q[static_cast<size_t>(i) * d + j];
+      for (int i = b0; i < b1; ++i) q[static_cast<size_t>(i) * d + j] /= std::sqrt(nrm);
+    }
+  }
+  return std::make_shared<const ChannelBasis>(orthonormal_basis(std::vector<float>(q.begin(), q.end()), d));
+}
 
 std::string name(const Case& c) {
   std::string k = std::string(c.kfmt) + "_" + c.vfmt;
@@ -83,7 +112,8 @@ std::string name(const Case& c) {
   return k + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.n) + "_g" + std::to_string(c.gqa) + "_m" +
          std::to_string(c.m) + "_N" + std::to_string(c.calib) + "_r" + std::to_string(c.rotary) +
          (c.style == RopeStyle::kNeox ? "_neox" : "") + "_o" + std::to_string(c.offset) + "_s" +
-         std::to_string(c.sinks) + "_w" + std::to_string(c.window);
+         std::to_string(c.sinks) + "_w" + std::to_string(c.window) +
+         (c.basis ? "_basis" + std::to_string(c.basis == 1 ? c.d : c.basis) : "");
 }
 
 class PreRopeSimd : public ::testing::TestWithParam<Case> {};
@@ -97,6 +127,7 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
   o.pk_calib_tokens = c.calib;
   o.sink_tokens = c.sinks;
   o.recent_window = c.window;
+  for (int h = 0; h < n_kv && c.basis > 0; ++h) o.pk_basis[0].push_back(random_basis(d, c.basis == 1 ? d : c.basis, 90 + h));
   auto cache_or = LayerKVCache::make(n_kv, d, o, 3);
   ASSERT_TRUE(cache_or.ok()) << cache_or.status().to_string();
   LayerKVCache& cache = **cache_or;
@@ -167,11 +198,33 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
     std::vector<double> kx(kd.begin(), kd.end()), a(n, 0.0);  // exact-angle keys; ||a_t||
     std::vector<float> kor(k.data() + static_cast<size_t>(h) * n * d, k.data() + static_cast<size_t>(h + 1) * n * d);
     std::vector<double> thmax(n);
+    // With a basis, x_hat = S y_hat: the decode's magnitudes a_y,j = |mu_j| + |y_j - mu_j| live in
+    // the basis (y = A^T x_hat in double), and bound the keys' coordinates by z = |S| a_y, so the
+    // arithmetic of A applies with ||z|| in place of ||a||; the SIMD synthesis adds <= K + 2
+    // roundings per term of |S| a_y (K <= d float FMAs per coordinate, the decode's rounding
+    // carried through S): <= 2^-24 (d + 2) ||q|| ||z|| on the score (Cauchy-Schwarz), in eps_synth.
+    const ChannelBasis* basis = hc != nullptr ? hc->basis() : nullptr;
     for (int t = 0; t < n; ++t) {
       double a2 = 0;
-      for (int i = 0; i < d; ++i) {
-        const double mu = hc != nullptr ? hc->stats().mean[i] : 0.0, x = kd[static_cast<size_t>(t) * d + i];
-        a2 += (std::fabs(mu) + std::fabs(x - mu)) * (std::fabs(mu) + std::fabs(x - mu));
+      const float* xt = &kd[static_cast<size_t>(t) * d];
+      if (basis != nullptr) {
+        std::vector<double> ay(d, 0.0);
+        for (int j = 0; j < d; ++j) {
+          double y = 0;
+          for (int i = 0; i < d; ++i) y += double(basis->analysis[static_cast<size_t>(i) * d + j]) * xt[i];
+          const double mu = hc->stats().mean[j];
+          ay[j] = (std::fabs(mu) + std::fabs(y - mu)) * (1 + 1e-6);  // y within float rounding of y_hat
+        }
+        for (int i = 0; i < d; ++i) {
+          double z = 0;
+          for (int j = 0; j < d; ++j) z += std::fabs(double(basis->synthesis[static_cast<size_t>(i) * d + j])) * ay[j];
+          a2 += z * z;
+        }
+      } else {
+        for (int i = 0; i < d; ++i) {
+          const double mu = hc != nullptr ? hc->stats().mean[i] : 0.0, x = xt[i];
+          a2 += (std::fabs(mu) + std::fabs(x - mu)) * (std::fabs(mu) + std::fabs(x - mu));
+        }
       }
       a[t] = std::sqrt(a2);
       rope_exact(rope, inv_freq, c.offset + t, &kx[static_cast<size_t>(t) * d]);
@@ -210,7 +263,7 @@ TEST_P(PreRopeSimd, EveryLevelWithinDerivedBounds) {
           }
           spread += pr[t] * std::sqrt(dv);
           vsum += pr[t] * std::sqrt(nv);
-          const double arith = 2 * u * (dp + 16) * qn * a[t];
+          const double arith = 2 * u * (dp + 16) * qn * a[t] + (basis != nullptr ? u * (d + 2) * qn * a[t] : 0.0);
           eps_simd = std::max(eps_simd, arith);
           eps_ref = std::max(eps_ref, arith + (2 * u * thmax[t] + 4 * u) * qn * a[t]);
         }
@@ -301,6 +354,19 @@ const Case kCases[] = {
     {"pk4", "tq4", 64, 97, 4, 1, 16, 64, RopeStyle::kAdjacent, 0, 6.0f},
     {"pk3", "f16", 128, 300, 4, 2, 32, 128, RopeStyle::kAdjacent, 9, 4.0f, 5, 40},  // sinks + window
     {"pk2", "f16", 64, 97, 7, 1, 16, 64, RopeStyle::kNeox, 0, 2.5f, 3, 0},
+    // Channel bases (the SIMD basis kernels): dense and block-diagonal, NeoX and adjacent pairs,
+    // partial rotary, sinks + window, 5-8-bit channels, streams over 64 and 128 bytes, odd d.
+    {"pk2.5", "f16", 128, 97, 4, 1, 16, 128, RopeStyle::kAdjacent, 0, 2.5f, 0, 0, 1},
+    {"pk3", "f32", 128, 300, 8, 2, 32, 128, RopeStyle::kNeox, 60000, 4.0f, 5, 40, 1},
+    {"pk2", "f16", 128, 97, 4, 1, 16, 128, RopeStyle::kAdjacent, 0, 2.5f, 0, 0, 16},
+    {"pk2.5", "f32", 128, 700, 1, 1, 64, 128, RopeStyle::kNeox, 9, 2.5f, 0, 0, 16},
+    {"pk4", "f16", 96, 54, 7, 3, 2, 64, RopeStyle::kAdjacent, 300, 6.0f, 0, 0, 8},   // partial rotary
+    {"pk3", "f16", 80, 97, 1, 1, 16, 48, RopeStyle::kNeox, 17, 4.0f, 3, 0, 1},
+    {"pk7", "f16", 128, 97, 4, 1, 16, 128, RopeStyle::kAdjacent, 0, 2.5f, 0, 0, 32},  // stream 112 B
+    {"pk5", "f16", 256, 54, 4, 1, 8, 256, RopeStyle::kNeox, 0, 2.5f, 0, 0, 1},       // stream 160 B
+    {"pk2", "f32", 8, 97, 2, 1, 16, 8, RopeStyle::kAdjacent, 0, 2.5f, 0, 0, 1},
+    {"pk2", "tq2", 128, 300, 4, 1, 64, 128, RopeStyle::kAdjacent, 0, 2.5f, 0, 0, 16},
+    {"pk3", "f16", 40, 61, 3, 1, 7, 40, RopeStyle::kAdjacent, 0, 2.5f, 0, 0, 12},  // blocks not dividing d
 };
 INSTANTIATE_TEST_SUITE_P(All, PreRopeSimd, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return name(info.param); });

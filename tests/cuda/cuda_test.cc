@@ -247,10 +247,11 @@ TEST_P(CudaCache, CodesAndAttention) {
     auto dq = CudaBuffer::alloc(q.size() * 4), dout = CudaBuffer::alloc(q.size() * 4);
     ASSERT_TRUE(dq.ok() && dout.ok());
     ASSERT_OK(dq->upload(q.data(), q.size() * 4));
-    // both compiled kernel variants (TQKV_ATTN_VARIANT; the second exists for d = 128)
-    for (int vs = 0; vs < 6; ++vs) {
+    // every compiled kernel variant (TQKV_ATTN_VARIANT; 1 exists for d = 128, 2 for lut4/lut4 at
+    // d = 128; elsewhere they fall back to the default kernel)
+    for (int vs = 0; vs < 9; ++vs) {
       const int variant = vs / 3, splits = std::array<int, 3>{0, 1, 3}[vs % 3];
-      ASSERT_EQ(setenv("TQKV_ATTN_VARIANT", variant ? "1" : "0", 1), 0);
+      ASSERT_EQ(setenv("TQKV_ATTN_VARIANT", variant == 2 ? "2" : variant == 1 ? "1" : "0", 1), 0);
       ASSERT_OK(dout->fill_byte(0xFF));  // NaN poison: an unwritten element fails
       ASSERT_OK(C.attend(seqs, m, HQ, dq->as<float>(), dout->as<float>(), 0.f, splits));
       ASSERT_OK(cuda_synchronize());

@@ -75,6 +75,37 @@ TEST(ChannelBasis, JacobiRecoversKnownEigenvectors) {
   }
 }
 
+// block_eigenbasis: a random symmetric matrix restricted to blocks (d 10, blocks of 4: 4 + 4 + 2)
+// gives, per block, exactly symmetric_eigenbasis of that block in its rows and columns and exact
+// zeros elsewhere; block >= d is the dense eigenbasis; block 0 is refused.
+TEST(ChannelBasis, BlockEigenbasis) {
+  const int d = 10, block = 4;
+  std::mt19937_64 rng(9);
+  std::normal_distribution<double> g;
+  std::vector<double> a(static_cast<size_t>(d) * d);
+  for (int i = 0; i < d; ++i)
+    for (int k = 0; k <= i; ++k) a[i * d + k] = a[k * d + i] = g(rng) + (i == k ? 4.0 : 0.0);
+  auto u = block_eigenbasis(a, d, block);
+  ASSERT_TRUE(u.ok()) << u.status().to_string();
+  for (int b0 = 0; b0 < d; b0 += block) {
+    const int n = std::min(block, d - b0);
+    std::vector<double> sub(static_cast<size_t>(n) * n);
+    for (int i = 0; i < n; ++i)
+      for (int k = 0; k < n; ++k) sub[i * n + k] = a[(b0 + i) * d + b0 + k];
+    auto e = symmetric_eigenbasis(sub, n);
+    ASSERT_TRUE(e.ok());
+    for (int i = 0; i < d; ++i)
+      for (int j = b0; j < b0 + n; ++j) {
+        const bool inside = i >= b0 && i < b0 + n;
+        EXPECT_EQ((*u)[i * d + j], inside ? (*e)[(i - b0) * n + (j - b0)] : 0.0f) << i << "," << j;
+      }
+  }
+  EXPECT_TRUE(validate_channel_basis(orthonormal_basis(*u, d)).ok());
+  EXPECT_EQ(*block_eigenbasis(a, d, d), *symmetric_eigenbasis(a, d));
+  EXPECT_EQ(*block_eigenbasis(a, d, 1000), *symmetric_eigenbasis(a, d));
+  EXPECT_FALSE(block_eigenbasis(a, d, 0).ok());
+}
+
 TEST(ChannelBasis, GramAndErrors) {
   // W = [[1, 2, 0], [0, 1, -1]], g = (1, 0.5, 2): W diag(g)^2 W^T = [[1 + 1, 0.5], [0.5, 0.25 + 4]].
   const float w[] = {1, 2, 0, 0, 1, -1};

@@ -25,6 +25,19 @@ TEST(PkBasis, SettingsSpelling) {
   ASSERT_TRUE(c.ok());
   EXPECT_TRUE(c->pk_weight_basis);
   EXPECT_EQ(describe_cache_config(*c), "k=pk2.5 v=f16 pk-calib=128 pk-basis=weights");
+  EXPECT_EQ(c->pk_weight_basis_block, 0);
+  s.pk_basis = "weights:16";
+  c = make_cache_config(s);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_TRUE(c->pk_weight_basis);
+  EXPECT_EQ(c->pk_weight_basis_block, 16);
+  EXPECT_EQ(describe_cache_config(*c), "k=pk2.5 v=f16 pk-calib=128 pk-basis=weights:16");
+  for (const char* bad_block : {"weights:", "weights:0", "weights:-4", "weights:1x", "weights:123456"}) {
+    s.pk_basis = bad_block;
+    auto e = make_cache_config(s);
+    ASSERT_FALSE(e.ok()) << bad_block;
+    EXPECT_NE(e.status().message().find("weights:B"), std::string::npos) << e.status().message();
+  }
   s.pk_basis = "none";
   EXPECT_FALSE(make_cache_config(s)->pk_weight_basis);
   s.pk_basis = "klt";
@@ -106,6 +119,35 @@ TEST(PkBasis, ForwardPassGivesEigenbasesOfTheKeyProjection) {
     }
   }
   EXPECT_GT(checked, 0);
+}
+
+// weights:B gives every pk key layer and kv head an orthonormal basis with exact zeros outside the
+// diagonal blocks of B channels, different from the dense one (block_eigenbasis itself is checked
+// in channel_basis_test.cc; the Gram is the one ForwardPassGivesEigenbasesOfTheKeyProjection checks).
+TEST(PkBasis, BlockDiagonalWeightsBasis) {
+  auto model = Model::load(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  const ModelConfig& mc = (*model)->config();
+  const int d = mc.head_dim, B = 16;
+  CacheSettings s;
+  s.cache_type_k = "pk2";
+  s.cache_type_v = "tq2";
+  s.pk_basis = "weights:16";
+  auto ctx = InferenceContext::make(**model, *make_cache_config(s), 16, 64);
+  ASSERT_TRUE(ctx.ok()) << ctx.status().to_string();
+  s.pk_basis = "weights";
+  auto dense = InferenceContext::make(**model, *make_cache_config(s), 16, 64);
+  ASSERT_TRUE(dense.ok());
+  for (int l = 0; l < mc.n_layers; ++l)
+    for (int h = 0; h < mc.n_kv_heads; ++h) {
+      const ChannelBasis& b = *(*ctx)->cache().layer(l).options().pk_basis[0][h];
+      const ChannelBasis& full = *(*dense)->cache().layer(l).options().pk_basis[0][h];
+      ASSERT_TRUE(validate_channel_basis(b).ok());
+      EXPECT_NE(b.synthesis, full.synthesis);
+      for (int i = 0; i < d; ++i)
+        for (int j = 0; j < d; ++j)
+          if (i / B != j / B) ASSERT_EQ(b.synthesis[static_cast<size_t>(i) * d + j], 0.0f) << l << " " << i << "," << j;
+    }
 }
 
 }  // namespace
