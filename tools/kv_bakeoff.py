@@ -72,6 +72,11 @@ CONFIG_GROUPS = [
         "rq4_0/rq4_0", "riq4_nl/riq4_nl", "tq1/tq2", "qjl1/tq2", "qjl2/tq2", "qjl3/tq3",
         "tqp2/tq2", "tqp3/tq3", "tqp4/tq4", "rabitq1/tq2", "rq4_0/f16", "f16/rq4_0",
     ]),
+    # The TurboQuant paper's outlier split (tqo{h}x{l}, docs/format.md): tqo3x2 = "32 of 128 channels
+    # at 3 bits, 96 at 2" (2.5 stored b/elem at d = 128), as keys, as values and both.
+    ("outlier split", [
+        "tqo3x2/tq2", "tqo3x2/tq3", "tqo4x3/tq3", "tq2/tqo3x2", "tqo3x2/tqo3x2", "tqo3x2/f16",
+    ]),
 ]
 DEFAULT_CONFIGS = [c for _, cs in CONFIG_GROUPS for c in cs]
 GROUP_OF = {c: g for g, cs in CONFIG_GROUPS for c in cs}

@@ -24,7 +24,7 @@ void add_cache_flags(CLI::App& app, CacheFlags* f) {
   app.add_option("--kv-preset", f->preset,
                  "Recommended K+V configuration by average bits: " + cache_preset_names() + " (measured, docs/results.md)");
   app.add_option("--pk-calib", f->pk_calib,
-                 "pk{b} keys: per-head key statistics from each sequence's first N tokens, which wait in f16 until then");
+                 "pk{b} keys (and tqo{h}x{l} outlier channels): per-head statistics from each sequence's first N tokens, which wait in f16 until then");
   app.add_option("--pk-basis", f->pk_basis,
                  "pk{b} keys: code in the eigenbasis of the model's K projection (weights), a block-diagonal one with "
                  "blocks of B channels (weights:B, cheaper to decode) or per channel (none)");

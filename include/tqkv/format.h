@@ -21,6 +21,10 @@
 //                            the residual norm, b in 2..5
 //   rabitq1                  RaBitQ's 1-bit code (no centroid): tq1's bytes with the unbiased scale
 //                            ||x||^2 / <x, u> instead of the norm-correcting one
+//   tqo{h}x{l}               the TurboQuant paper's outlier split: 25% of the channels (the largest
+//                            mean square over the sequence's first N tokens) coded by tq{h}, the rest
+//                            by tq{l} (tqo3x2 = the paper's "32 at 3 bits, 96 at 2"), h and l in 1..4;
+//                            per-sequence channel set, so no stateless Quantizer (tqkv/outlier_split.h)
 //   tt{b}                    tail-biting bitshift trellis code of the rotated vector: b bits per
 //                            element, each coordinate decoded from a 12-bit window of codes
 //                            (Viterbi encode, table-lookup decode; src/quant/trellis.h), b in 1..4
@@ -37,12 +41,12 @@
 
 namespace tqkv {
 
-enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp, kRabitq, kTt };
+enum class FormatKind { kF32, kF16, kQ8_0, kQ4_0, kRvq, kTq, kKivi, kPk, kRq4_0, kRiq4Nl, kQjl, kTqp, kRabitq, kTqo, kTt };
 
 struct FormatSpec {
   FormatKind kind = FormatKind::kF16;
   int bits = 16;   // bits per code per pass (rvq, tq, kivi); 32/16/8/4 for the baselines
-  int passes = 1;  // rvq only: total passes (first pass + residual passes)
+  int passes = 1;  // rvq: total passes (first pass + residual passes); tqo: the regular channels' bits l
   double avg_bits = 0;  // pk only: average coded bits per element (bits = its ceiling)
 
   // Canonical name, e.g. "rvq1x2", "tq2", "q8_0".

@@ -11,8 +11,9 @@
 //                               (P = page_tokens), addressed with StreamLayout::code()/tile()
 //   S + n_compressed <= t < S + n_compressed + n_pending
 //                               pending row t - S - n_compressed: stream.pending + row * head_dim (f16);
-//                               only layers with a pk{b} stream have pending rows (tokens waiting
-//                               for the sequence's statistics, tqkv/prerope_keys.h)
+//                               only layers with a pk{b} or tqo stream have pending rows (tokens
+//                               waiting for the sequence's statistics, tqkv/prerope_keys.h,
+//                               tqkv/outlier_split.h)
 //   otherwise                   window row t % W: stream.window + (t % W) * head_dim   (f16)
 // with S = sink_tokens, W = recent_window. Byte layouts: docs/format.md ("KV cache pages").
 //
@@ -161,6 +162,10 @@ struct StreamPages {
   // pk{b} streams: this sequence's codec of this head (its statistics); null until they exist.
   // Compressed pk codes decode with prerope->decode (keys: pre-RoPE keys; values: values).
   const PreRopeKeyCodec* prerope = nullptr;
+  // tqo{h}x{l} streams: this sequence's quantizer of this head (its outlier channel set,
+  // tqkv/outlier_split.h); null until it exists. Compressed codes decode with quantizer->decode
+  // instead of the layout's HeadCodec::quantizer (null for every other format).
+  const Quantizer* quantizer = nullptr;
 };
 
 struct HeadPages {

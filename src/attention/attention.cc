@@ -216,7 +216,8 @@ kernels::RotatedParams rotated_params(const StreamLayout& s, int head, int d) {
 
 // Decodes compressed indices c0 .. c0 + cnt - 1 of one stream to float rows (original domain).
 void decode_rows(const StreamLayout& s, const StreamPages& sp, int head, int c0, int cnt, float* out, int d) {
-  const Quantizer& q = *s.heads[head].quantizer;
+  // tqo{h}x{l}: the sequence's own quantizer (its outlier channel set); otherwise the head's.
+  const Quantizer& q = sp.quantizer != nullptr ? *sp.quantizer : *s.heads[head].quantizer;
   if (s.storage == KVStorage::kPerVector) {
     q.decode(s.code(sp.pages, c0), cnt, out);  // a block never crosses a page
     return;
@@ -588,11 +589,16 @@ Status validate(const LayerView& L, const AttentionParams& p) {
     if (r.q.data == nullptr || r.out.data == nullptr) return invalid_argument("attend: null q or out");
     if (r.seq.heads == nullptr) return invalid_argument("attend: sequence view without heads");
     if (r.seq.n_compressed > 0)
-      for (int h = 0; h < L.n_kv_heads; ++h)
+      for (int h = 0; h < L.n_kv_heads; ++h) {
         if ((L.key.format.kind == FormatKind::kPk && r.seq.heads[h].key.prerope == nullptr) ||
             (L.value.format.kind == FormatKind::kPk && r.seq.heads[h].value.prerope == nullptr))
           return invalid_argument("attend: pk codes are compressed but kv head " + std::to_string(h) +
                                   " has no statistics in the sequence view");
+        if ((L.key.format.kind == FormatKind::kTqo && r.seq.heads[h].key.quantizer == nullptr) ||
+            (L.value.format.kind == FormatKind::kTqo && r.seq.heads[h].value.quantizer == nullptr))
+          return invalid_argument("attend: tqo codes are compressed but kv head " + std::to_string(h) +
+                                  " has no outlier channel set in the sequence view");
+      }
   }
   const RopeParams& rope = p.options.rope;
   if (L.key.pre_rope && (rope.rotary_dims < 2 || rope.rotary_dims % 2 != 0 || rope.rotary_dims > L.head_dim))

@@ -322,6 +322,9 @@ static Status refuse_pk(const ModelKVCache& cache) {
     if (L.key.format.kind == FormatKind::kPk || L.value.format.kind == FormatKind::kPk)
       return unsupported("prompt-cache files do not store pk{b} caches yet (per-sequence key statistics); "
                          "use another cache format with --prompt-cache");
+    if (L.key.format.kind == FormatKind::kTqo || L.value.format.kind == FormatKind::kTqo)
+      return unsupported("prompt-cache files do not store tqo{h}x{l} caches yet (per-sequence outlier channels); "
+                         "use another cache format with --prompt-cache");
   }
   return Status::Ok();
 }

@@ -84,7 +84,8 @@ std::string describe_cache_config(const ModelCacheConfig& c) {
   if (c.boundary_layers)
     s += " boundary=" + std::to_string(c.boundary_layers) + "x" + c.boundary_key_format.name();
   if (!c.base.quant.use_hadamard) s += " no-hadamard";
-  if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk)
+  if (c.base.key_format.kind == FormatKind::kPk || c.base.value_format.kind == FormatKind::kPk ||
+      c.base.key_format.kind == FormatKind::kTqo || c.base.value_format.kind == FormatKind::kTqo)
     s += " pk-calib=" + std::to_string(c.base.pk_calib_tokens);
   if (c.pk_weight_basis)
     s += c.pk_weight_basis_block > 0 ? " pk-basis=weights:" + std::to_string(c.pk_weight_basis_block)

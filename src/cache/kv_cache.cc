@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cache/layer_cache_impl.h"
+#include "tqkv/outlier_split.h"
 #include "tqkv/cache_seed.h"
 #include "core/check.h"
 #include "core/half.h"
@@ -69,8 +70,9 @@ namespace {
 // Builds the storage description of one stream from its quantizers.
 void setup_stream(StreamConfig& sc, const FormatSpec& format, int head_dim, int page_tokens, bool is_value) {
   sc.format = format;
-  if (format.kind == FormatKind::kPk) {  // per-sequence codecs; per-vector codes in pages
-    sc.pk = true;
+  if (format.kind == FormatKind::kPk || format.kind == FormatKind::kTqo) {  // per-sequence codecs; per-vector codes in pages
+    sc.pk = format.kind == FormatKind::kPk;
+    sc.outlier = format.kind == FormatKind::kTqo;
     sc.code_size = code_size(format, head_dim);
     sc.page_bytes = static_cast<size_t>(page_tokens) * sc.code_size;
     sc.codecs.assign(sc.q.size(), HeadCodec{});
@@ -110,7 +112,8 @@ void refresh_views(SeqState& s) {
                             ss.sink.empty() ? nullptr : ss.sink.data(),
                             ss.win.empty() ? nullptr : ss.win.data(),
                             pk && !pk->pend[k].empty() ? pk->pend[k].data() : nullptr,
-                            pk ? pk->codec[k].get() : nullptr};
+                            pk ? pk->codec[k].get() : nullptr,
+                            pk ? pk->seq_quantizer(k) : nullptr};
     }
   }
 }
@@ -135,7 +138,8 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(const HeadShard& shar
     return invalid_argument("recent_window and sink_tokens must be >= 0");
   if (options.recent_window > kMaxWindowTokens || options.sink_tokens > kMaxWindowTokens)  // rings are allocated whole
     return invalid_argument("recent_window and sink_tokens must be <= " + std::to_string(kMaxWindowTokens));
-  if ((options.key_format.kind == FormatKind::kPk || options.value_format.kind == FormatKind::kPk) &&
+  if ((options.key_format.kind == FormatKind::kPk || options.value_format.kind == FormatKind::kPk ||
+       options.key_format.kind == FormatKind::kTqo || options.value_format.kind == FormatKind::kTqo) &&
       options.pk_calib_tokens < 1)
     return invalid_argument("pk_calib_tokens must be >= 1, got " + std::to_string(options.pk_calib_tokens));
   auto impl = std::make_unique<Impl>();
@@ -152,7 +156,7 @@ StatusOr<std::unique_ptr<LayerKVCache>> LayerKVCache::make(const HeadShard& shar
       qo.seed = cache_rotation_seed(options.quant.seed, layer, shard.kv_head_offset + h,
                                     k == kValues ? CacheStream::kValue : CacheStream::kKey);
       qo.value_stream = k == kValues;
-      if (formats[k].kind == FormatKind::kPk) {  // per-sequence codecs, made when the statistics exist
+      if (formats[k].kind == FormatKind::kPk || formats[k].kind == FormatKind::kTqo) {  // per-sequence codecs, made when the statistics exist
         impl->st[k].q.push_back(nullptr);
         continue;
       }
@@ -249,6 +253,9 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
           if (I.st[st].pk) {
             while (static_cast<int>(ss.pages.size()) <= comp / P) ss.add_page(I.st[st].page_bytes);
             ph.codec[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
+          } else if (I.st[st].outlier) {
+            while (static_cast<int>(ss.pages.size()) <= comp / P) ss.add_page(I.st[st].page_bytes);
+            ph.outlier->quantizer[st]->encode(x[st], 1, ss.pages[comp / P] + static_cast<size_t>(comp % P) * I.st[st].code_size);
           } else {
             put_compressed(I.st[st], P, d, ss, h, comp, x[st], 1, d, tmp);
           }
@@ -296,8 +303,21 @@ Status LayerKVCache::Impl::append_prerope(SeqState& s, int n, const HeadTokenVie
       if (!ph.fitted && t + 1 == N) {  // N tokens stored: fit the statistics, compress the pending rows
         std::vector<float> calib(static_cast<size_t>(N) * d);
         for (int st = 0; st < kStreams; ++st) {
-          if (!I.st[st].pk) continue;
+          if (!I.st[st].per_sequence()) continue;
           for (int u = 0; u < N; ++u) stored_row(st, u, &calib[static_cast<size_t>(u) * d]);
+          if (I.st[st].outlier) {  // tqo: the channel set from the same N f16 rows (tqkv/outlier_split.h)
+            auto mask = select_outlier_channels(calib.data(), N, d, 0);
+            if (!mask.ok()) return mask.status();
+            QuantOptions qo = I.opt.quant;
+            qo.seed = cache_rotation_seed(I.opt.quant.seed, I.layer, I.shard.kv_head_offset + h,
+                                          st == kValues ? CacheStream::kValue : CacheStream::kKey);
+            qo.value_stream = st == kValues;
+            auto q = make_outlier_split_quantizer(I.st[st].format, d, qo, *mask);
+            if (!q.ok()) return q.status();
+            if (!ph.outlier) ph.outlier = std::make_unique<PkHead::Outlier>();
+            ph.outlier->quantizer[st] = std::move(*q);
+            continue;
+          }
           std::shared_ptr<const ChannelBasis> basis;
           // pk_basis is indexed by the GLOBAL kv head (a shard's head h is kv_head_offset + h).
           const size_t gh = static_cast<size_t>(I.shard.kv_head_offset) + h;
@@ -334,7 +354,7 @@ Status LayerKVCache::append(int seq, int n, const HeadTokenView& k, const HeadTo
   if (k.data == nullptr || v.data == nullptr) return invalid_argument("append: null K or V");
   SeqState& s = I.seqs[seq];
   if (s.heads.empty()) s.heads.resize(I.n_kv_heads);
-  if (I.st[kKeys].pk || I.st[kValues].pk) {
+  if (I.st[kKeys].per_sequence() || I.st[kValues].per_sequence()) {
     TQKV_RETURN_IF_ERROR(I.append_prerope(s, n, k, v));
     refresh_views(s);
     return Status::Ok();
@@ -427,9 +447,14 @@ size_t LayerKVCache::bytes_resident() const {
       // pk statistics block (docs/format.md) and the codec object holding it.
       if (hs.pk) {  // pending rows, statistics blocks (docs/format.md) and the codec objects
         b += sizeof(PkHead);
+        if (hs.pk->outlier) b += sizeof(PkHead::Outlier);
         for (int st = 0; st < kStreams; ++st) {
           b += hs.pk->pend[st].capacity() * sizeof(uint16_t);
           if (hs.pk->codec[st]) b += PreRopeKeyCodec::stats_bytes(I.head_dim) + sizeof(PreRopeKeyCodec);
+          // tqo: the outlier mask block (docs/format.md) and the quantizer's channel index lists
+          // (d ints); its two tq rotations are re-derived from the seed, like the codebooks.
+          if (hs.pk->seq_quantizer(st))
+            b += outlier_mask_bytes(I.head_dim) + static_cast<size_t>(I.head_dim) * sizeof(int);
         }
       }
     }
@@ -460,6 +485,8 @@ Status LayerKVCache::read(int seq, int head, int t0, int t1, float* k, float* v)
         const uint8_t* page = ss.pages[c / P];
         if (sc.pk) {
           hs.pk->codec[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
+        } else if (sc.outlier) {
+          hs.pk->outlier->quantizer[st]->decode(page + static_cast<size_t>(c % P) * sc.code_size, 1, o);
         } else if (sc.tiled) {
           sc.lay.gather(page + static_cast<size_t>((c % P) / kTileTokens) * sc.lay.tile_bytes, c % kTileTokens,
                         code.data());

@@ -4,7 +4,7 @@
 // Per sequence and kv head, token position t lives in exactly one of three places:
 //   sinks      t < S                           f16, (S, head_dim)
 //   compressed S <= t < S + n_comp             key/value formats, pages of P tokens
-//   pending    S + n_comp <= t < S + n_comp + n_pend   f16 rows (layers with a pk{b} stream only:
+//   pending    S + n_comp <= t < S + n_comp + n_pend   f16 rows (layers with a pk{b} or tqo stream only:
 //              tokens that would be compressed but wait for the sequence's statistics; K and V alike)
 //   window     S + n_comp + n_pend <= t < n     f16 ring of W slots, slot t % W
 // With W = 0 every token >= S is compressed on append. With W > 0 a token is compressed (from its
@@ -50,6 +50,14 @@ struct PkHead {
   // pk{b} streams (keys: pre-RoPE; values may use the same codec): this sequence's statistics,
   // null until fitted (all pk streams of a head are fitted together, at N tokens) and for non-pk streams.
   std::unique_ptr<PreRopeKeyCodec> codec[kStreams];
+  // tqo{h}x{l} streams (layers with one only; a separate allocation so that pk-only layers'
+  // bookkeeping, counted in bytes_resident, does not grow): this sequence's outlier-split
+  // quantizers (their channel sets; null until fitted, at N tokens like the pk statistics).
+  struct Outlier {
+    std::unique_ptr<Quantizer> quantizer[kStreams];
+  };
+  std::unique_ptr<Outlier> outlier;
+  const Quantizer* seq_quantizer(int st) const { return outlier ? outlier->quantizer[st].get() : nullptr; }
   std::vector<uint16_t> pend[kStreams];  // (n_pend, head_dim) f16 rows before the statistics exist
   bool fitted = false;
 };
@@ -73,6 +81,8 @@ struct StreamConfig {
   size_t code_size = 0;   // per-vector code size
   bool tiled = false;     // bit-sliced tiles (tile_layout.h) instead of per-vector codes
   bool pk = false;        // pk{b}: per-sequence codecs (HeadStore::pk), q holds nulls
+  bool outlier = false;   // tqo{h}x{l}: per-sequence quantizers (PkHead::outlier), q holds nulls
+  bool per_sequence() const { return pk || outlier; }
   TileLayout lay;
   size_t page_bytes = 0;
   std::vector<std::unique_ptr<Quantizer>> q;  // (n_kv_heads,)

@@ -317,6 +317,9 @@ StatusOr<std::unique_ptr<CudaLayerCache>> CudaLayerCache::make(const CudaCacheCo
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
   if (impl->cfg.max_pages_per_seq <= 0) impl->cfg.max_pages_per_seq = cfg.max_pages;
+  for (const FormatSpec& f : {cfg.key_format, cfg.value_format})
+    if (f.kind == FormatKind::kTqo)  // a per-sequence outlier channel set (tqkv/outlier_split.h)
+      return unsupported("no CUDA path for format " + f.name() + " (per-sequence outlier channels are CPU-only)");
   if (cfg.value_format.pre_rope())  // pk values (-ctv pk{b}) are CPU-only
     return unsupported("no CUDA path for value format " + cfg.value_format.name() +
                        " (pk{b} is a GPU key format only; values: rvq1x2, tq2, rvq2x2, tq4, rvq1x4, q4_0, q8_0, f16)");

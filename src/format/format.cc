@@ -20,7 +20,7 @@ bool parse_int(std::string_view s, int* out) {
 const FormatKind kAllKinds[] = {FormatKind::kF32, FormatKind::kF16,  FormatKind::kQ8_0, FormatKind::kQ4_0,
                                 FormatKind::kRvq, FormatKind::kTq, FormatKind::kKivi, FormatKind::kPk,
                                 FormatKind::kRq4_0, FormatKind::kRiq4Nl, FormatKind::kQjl, FormatKind::kTqp,
-                                FormatKind::kRabitq, FormatKind::kTt};
+                                FormatKind::kRabitq, FormatKind::kTqo, FormatKind::kTt};
 
 // pk{b}: coded bits of one vector (the same rule as tqkv::prerope_total_bits).
 long pk_total_bits(double avg_bits, int head_dim) { return std::lround(avg_bits * head_dim); }
@@ -38,7 +38,7 @@ std::string range_message(const format::FormatRow& r) {
     }
   const bool contiguous = count == hi - lo + 1;
   std::string s = std::string(r.name) + " bits";
-  if (r.has_passes) s += " and passes";
+  if (r.has_passes) s += std::string_view(r.pattern).find("{h}") != std::string_view::npos ? " h and l" : " and passes";
   s += " must be ";
   if (contiguous) s += "in " + std::to_string(lo) + ".." + std::to_string(hi);
   else s += bits;

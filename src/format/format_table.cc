@@ -4,6 +4,7 @@
 #include "core/check.h"
 #include "format/blocks.h"
 #include "quant/peers.h"
+#include "tqkv/outlier_split.h"
 #include "quant/trellis.h"
 
 #include <cmath>
@@ -42,6 +43,12 @@ size_t size_tqp(const FormatSpec& s, size_t d) {
   return sizeof(float) + static_cast<size_t>(s.bits - 1) * plane_bytes(d) + 2 + plane_bytes(d);
 }
 
+// tqo{h}x{l}: bf16 scale of each set, then the outlier set's h planes and the rest's l planes
+// (ceil(n/8) bytes each), n_o = outlier_channel_count(d) (docs/format.md "tqo{h}x{l}").
+size_t size_tqo(const FormatSpec& s, size_t d) {
+  const size_t n_o = static_cast<size_t>(outlier_channel_count(static_cast<int>(d)));
+  return 4 + static_cast<size_t>(s.bits) * plane_bytes(n_o) + static_cast<size_t>(s.passes) * plane_bytes(d - n_o);
+}
 // tt{b}: bf16 scale, then the b-bit codes of the d coordinates as one bit stream.
 size_t size_tt(const FormatSpec& s, size_t d) { return 2 + div_up(static_cast<size_t>(s.bits) * d, 8); }
 
@@ -104,6 +111,10 @@ const FormatRow kRows[] = {
     // bit-sliced tiles / rotated kernels read it exactly as they read tq1.
     {FormatKind::kRabitq, "rabitq1", "rabitq1", 1, 0,         false, 1, true,  true,  size_rotated, rotated_planes, 2, false, false, -1,
      TQKV_ROTATED_FNS, make_rabitq_quantizer},
+    // tqo{h}x{l}: the TurboQuant outlier split (bits = h, passes = l); a per-sequence channel set,
+    // so no stateless kernels or factory: the cache fits one per sequence (tqkv/outlier_split.h).
+    {FormatKind::kTqo,  "tqo",  "tqo{h}x{l}",  0,  kBits1to4, true,  4, false, false, size_tqo,     no_planes,      0, false, false, -1,
+     {}, {}, {}, {}},
     // tt{b}: trellis code of the rotated vector (src/quant/trellis.h). rotated = false like the
     // peers: the rotation is internal to the code and attention reads it through its decode.
     {FormatKind::kTt,   "tt",   "tt{b}",       0,  kBits1to4, false, 1, false, false, size_tt,      no_planes,      0, false, false, -1,
@@ -146,7 +157,9 @@ std::string known_formats() {
   for (const FormatRow& r : kRows) {
     if (!s.empty()) s += ", ";
     s += r.pattern;
-    if (r.fixed_bits == 0) {
+    if (r.kind == FormatKind::kTqo) {  // {h}x{l}: two bit widths, both from the mask
+      s += " (h, l " + bits_list(r.bits_mask) + ")";
+    } else if (r.fixed_bits == 0) {
       s += " (b " + bits_list(r.bits_mask);
       if (r.has_passes) s += "; p 1-" + std::to_string(r.max_passes);
       s += ")";

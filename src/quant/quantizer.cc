@@ -67,6 +67,9 @@ StatusOr<std::unique_ptr<Quantizer>> make_quantizer(const FormatSpec& spec, int 
   if (spec.kind == FormatKind::kPk)
     return unsupported(spec.name() + " codes need per-sequence statistics: use tqkv::PreRopeKeyCodec "
                        "(tqkv/prerope_keys.h) or a KV cache with that key format");
+  if (spec.kind == FormatKind::kTqo)
+    return unsupported(spec.name() + " codes need a per-sequence outlier channel set: use "
+                       "tqkv::make_outlier_split_quantizer (tqkv/outlier_split.h) or a KV cache with that format");
   if (format::row(spec).make != nullptr) return format::row(spec).make(spec, dim, options);
   if (format::row(spec).rotated) {
     TQKV_ASSIGN_OR_RETURN(auto q, RotatedQuantizer::make(spec, dim, options));

@@ -52,13 +52,14 @@ struct Case {
   int window = 0, sinks = 0, seqs = 1;
   int threads = 0;  // 8 with one kv head and a long sequence: split-K (several splits merged)
   int split = 0;    // explicit split-K: compressed tokens per work item (0 = automatic)
+  int calib = 0;    // pk_calib_tokens (tqo: tokens that fix the outlier channels); 0 = default
 };
 
 std::string name(const Case& c) {
   return std::string(c.kfmt) + "_" + c.vfmt + "_d" + std::to_string(c.d) + "_n" + std::to_string(c.kv_len) +
          "_g" + std::to_string(c.gqa) + "_m" + std::to_string(c.m) + "_w" + std::to_string(c.window) +
          "_s" + std::to_string(c.sinks) + "_q" + std::to_string(c.seqs) + "_t" + std::to_string(c.threads) +
-         "_k" + std::to_string(c.split);
+         "_k" + std::to_string(c.split) + (c.calib ? "_c" + std::to_string(c.calib) : "");
 }
 
 struct Errors {
@@ -77,6 +78,7 @@ Errors run_case(const Case& c, SimdLevel level) {
   o.value_format = *parse_format(c.vfmt);
   o.recent_window = c.window;
   o.sink_tokens = c.sinks;
+  if (c.calib > 0) o.pk_calib_tokens = c.calib;
   auto cache = LayerKVCache::make(c.n_kv, c.d, o, kLayer);
   EXPECT_TRUE(cache.ok()) << cache.status().to_string();
   const int nq = c.n_kv * c.gqa;
@@ -271,6 +273,14 @@ const Case kCases[] = {
     {"riq4_nl", "tqp2", 64, 300, 1, 7, 100, 16, 4, 2, 2, 64},
     // rabitq1: tq1's bit-sliced tiles with RaBitQ's scale (the AVX-512 bit-sliced kernels).
     {"rabitq1", "tq2", 128, 97, 2, 4, 1}, {"rabitq1", "rabitq1", 80, 300, 1, 7, 100, 16, 4, 2, 2, 64},
+    // The TurboQuant outlier split (tqkv/outlier_split.h): per-sequence channel set from the first
+    // `calib` tokens (f16 until then), attended through its decode. head_dim 64/80/96/128, kv_len
+    // 1 (still pending), 54, 97, 300 (4+ pages), GQA 1/4/7/8, prefill, sinks + window, split-K,
+    // as keys and as values, next to a tq / pk-free partner stream that waits with it.
+    {"tqo3x2", "tq2", 128, 97, 2, 4, 1, 0, 0, 1, 0, 0, 32}, {"tqo3x2", "tqo3x2", 64, 54, 1, 8, 1, 0, 0, 1, 0, 0, 16},
+    {"tqo4x2", "tq3", 80, 97, 2, 7, 5, 0, 0, 1, 0, 0, 40}, {"tq2", "tqo3x2", 96, 54, 1, 1, 54, 0, 0, 1, 0, 0, 20},
+    {"tqo3x2", "f16", 128, 1, 1, 4, 1, 0, 0, 1, 0, 0, 8}, {"tqo4x3", "tqo3x2", 96, 300, 2, 4, 3, 16, 4, 2, 2, 64, 100},
+    {"tqo3x2", "tq2", 128, 97, 1, 8, 97}, {"tqo2x1", "q8_0", 80, 300, 1, 7, 100, 0, 0, 1, 8, 0, 64},
     // tt{b} (trellis code, src/quant/trellis.h), attended through its decode: head_dim 64/80/96/128,
     // kv_len 1/54/97, GQA 1/4/7/8, decode and prefill, sinks/window, several sequences, split-K.
     {"tq3", "tt3", 128, 97, 2, 4, 1}, {"tt2", "tt2", 128, 97, 2, 4, 1}, {"tt3", "tt4", 64, 54, 1, 1, 54},

@@ -232,6 +232,27 @@ TEST_F(CacheFileRefusals, SizesThatDoNotAddUpAreRefused) {
   EXPECT_NE(load(rehash(b)).find("sizes do not add up"), std::string::npos);
 }
 
+// Per-sequence formats (pk{b} statistics, tqo{h}x{l} outlier channels) are not in the file format:
+// saving refuses them with one line naming the format family, after a forward pass that compressed.
+TEST(CacheFileRefusals2, PerSequenceFormatsAreRefused) {
+  auto model = tiny();
+  const int V = model->config().vocab_size;
+  for (const char* k : {"pk2", "tqo3x2"}) {
+    ModelCacheConfig cc = config(k, "tq2");
+    cc.base.pk_calib_tokens = 8;
+    auto a = make_ctx(*model, cc, 16, 128);
+    const std::vector<int> prompt = tokens(20, V, 1);
+    std::vector<float> la(V);
+    ASSERT_TRUE(a->forward(prompt.data(), 20, la.data(), false).ok()) << k;
+    CacheFileContents contents;
+    contents.sequences = {{0, prompt}};
+    auto st = save_cache_file(testing::temp_path(std::string("refuse_") + k + ".tqkvc"), *model, a->cache(), contents);
+    ASSERT_FALSE(st.ok()) << k;
+    EXPECT_NE(st.status().message().find(std::string(k).substr(0, 2)), std::string::npos) << st.status().message();
+    EXPECT_NE(st.status().message().find("do not store"), std::string::npos) << st.status().message();
+  }
+}
+
 TEST(CacheFileCli, GenerateSavesThenLoadsThePromptCache) {
   testing::TinySpec s;
   s.ctx = 64;

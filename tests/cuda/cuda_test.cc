@@ -490,7 +490,7 @@ TEST(CudaCacheErrors, ReportsProblemsAsStatus) {
   cfg.key_format = parse_format("kivi2").value();
   EXPECT_FALSE(CudaLayerCache::make(cfg).ok());
   // Formats outside the CUDA subset: one "no CUDA path" line naming the format, never an internal error.
-  for (const char* name : {"rq4_0", "riq4_nl", "qjl2", "tqp3", "rabitq1"}) {  // pk{b}: CudaPkCacheErrors
+  for (const char* name : {"rq4_0", "riq4_nl", "qjl2", "tqp3", "rabitq1", "tqo3x2"}) {  // pk{b}: CudaPkCacheErrors
     cfg.key_format = parse_format(name).value();
     const auto r = CudaLayerCache::make(cfg);
     ASSERT_FALSE(r.ok()) << name;
