@@ -56,5 +56,35 @@ TEST(KvPresetCli, PresetsAndPkKeysRunWithKld) {
   }
 }
 
+// --pk-basis and --pk-code reach the cache from the command line (cache_flags.cc copies each flag
+// into CacheSettings): the description names them, and each changes the codes, so the KLD moves.
+TEST(KvPresetCli, PkBasisAndCodeFlagsReachTheCache) {
+  const std::string model = tiny_model("pkflags_tiny.gguf");
+  const std::string text = testing::temp_path("") + "pkflags_text.txt";
+  std::ofstream(text) << std::string(300, 'a') + "bcd efg hij";
+  const std::string base = testing::temp_path("pkflags_base.kld");
+  const std::string common = "perplexity -m " + model + " -f " + text + " -c 32 --json ";
+  auto r = run_cli(common + "--kl-divergence-base " + base);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string pk = common + "--pk-calib 8 -ctk pk2 -ctv f16 --kl-divergence " + base;
+  struct Case {
+    const char* flags;
+    const char* described;
+  } cases[3] = {{"", "k=pk2 v=f16 pk-calib=8"},
+                {" --pk-code trellis", "pk-code=trellis"},
+                {" --pk-basis weights:4", "pk-basis=weights:4"}};
+  double kld[3];
+  for (int i = 0; i < 3; ++i) {
+    r = run_cli(pk + cases[i].flags);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_NE(j["cache"].get<std::string>().find(cases[i].described), std::string::npos) << j["cache"];
+    kld[i] = j["kld_mean"].get<double>();
+    EXPECT_TRUE(std::isfinite(kld[i]) && kld[i] > 0) << cases[i].flags;
+  }
+  EXPECT_NE(kld[1], kld[0]);
+  EXPECT_NE(kld[2], kld[0]);
+}
+
 }  // namespace
 }  // namespace tqkv
