@@ -39,8 +39,8 @@ void pk_decode_rope_avx2(const PkPlan& P, const uint8_t* codes, size_t code_size
       const __m256 lv = _mm256_i32gather_ps(P.levels, idx, 4);
       return _mm256_fmadd_ps(_mm256_mul_ps(s, _mm256_loadu_ps(&P.sd[l])), lv, _mm256_loadu_ps(&P.mu[l]));
     };
-    const float* ct = &P.cos_t[static_cast<size_t>(t) * arot];
-    const float* st = &P.sin_t[static_cast<size_t>(t) * arot];
+    const float* ct = P.cos_t.data() + static_cast<size_t>(t) * arot;
+    const float* st = P.sin_t.data() + static_cast<size_t>(t) * arot;
     for (int l = 0; l < arot; l += 8) {
       const __m256 a = decode(l), b = decode(arot + l);
       const __m256 co = _mm256_loadu_ps(ct + l), si = _mm256_loadu_ps(st + l);
@@ -87,8 +87,8 @@ void pk_decode_basis_rope_avx2(const PkBasisPlan& B, const uint8_t* codes, size_
   }
   for (int t = 0; t < cnt; ++t) {
     float* row = rows + static_cast<size_t>(t) * dp;
-    const float* ct = &B.cos_t[static_cast<size_t>(t) * arot];
-    const float* st = &B.sin_t[static_cast<size_t>(t) * arot];
+    const float* ct = B.cos_t.data() + static_cast<size_t>(t) * arot;
+    const float* st = B.sin_t.data() + static_cast<size_t>(t) * arot;
     for (int l = 0; l < arot; l += 8) {
       const __m256 a = _mm256_loadu_ps(row + l), b = _mm256_loadu_ps(row + arot + l);
       const __m256 co = _mm256_loadu_ps(ct + l), si = _mm256_loadu_ps(st + l);

@@ -72,8 +72,8 @@ void decode_rows(const PkPlan& P, const uint8_t* codes, size_t code_size, int cn
   for (int t = 0; t < cnt; ++t) {
     const Stream st = load_stream<TWO>(codes + static_cast<size_t>(t) * code_size, m0, m1);
     float* row = rows + static_cast<size_t>(t) * P.dp;
-    const float* ct = &P.cos_t[static_cast<size_t>(t) * arot];
-    const float* sn = &P.sin_t[static_cast<size_t>(t) * arot];
+    const float* ct = P.cos_t.data() + static_cast<size_t>(t) * arot;
+    const float* sn = P.sin_t.data() + static_cast<size_t>(t) * arot;
     for (int r = 0; r < rv; ++r) {
       const __m512 a = decode_vec<TWO>(P, V[r], win[r], st, lv0, lv1);
       const __m512 b = decode_vec<TWO>(P, V[rv + r], win[rv + r], st, lv0, lv1);
@@ -245,8 +245,8 @@ void pk_decode_basis_rope_avx512(const PkBasisPlan& B, const uint8_t* codes, siz
   }
   for (int t = 0; t < cnt; ++t) {
     float* row = rows + static_cast<size_t>(t) * dp;
-    const float* ct = &B.cos_t[static_cast<size_t>(t) * arot];
-    const float* sn = &B.sin_t[static_cast<size_t>(t) * arot];
+    const float* ct = B.cos_t.data() + static_cast<size_t>(t) * arot;
+    const float* sn = B.sin_t.data() + static_cast<size_t>(t) * arot;
     for (int r = 0; r < B.rot_vec; ++r) {
       const __m512 a = _mm512_loadu_ps(row + kPkLanes * r), b = _mm512_loadu_ps(row + arot + kPkLanes * r);
       const __m512 co = _mm512_loadu_ps(ct + kPkLanes * r), si = _mm512_loadu_ps(sn + kPkLanes * r);
