@@ -44,12 +44,12 @@ if [[ " $STEPS " == *" tsan "* ]]; then
   cmake --build build-tsan -j"$JOBS" --target tqkv_thread_tests
   archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | head -1)
   [ -n "$archer" ] || { echo "ci-sanitize: libarcher.so not found (install libomp-14-dev)"; exit 1; }
-  # 4 OpenMP threads on 2 cores: real interleavings of the attention splits.
-  OMP_NUM_THREADS=4 OMP_TOOL_LIBRARIES="$archer" ARCHER_OPTIONS=verbose=1 \
-  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$PWD/scripts/tsan.supp" \
   # Excluded: the CLI (not in this build) and the trellis cases (tt{b}, --pk-code trellis), whose scalar Viterbi
   # encode runs minutes per case under TSan; tt attention takes the same generic per-vector decode
   # path as the other peers, which stay in, and the ASan job runs the tt cases.
+  # 4 OpenMP threads on 2 cores: real interleavings of the attention splits.
+  OMP_NUM_THREADS=4 OMP_TOOL_LIBRARIES="$archer" ARCHER_OPTIONS=verbose=1 \
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$PWD/scripts/tsan.supp" \
     ./build-tsan/tqkv_thread_tests --gtest_brief=1 --gtest_filter='-CacheFileCli.*:*tt1_*:*tt2_*:*tt3_*:*tt4_*:*_trellis*'
   stamp "TSan threaded attention/cache tests passed"
 fi
