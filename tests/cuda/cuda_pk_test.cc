@@ -25,26 +25,12 @@
 #include "tqkv/prerope_keys.h"
 #include "tqkv/quantizer.h"
 
+#include "testing/cuda_testing.h"
+
 namespace tqkv {
 namespace {
 
-#define REQUIRE_GPU()                                               \
-  do {                                                              \
-    std::string why_;                                               \
-    if (!cuda_available(&why_)) GTEST_SKIP() << "no GPU: " << why_; \
-  } while (0)
-#define ASSERT_OK(expr)                                      \
-  do {                                                       \
-    const ::tqkv::Status s_ = (expr);                        \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.to_string(); \
-  } while (0)
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  const uint64_t s = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  std::printf("[cuda_pk_test] seed %llu\n", static_cast<unsigned long long>(s));
-  return s;
-}
+uint64_t fresh_seed() { return testing::fresh_seed("cuda_pk_test"); }
 
 float f16_round(float x) { return half_to_float(float_to_half(x)); }
 
